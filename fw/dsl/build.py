@@ -1,0 +1,417 @@
+"""The semantic pass: lark trees of a file and its includes -> a checked RuleSet.
+
+It walks statements in file order (includes inline), so "defined before use" is simply the state
+of the table at that point. Problems are collected, not raised, so `check` reports all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lark import Token, Tree
+
+from fw.dsl.diagnostics import Collector
+from fw.dsl.matches import MatchBuilder, mentions_ip6
+from fw.dsl.parse import parse_text
+from fw.dsl.spans import span_of, token_span, unquote
+from fw.dsl.values import Atom, Value, ValueError_, check_one_kind, suggest, to_port_range
+from fw.errors import FwlabError, RulesError, Span
+from fw.model import (
+    CHAINS,
+    ChainName,
+    CtStateMatch,
+    NatRule,
+    Policy,
+    PortMatch,
+    Rule,
+    RuleSet,
+    Statement,
+)
+
+NAT_BEHAVIOURS = ("endpoint-independent", "address-dependent", "address-port-dependent")
+RULE_PART_ORDER = {"match": 0, "statement": 1, "verdict": 2, "comment": 3}
+
+
+@dataclass
+class Define:
+    value: Value
+    span: Span
+    used: bool = False
+
+
+@dataclass
+class Builder:
+    out: Collector
+    defines: dict[str, Define] = field(default_factory=dict)
+    mode: str | None = None
+    policies: dict[str, Policy] = field(default_factory=dict)
+    chains: dict[str, list[Rule]] = field(default_factory=lambda: {c: [] for c in CHAINS})
+    nat: list[NatRule] = field(default_factory=list)
+    stack: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def load(self, path: str, include_span: Span | None = None) -> None:
+        text = self.read(path, include_span)
+        if text is None:
+            return
+        self.stack.append(str(Path(path).resolve()))
+        self.files.append(path)
+        try:
+            tree = parse_text(text, path)
+        except RulesError as exc:
+            self.out.error(exc.message, exc.span)
+        else:
+            self.walk(tree, path, top=include_span is None)
+        finally:
+            self.stack.pop()
+
+    def read(self, path: str, include_span: Span | None) -> str | None:
+        """The file's text, or None after reporting why it cannot be read."""
+        try:
+            data = Path(path).read_bytes()
+            text = data.decode("utf-8")
+        except IsADirectoryError:
+            return self.unreadable(path, "is a directory", include_span)
+        except OSError as exc:
+            return self.unreadable(path, (exc.strerror or str(exc)).lower(), include_span)
+        except UnicodeDecodeError as exc:
+            return self.unreadable(path, f"is not UTF-8 text (byte {exc.start})", include_span)
+        if "\x00" in text:
+            return self.unreadable(path, "is not a text file (it holds NUL bytes)", include_span)
+        self.out.sources.texts[path] = text
+        return text
+
+    def unreadable(self, path: str, why: str, include_span: Span | None) -> None:
+        if include_span:
+            self.out.error(f"cannot include '{path}': {why}", include_span)
+        else:
+            self.out.error(f"cannot read the file: {why}", Span(path, 0, 0))
+        return None
+
+    def walk(self, tree: Tree, path: str, top: bool) -> None:
+        items = [c for c in tree.children if isinstance(c, Tree)]
+        self.check_mode_first(items, path, top)
+        for item in items:
+            getattr(self, f"item_{item.data}")(item, path)
+
+    # -- top-level statements ---------------------------------------------------------------
+
+    def check_mode_first(self, items: list[Tree], path: str, top: bool) -> None:
+        modes = [i for i in items if i.data == "mode"]
+        if top and not modes:
+            self.out.error(
+                "missing 'mode stateful' or 'mode stateless' (it must be the first statement)",
+                Span(path, 1, 1, 1, 2),
+            )
+        for item in modes:
+            if item is not items[0]:
+                self.out.error("'mode' must be the first statement", span_of(item, path))
+
+    def item_mode(self, item: Tree, path: str) -> None:
+        name: Token = item.children[0]
+        span = token_span(name, path)
+        if name not in ("stateful", "stateless"):
+            self.out.error(f"unknown mode '{name}'; use 'stateful' or 'stateless'", span)
+        elif self.mode is None:
+            self.mode = str(name)
+        elif self.mode != name:
+            message = f"included file says 'mode {name}' but the rule set is {self.mode}"
+            self.out.error(message, span)
+
+    def item_define(self, item: Tree, path: str) -> None:
+        name_token, value_tree = item.children
+        name, span = str(name_token), token_span(name_token, path)
+        value = self.value(value_tree, path)
+        if name in self.defines:
+            first = self.defines[name].span
+            self.out.error(f"'${name}' is already defined at {first}", span)
+        elif value is not None:
+            self.defines[name] = Define(Value(value.atoms, value.span, name), span)
+
+    def item_include(self, item: Tree, path: str) -> None:
+        token: Token = item.children[0]
+        span = token_span(token, path)
+        target = Path(path).parent / unquote(token)
+        resolved = str(target.resolve())
+        if resolved in self.stack:
+            chain = [*self.stack[self.stack.index(resolved) :], resolved]
+            names = " -> ".join(Path(p).name for p in chain)
+            self.out.error(f"include cycle: {names}", span)
+            return
+        self.load(str(target), span)
+
+    def item_policy(self, item: Tree, path: str) -> None:
+        chain, verdict = item.children
+        span = span_of(item, path)
+        if chain not in CHAINS:
+            hint = suggest(str(chain), dict.fromkeys(CHAINS))
+            self.out.error(f"unknown chain '{chain}'{hint}", token_span(chain, path))
+        elif verdict not in ("accept", "drop"):
+            self.out.error(
+                f"a policy is 'accept' or 'drop', not '{verdict}'", token_span(verdict, path)
+            )
+        elif chain in self.policies:
+            first = self.policies[chain].span
+            self.out.error(f"policy {chain} is set twice (first at {first})", span)
+        else:
+            self.policies[str(chain)] = Policy(verdict=str(verdict), span=span)
+
+    def item_chain(self, item: Tree, path: str) -> None:
+        chain = str(item.children[0])
+        for rule_tree in item.children[1:]:
+            rule = self.rule(rule_tree, chain, path)
+            if rule is not None:
+                self.chains[chain].append(rule)
+
+    def item_nat(self, item: Tree, path: str) -> None:
+        if self.mode == "stateless":
+            self.out.error("a 'nat' block needs 'mode stateful'", span_of(item, path, width=3))
+        for rule_tree in item.children:
+            rule = self.nat_rule(rule_tree, path)
+            if rule is not None:
+                self.nat.append(rule)
+
+    # -- values ------------------------------------------------------------------------------
+
+    def value(self, tree: Tree | Token, path: str) -> Value | None:
+        """Resolve a value (atom, set or $name); None after reporting a problem."""
+        try:
+            return self.resolve(tree, path)
+        except ValueError_ as exc:
+            self.out.error(exc.message, exc.span)
+            return None
+
+    def resolve(self, tree: Tree | Token, path: str) -> Value:
+        if isinstance(tree, Token):
+            return self.lookup(tree, path)
+        atoms = tuple(self.atom(a, path) for a in (tree.children if tree.data == "set" else [tree]))
+        span = span_of(tree, path)
+        check_one_kind(atoms, span)
+        return Value(atoms, span)
+
+    def lookup(self, token: Token, path: str) -> Value:
+        name, span = token[1:], token_span(token, path)
+        define = self.defines.get(name)
+        if define is None:
+            hint = suggest(name, self.defines)
+            hint = hint.replace("'", "'$", 1) if hint else ""
+            raise ValueError_(f"undefined name '${name}'{hint}", span)
+        define.used = True
+        return Value(define.value.atoms, span, name)
+
+    def atom(self, tree: Tree, path: str) -> Atom:
+        from fw.dsl.values import KIND_BY_TOKEN
+
+        token: Token = tree.children[0]
+        return Atom(str(token), KIND_BY_TOKEN[token.type], token_span(token, path))
+
+    # -- rules -------------------------------------------------------------------------------
+
+    def rule(self, tree: Tree, chain: str, path: str) -> Rule | None:
+        parts = self.ordered_parts(tree.children, path, nat=False)
+        matches = self.matches(parts["match"], path, nat=False)
+        if matches is None:
+            return None
+        statements = tuple(self.statement(p) for p in parts["statement"])
+        verdict = str(parts["verdict"][0].children[0]) if parts["verdict"] else None
+        if verdict is None and not statements:
+            self.out.warning("rule has no verdict and no statement: it does nothing",
+                             span_of(tree, path))
+        return Rule(
+            chain=chain, index=len(self.chains[chain]), matches=matches, statements=statements,
+            verdict=verdict, comment=self.comment(parts), text=self.text_of(tree, path),
+            span=span_of(tree, path),
+        )
+
+    def ordered_parts(self, children: list[Tree], path: str, nat: bool) -> dict[str, list[Tree]]:
+        """Group a rule's parts, reporting any part out of the documented order."""
+        parts: dict[str, list[Tree]] = {k: [] for k in (*RULE_PART_ORDER, "action", "option")}
+        last = 0
+        for part in children:
+            kind = "match" if part.data.endswith("match") else part.data
+            kind = {"nat_action": "action", "nat_option": "option"}.get(kind, kind)
+            order = RULE_PART_ORDER.get(kind, 1)
+            if order < last:
+                later = describe_order(last, nat)
+                self.out.error(f"{describe(kind)} must come before {later}", span_of(part, path))
+            last = max(last, order)
+            parts[kind].append(part)
+        self.check_counts(parts, path, nat)
+        return parts
+
+    def check_counts(self, parts: dict[str, list[Tree]], path: str, nat: bool) -> None:
+        for kind in ("verdict", "comment", "action"):
+            for extra in parts[kind][1:]:
+                self.out.error(f"a rule has at most one {describe(kind)}", span_of(extra, path))
+        if nat:
+            for kind in ("statement", "verdict"):
+                for part in parts[kind]:
+                    self.out.error(f"{describe(kind)} is not allowed in a nat rule",
+                                   span_of(part, path))
+
+    def matches(self, trees: list[Tree], path: str, nat: bool) -> tuple | None:
+        builder = MatchBuilder(self, path)
+        built = []
+        for tree in trees:
+            try:
+                built.extend(builder.build(tree))
+            except ValueError_ as exc:
+                self.out.error(exc.message, exc.span)
+                return None
+        for match in built:
+            self.check_match_mode(match, nat)
+        return tuple(built)
+
+    def check_match_mode(self, match: object, nat: bool) -> None:
+        if not isinstance(match, CtStateMatch):
+            return
+        if nat:
+            self.out.error("'ct state' is not allowed in a nat rule", match.span)
+        elif self.mode == "stateless":
+            self.out.error("'ct state' needs 'mode stateful'", match.span)
+
+    def statement(self, tree: Tree) -> Statement:
+        kind = str(tree.children[0])
+        prefix = unquote(tree.children[1]) if len(tree.children) > 1 else None
+        return Statement(kind=kind, prefix=prefix)
+
+    def comment(self, parts: dict[str, list[Tree]]) -> str | None:
+        return unquote(parts["comment"][0].children[0]) if parts["comment"] else None
+
+    def text_of(self, tree: Tree, path: str) -> str:
+        text = self.out.sources.texts.get(path, "")
+        raw = text[tree.meta.start_pos : tree.meta.end_pos]
+        return " ".join(raw.replace("\\\n", " ").split())
+
+    # -- nat rules ---------------------------------------------------------------------------
+
+    def nat_rule(self, tree: Tree, path: str) -> NatRule | None:
+        parts = self.ordered_parts(tree.children, path, nat=True)
+        matches = self.matches(parts["match"], path, nat=True)
+        if not parts["action"]:
+            self.out.error("a nat rule needs masquerade, snat or dnat", span_of(tree, path))
+            return None
+        if matches is None:
+            return None
+        try:
+            return self.nat_rule_of(tree, parts, matches, path)
+        except ValueError_ as exc:
+            self.out.error(exc.message, exc.span)
+            return None
+
+    def nat_rule_of(self, tree: Tree, parts: dict, matches: tuple, path: str) -> NatRule:
+        action_tree = parts["action"][0]
+        action = str(action_tree.children[0])
+        self.check_nat_matches(matches, span_of(tree, path))
+        addr, ports = self.nat_target(action_tree, path)
+        if action == "dnat":
+            self.check_dnat(matches, ports, span_of(action_tree, path))
+        options = self.nat_options(parts["option"], action, path)
+        return NatRule(
+            action=action, index=len(self.nat), matches=matches, to_addr=addr, to_ports=ports,
+            comment=self.comment(parts), text=self.text_of(tree, path), span=span_of(tree, path),
+            **options,
+        )
+
+    def nat_target(self, tree: Tree, path: str) -> tuple:
+        if len(tree.children) < 2:
+            return None, None
+        target: Tree = tree.children[1]
+        atoms = [self.atom(a, path) for a in target.children]
+        address = atoms[0]
+        if address.kind != "address" or "/" in address.text:
+            raise ValueError_(f"'{address.text}' is not an address to translate to", address.span)
+        from ipaddress import IPv4Address, ip_address
+
+        try:
+            addr = ip_address(address.text)
+        except ValueError:
+            raise ValueError_(f"'{address.text}' is not an IP address", address.span) from None
+        if not isinstance(addr, IPv4Address):
+            raise ValueError_("NAT is IPv4 only (NAT44): IPv6 passes untranslated", address.span)
+        ports = to_port_range(atoms[1]) if len(atoms) > 1 else None
+        return addr, ports
+
+    def check_nat_matches(self, matches: tuple, span: Span) -> None:
+        for match in matches:
+            if mentions_ip6(match):
+                raise ValueError_("NAT is IPv4 only (NAT44): no IPv6 matches in a nat rule",
+                                  match.span or span)
+
+    def check_dnat(self, matches: tuple, ports: object, span: Span) -> None:
+        if ports is None:
+            return
+        if ports.lo != ports.hi:
+            raise ValueError_("dnat translates to one port, not a range", span)
+        if not any(isinstance(m, PortMatch) for m in matches):
+            raise ValueError_("dnat to a port needs a 'tcp dport' or 'udp dport' match", span)
+
+    def nat_options(self, trees: list[Tree], action: str, path: str) -> dict[str, str]:
+        options: dict[str, str] = {}
+        for tree in trees:
+            key, value = (str(c) for c in tree.children)
+            span = span_of(tree, path)
+            if action == "dnat":
+                raise ValueError_(f"'{key}' applies to snat and masquerade, not dnat", span)
+            if value not in NAT_BEHAVIOURS:
+                hint = suggest(value, dict.fromkeys(NAT_BEHAVIOURS))
+                raise ValueError_(f"unknown {key} behaviour '{value}'{hint}", span)
+            if key in options:
+                raise ValueError_(f"'{key}' is given twice", span)
+            options[key] = value
+        return options
+
+    # -- the result --------------------------------------------------------------------------
+
+    def finish(self, path: str) -> RuleSet | None:
+        for name, define in self.defines.items():
+            if not define.used:
+                self.out.warning(f"'${name}' is defined but never used", define.span)
+        for chain in CHAINS:
+            if chain not in self.policies:
+                self.out.warning(
+                    f"no 'policy {chain}': {CHAIN_WORDS[chain]} that no rule decides are accepted",
+                    Span(path, 1, 1, 1, 2),
+                )
+        if self.out.errors or self.mode is None:
+            return None
+        return self.ruleset()
+
+    def ruleset(self) -> RuleSet:
+        unset = Policy(verdict="accept", explicit=False)
+        policies = {c: self.policies.get(c, unset) for c in CHAINS}
+        return RuleSet(
+            mode=self.mode, policies=policies, nat=tuple(self.nat), files=tuple(self.files),
+            chains={c: tuple(rules) for c, rules in self.chains.items()},
+        )
+
+
+CHAIN_WORDS: dict[ChainName, str] = {
+    "input": "packets to the firewall",
+    "forward": "packets through the firewall",
+    "output": "packets from the firewall",
+}
+
+
+def describe(kind: str) -> str:
+    return {
+        "match": "a match", "statement": "a statement (counter, log)", "verdict": "a verdict",
+        "comment": "the comment", "action": "a nat action", "option": "a nat option",
+    }[kind]
+
+
+def describe_order(order: int, nat: bool) -> str:
+    return {1: "the nat action" if nat else "statements", 2: "the verdict", 3: "the comment"}[order]
+
+
+def build(path: str, out: Collector) -> RuleSet | None:
+    builder = Builder(out)
+    try:
+        builder.load(path)
+    except FwlabError as exc:  # pragma: no cover - every known problem is collected above
+        out.error(exc.message, exc.span)
+        return None
+    return builder.finish(path) if builder.files else None

@@ -1,0 +1,182 @@
+"""The rule set as every part of fwlab sees it: parsed, defines resolved, checked.
+
+Defines are substituted away (a rule holds the values, not the names), so the engine, the analysis
+and the exporter never look anything up. Spans are excluded from dumps so golden files speak about
+meaning, not positions.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fw.errors import Span
+
+Mode = Literal["stateful", "stateless"]
+ChainName = Literal["input", "forward", "output"]
+Verdict = Literal["accept", "drop", "reject"]
+CtState = Literal["new", "established", "related", "invalid"]
+NatBehaviour = Literal["endpoint-independent", "address-dependent", "address-port-dependent"]
+
+CHAINS: tuple[ChainName, ...] = ("input", "forward", "output")
+PROTOCOLS: dict[str, int] = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
+TCP_FLAGS: dict[str, int] = {
+    "fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08,
+    "ack": 0x10, "urg": 0x20, "ecn": 0x40, "ece": 0x40, "cwr": 0x80,
+}
+CT_STATES: tuple[CtState, ...] = ("new", "established", "related", "invalid")
+
+
+def span_field() -> Span | None:
+    """A source position that stays out of dumps and reprs."""
+    return Field(default=None, exclude=True, repr=False)
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+
+class PortRange(Node):
+    lo: int
+    hi: int
+
+    def __contains__(self, port: int) -> bool:
+        return self.lo <= port <= self.hi
+
+    def __str__(self) -> str:
+        return str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"
+
+
+class IfaceMatch(Node):
+    """`iif lan`, `oif { wan, dmz }`."""
+
+    kind: Literal["iif", "oif"]
+    names: tuple[str, ...]
+    negate: bool = False
+    span: Span | None = span_field()
+
+
+class AddrMatch(Node):
+    """`ip saddr 192.0.2.0/24`, `ip6 daddr != $servers`: never matches the other family."""
+
+    kind: Literal["saddr", "daddr"]
+    family: Literal[4, 6]
+    prefixes: tuple[IPv4Network | IPv6Network, ...]
+    negate: bool = False
+    span: Span | None = span_field()
+
+
+class ProtoMatch(Node):
+    """`proto { tcp, udp }`, as protocol numbers."""
+
+    kind: Literal["proto"] = "proto"
+    protos: tuple[int, ...]
+    negate: bool = False
+    span: Span | None = span_field()
+
+
+class PortMatch(Node):
+    """`tcp dport { 80, 443 }`: implies the protocol."""
+
+    kind: Literal["sport", "dport"]
+    proto: Literal[6, 17]
+    ranges: tuple[PortRange, ...]
+    negate: bool = False
+    span: Span | None = span_field()
+
+
+class TcpFlagsMatch(Node):
+    """`tcp flags syn,!ack`: the flags in `set` are set and those in `clear` are clear."""
+
+    kind: Literal["tcp_flags"] = "tcp_flags"
+    set: int
+    clear: int
+    negate: bool = False
+    span: Span | None = span_field()
+
+
+class IcmpTypeMatch(Node):
+    """`icmp type echo-request` (family 4) or `icmpv6 type ...` (family 6): implies the protocol."""
+
+    kind: Literal["icmp_type"] = "icmp_type"
+    family: Literal[4, 6]
+    types: tuple[int, ...]
+    negate: bool = False
+    span: Span | None = span_field()
+
+
+class CtStateMatch(Node):
+    kind: Literal["ct_state"] = "ct_state"
+    states: tuple[CtState, ...]
+    negate: bool = False
+    span: Span | None = span_field()
+
+
+Match = Annotated[
+    IfaceMatch | AddrMatch | ProtoMatch | PortMatch | TcpFlagsMatch | IcmpTypeMatch | CtStateMatch,
+    Field(discriminator="kind"),
+]
+
+
+class Statement(Node):
+    """`counter` or `log [prefix "..."]`: they never end evaluation."""
+
+    kind: Literal["counter", "log"]
+    prefix: str | None = None
+
+
+class Rule(Node):
+    chain: ChainName
+    index: int
+    matches: tuple[Match, ...] = ()
+    statements: tuple[Statement, ...] = ()
+    verdict: Verdict | None = None
+    comment: str | None = None
+    text: str = Field(default="", exclude=True, repr=False)
+    span: Span | None = span_field()
+
+    @property
+    def logs(self) -> bool:
+        return any(s.kind == "log" for s in self.statements)
+
+    @property
+    def log_prefix(self) -> str:
+        return next((s.prefix or "" for s in self.statements if s.kind == "log"), "")
+
+
+class NatRule(Node):
+    """`oif wan masquerade`, `snat to A[:P-Q]`, `dnat to A[:P]` with RFC 4787 behaviours."""
+
+    action: Literal["masquerade", "snat", "dnat"]
+    index: int
+    matches: tuple[Match, ...] = ()
+    to_addr: IPv4Address | None = None
+    to_ports: PortRange | None = None
+    mapping: NatBehaviour = "endpoint-independent"
+    filtering: NatBehaviour = "address-port-dependent"
+    comment: str | None = None
+    text: str = Field(default="", exclude=True, repr=False)
+    span: Span | None = span_field()
+
+
+class Policy(Node):
+    verdict: Literal["accept", "drop"]
+    explicit: bool = True
+    span: Span | None = span_field()
+
+
+class RuleSet(Node):
+    mode: Mode
+    policies: dict[ChainName, Policy]
+    chains: dict[ChainName, tuple[Rule, ...]]
+    nat: tuple[NatRule, ...] = ()
+    files: tuple[str, ...] = Field(default=(), exclude=True)
+
+    @property
+    def stateful(self) -> bool:
+        return self.mode == "stateful"
+
+    def rules(self) -> list[Rule]:
+        return [rule for chain in CHAINS for rule in self.chains[chain]]
