@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fw.dsl.build import build
@@ -21,11 +24,25 @@ class Loaded:
         return [d for d in self.diagnostics if d.severity == "error"]
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Loading allocates many small objects that all live as long as the rule set; the cyclic
+    collector would walk them again and again for nothing (a third of the time at 10,000 rules)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load(path: str) -> Loaded:
     out = Collector()
-    ruleset = build(path, out)
-    if ruleset is not None:
-        shadow_warnings(ruleset, out)
+    with gc_paused():
+        ruleset = build(path, out)
+        if ruleset is not None:
+            shadow_warnings(ruleset, out)
     return Loaded(ruleset, out.items)
 
 

@@ -15,7 +15,15 @@ from fw.dsl.diagnostics import Collector
 from fw.dsl.matches import MatchBuilder, mentions_ip6
 from fw.dsl.parse import parse_text
 from fw.dsl.spans import span_of, token_span, unquote
-from fw.dsl.values import Atom, Value, ValueError_, check_one_kind, suggest, to_port_range
+from fw.dsl.values import (
+    KIND_BY_TOKEN,
+    Atom,
+    Value,
+    ValueError_,
+    check_one_kind,
+    suggest,
+    to_port_range,
+)
 from fw.errors import FwlabError, RulesError, Span
 from fw.model import (
     CHAINS,
@@ -185,9 +193,12 @@ class Builder:
             return None
 
     def resolve(self, tree: Tree | Token, path: str) -> Value:
-        if isinstance(tree, Token):
+        if isinstance(tree, Token) and tree.type == "VAR":
             return self.lookup(tree, path)
-        atoms = tuple(self.atom(a, path) for a in (tree.children if tree.data == "set" else [tree]))
+        if isinstance(tree, Token):
+            atom = self.atom(tree, path)
+            return Value((atom,), atom.span)
+        atoms = tuple(self.atom(a, path) for a in tree.children)
         span = span_of(tree, path)
         check_one_kind(atoms, span)
         return Value(atoms, span)
@@ -202,10 +213,7 @@ class Builder:
         define.used = True
         return Value(define.value.atoms, span, name)
 
-    def atom(self, tree: Tree, path: str) -> Atom:
-        from fw.dsl.values import KIND_BY_TOKEN
-
-        token: Token = tree.children[0]
+    def atom(self, token: Token, path: str) -> Atom:
         return Atom(str(token), KIND_BY_TOKEN[token.type], token_span(token, path))
 
     # -- rules -------------------------------------------------------------------------------
@@ -216,7 +224,7 @@ class Builder:
         if matches is None:
             return None
         statements = tuple(self.statement(p) for p in parts["statement"])
-        verdict = str(parts["verdict"][0].children[0]) if parts["verdict"] else None
+        verdict = str(parts["verdict"][0]) if parts["verdict"] else None
         if verdict is None and not statements:
             self.out.warning("rule has no verdict and no statement: it does nothing",
                              span_of(tree, path))
@@ -231,26 +239,25 @@ class Builder:
         parts: dict[str, list[Tree]] = {k: [] for k in (*RULE_PART_ORDER, "action", "option")}
         last = 0
         for part in children:
-            kind = "match" if part.data.endswith("match") else part.data
-            kind = {"nat_action": "action", "nat_option": "option"}.get(kind, kind)
+            kind = part_kind(part)
             order = RULE_PART_ORDER.get(kind, 1)
             if order < last:
                 later = describe_order(last, nat)
-                self.out.error(f"{describe(kind)} must come before {later}", span_of(part, path))
+                self.out.error(f"{describe(kind)} must come before {later}", node_span(part, path))
             last = max(last, order)
             parts[kind].append(part)
         self.check_counts(parts, path, nat)
         return parts
 
     def check_counts(self, parts: dict[str, list[Tree]], path: str, nat: bool) -> None:
-        for kind in ("verdict", "comment", "action"):
+        for kind, noun in (("verdict", "verdict"), ("comment", "comment"), ("action", "action")):
             for extra in parts[kind][1:]:
-                self.out.error(f"a rule has at most one {describe(kind)}", span_of(extra, path))
+                self.out.error(f"a rule has at most one {noun}", node_span(extra, path))
         if nat:
             for kind in ("statement", "verdict"):
                 for part in parts[kind]:
                     self.out.error(f"{describe(kind)} is not allowed in a nat rule",
-                                   span_of(part, path))
+                                   node_span(part, path))
 
     def matches(self, trees: list[Tree], path: str, nat: bool) -> tuple | None:
         builder = MatchBuilder(self, path)
@@ -370,7 +377,7 @@ class Builder:
         for name, define in self.defines.items():
             if not define.used:
                 self.out.warning(f"'${name}' is defined but never used", define.span)
-        for chain in CHAINS:
+        for chain in CHAINS if not self.out.errors else ():
             if chain not in self.policies:
                 self.out.warning(
                     f"no 'policy {chain}': {CHAIN_WORDS[chain]} that no rule decides are accepted",
@@ -394,6 +401,18 @@ CHAIN_WORDS: dict[ChainName, str] = {
     "forward": "packets through the firewall",
     "output": "packets from the firewall",
 }
+
+
+def part_kind(part: Tree | Token) -> str:
+    if isinstance(part, Token):
+        return "verdict"
+    if part.data.endswith("match"):
+        return "match"
+    return {"nat_action": "action", "nat_option": "option"}.get(part.data, part.data)
+
+
+def node_span(node: Tree | Token, path: str) -> Span:
+    return token_span(node, path) if isinstance(node, Token) else span_of(node, path)
 
 
 def describe(kind: str) -> str:

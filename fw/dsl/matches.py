@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 def split_negation(children: list) -> tuple[bool, list]:
     """Drop the `!=` node, saying whether it was there."""
-    rest = [c for c in children if not (isinstance(c, Tree) and c.data == "neg")]
+    rest = [c for c in children if not (isinstance(c, Token) and c.type == "NEG")]
     return len(rest) != len(children), rest
 
 

@@ -18,7 +18,7 @@ TERMINAL_WORDS: dict[str, str] = {
     "EQUAL": "'='", "COLON": "':'", "CHAIN": "input/forward/output", "IFACE": "iif/oif",
     "FAMILY": "ip/ip6", "ADDR_FIELD": "saddr/daddr", "PORT_FIELD": "sport/dport",
     "ICMP_FAMILY": "icmp/icmpv6", "NAT_OPTION": "mapping/filtering", "BANG": "'!'",
-    "__ANON_0": "'!='", "MODE": "'mode'", "DEFINE": "'define'", "$END": "end of file",
+    "NEG": "'!='", "MODE": "'mode'", "DEFINE": "'define'", "$END": "end of file",
 }
 
 
@@ -76,5 +76,8 @@ def did_you_mean(word: str) -> str:
 
 
 def describe_terminal(name: str) -> str:
-    pattern = parser().get_terminal(name).pattern
+    terminal = parser()._terminals_dict.get(name)
+    if terminal is None:
+        return name.lower()
+    pattern = terminal.pattern
     return repr(pattern.value) if pattern.type == "str" else name.lower()

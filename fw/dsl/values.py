@@ -7,6 +7,7 @@ only the use knows whether `echo-request` is an ICMP type or `lan` an interface.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
 
@@ -56,25 +57,44 @@ def where(value: Value) -> str:
     return f" (from ${value.define})" if value.define else ""
 
 
+def blame(atom: Atom, value: Value | None) -> Span:
+    """Point at the `$name` that brought a bad value in, not at its define."""
+    return value.span if value is not None and value.define else atom.span
+
+
 def to_prefixes(value: Value, family: int) -> tuple[IPv4Network | IPv6Network, ...]:
     return tuple(to_prefix(atom, family, value) for atom in value.atoms)
 
 
 def to_prefix(atom: Atom, family: int, value: Value) -> IPv4Network | IPv6Network:
     if atom.kind != "address":
-        raise ValueError_(f"'{atom.text}' is not an address{where(value)}", atom.span)
+        raise ValueError_(f"'{atom.text}' is not an address{where(value)}", blame(atom, value))
     net = parse_network(atom)
     if net.version != family:
         word = "ip" if family == 4 else "ip6"
         raise ValueError_(
             f"'{atom.text}' is an IPv{net.version} address; '{word}' matches only IPv{family}"
             f"{where(value)}",
-            atom.span,
+            blame(atom, value),
         )
     return net
 
 
 def parse_network(atom: Atom) -> IPv4Network | IPv6Network:
+    net = network_or_none(atom.text)
+    return net if net is not None else network_problem(atom)
+
+
+@lru_cache(maxsize=65536)
+def network_or_none(text: str) -> IPv4Network | IPv6Network | None:
+    """Large files repeat addresses; parsing each text once keeps 10,000-rule files fast."""
+    try:
+        return ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+def network_problem(atom: Atom) -> IPv4Network | IPv6Network:
     address, _, length = atom.text.partition("/")
     try:
         host = ip_network(address, strict=False)
@@ -86,7 +106,7 @@ def parse_network(atom: Atom) -> IPv4Network | IPv6Network:
             f"(0-{host.max_prefixlen})",
             atom.span,
         )
-    return ip_network(atom.text, strict=False)
+    raise ValueError_(f"'{atom.text}' is not an IP prefix", atom.span)
 
 
 def to_port_ranges(value: Value) -> tuple[PortRange, ...]:
@@ -95,7 +115,8 @@ def to_port_ranges(value: Value) -> tuple[PortRange, ...]:
 
 def to_port_range(atom: Atom, value: Value | None = None) -> PortRange:
     if atom.kind != "number":
-        raise ValueError_(f"'{atom.text}' is not a port{where(value) if value else ''}", atom.span)
+        message = f"'{atom.text}' is not a port{where(value) if value else ''}"
+        raise ValueError_(message, blame(atom, value))
     lo_text, _, hi_text = atom.text.partition("-")
     lo, hi = int(lo_text), int(hi_text or lo_text)
     for port in (lo, hi):
@@ -110,7 +131,7 @@ def to_port_range(atom: Atom, value: Value | None = None) -> PortRange:
 def to_names(value: Value, what: str) -> tuple[str, ...]:
     for atom in value.atoms:
         if atom.kind != "name":
-            raise ValueError_(f"'{atom.text}' is not {what}{where(value)}", atom.span)
+            raise ValueError_(f"'{atom.text}' is not {what}{where(value)}", blame(atom, value))
     return tuple(atom.text for atom in value.atoms)
 
 
@@ -131,7 +152,7 @@ def lookup_number(atom: Atom, table: dict[str, int], what: str, top: int, value:
     if atom.kind == "name" and atom.text in table:
         return table[atom.text]
     hint = suggest(atom.text, table)
-    raise ValueError_(f"unknown {what} '{atom.text}'{hint}{where(value)}", atom.span)
+    raise ValueError_(f"unknown {what} '{atom.text}'{hint}{where(value)}", blame(atom, value))
 
 
 def to_ct_states(values: list[Value]) -> tuple[str, ...]:

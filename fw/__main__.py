@@ -1,0 +1,3 @@
+from fw.cli import main
+
+main()
