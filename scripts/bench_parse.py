@@ -47,11 +47,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    load_warm = tempfile.NamedTemporaryFile("w", suffix=".fw", delete=False)
-    load_warm.write(generated_rules(10))
-    load_warm.close()
-    load(load_warm.name)  # the grammar is compiled once per process; do not count it
     with tempfile.TemporaryDirectory() as tmp:
+        warm = Path(tmp) / "warm.fw"
+        warm.write_text(generated_rules(10))
+        load(str(warm))  # the grammar is compiled once per process; do not count it
         for size in args.sizes:
             path = Path(tmp) / f"rules-{size}.fw"
             path.write_text(generated_rules(size))
