@@ -1,0 +1,222 @@
+"""Turn a one-line packet description (what `fwlab explain` takes) into packet bytes.
+
+    tcp 203.0.113.66:80 -> 192.0.2.2:40000 flags SA seq 1 ack 1 len 100
+    udp [2001:db8:1::2]:5353 -> [2001:db8:2::10]:53
+    icmp 192.0.2.2 -> 203.0.113.10 type echo-request id 7
+    icmp 198.51.100.1 -> 192.0.2.2 type time-exceeded quoting udp 192.0.2.2:40000 -> 203.0.113.10:53
+    proto 47 192.0.2.2 -> 203.0.113.10
+
+A mistake is reported as one line that names the offending word, since the user typed the line
+on a command line and has nothing else to look at.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fw import craft
+from fw.errors import PacketSpecError
+from fw.icmp_types import ICMP_TYPES, ICMPV6_TYPES
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_COMMON = ("len", "ttl")
+_OPTIONS = {
+    "tcp": ("flags", "seq", "ack", "window", *_COMMON),
+    "udp": _COMMON,
+    "icmp": ("type", "code", "id", "seq", *_COMMON),
+    "icmpv6": ("type", "code", "id", "seq", *_COMMON),
+    "proto": _COMMON,
+}
+_LIMITS = {"seq": 0xFFFFFFFF, "ack": 0xFFFFFFFF, "window": 0xFFFF, "len": 60000, "ttl": 255}
+_LIMITS |= {"code": 255, "id": 0xFFFF}
+_QUOTE_ROOM = {4: 576 - 28, 6: 1280 - 48}  # what an ICMP error may quote, as Linux does
+_ICMP_ERRORS = {4: {3, 4, 5, 11, 12}, 6: {1, 2, 3, 4}}
+
+
+class _Spec:
+    """The description being parsed, kept so every error can quote it in full."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def error(self, word: str, why: str) -> PacketSpecError:
+        return PacketSpecError(f"bad packet {self.text!r}: {word!r} {why}")
+
+
+def parse_packet(text: str) -> bytes:
+    """The packet `text` describes, as bytes starting at the IP header."""
+    spec = _Spec(text.strip())
+    words = spec.text.replace("->", " -> ").split()
+    if not words:
+        raise PacketSpecError("bad packet '': empty description (e.g. 'tcp 1.2.3.4:80 -> ...')")
+    return _parse(spec, words)
+
+
+def _parse(spec: _Spec, words: list[str]) -> bytes:
+    kind, words = _kind(spec, words)
+    quoted = None
+    if "quoting" in words:
+        cut = words.index("quoting")
+        words, quoted = words[:cut], _parse(spec, words[cut + 1 :] or ["(nothing)"])
+    if len(words) < 3 or words[1] != "->":
+        raise spec.error(" ".join(words[:3]) or kind, "should be 'SRC -> DST'")
+    needs_port = kind in ("tcp", "udp")
+    src, sport = _endpoint(spec, words[0], needs_port)
+    dst, dport = _endpoint(spec, words[2], needs_port)
+    if src.version != dst.version:
+        raise spec.error(words[2], f"is not the same IP version as {words[0]!r}")
+    opts = _options(spec, kind, words[3:])
+    return _BUILDERS[kind](_Desc(spec, kind, src, dst, sport, dport, opts, quoted))
+
+
+def _kind(spec: _Spec, words: list[str]) -> tuple[str, list[str]]:
+    """The leading protocol word; `proto N` keeps N in the options as `proto`."""
+    kind = words[0].lower()
+    if kind == "proto" and len(words) > 1:
+        _number(spec, words[1], 255)
+        return "proto", [*words[2:], "proto", words[1]]
+    if kind not in _OPTIONS:
+        raise spec.error(words[0], "is not a protocol (tcp, udp, icmp, icmpv6 or proto N)")
+    return kind, words[1:]
+
+
+def _endpoint(spec: _Spec, word: str, needs_port: bool) -> tuple[IPAddress, int]:
+    addr, port = _split_port(spec, word)
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        raise spec.error(addr, "is not an IP address") from None
+    if needs_port and port is None:
+        raise spec.error(word, "needs a port (ADDR:PORT or [IPv6]:PORT)")
+    if not needs_port and port is not None:
+        raise spec.error(word, "has a port, but this protocol has none")
+    return ip, _number(spec, port, 0xFFFF) if port is not None else 0
+
+
+def _split_port(spec: _Spec, word: str) -> tuple[str, str | None]:
+    """`[v6]:port`, `[v6]`, `v4:port`, `v4`, or a bare v6 address (which has no port)."""
+    if word.startswith("["):
+        addr, bracket, rest = word[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise spec.error(word, "should be [IPv6] or [IPv6]:PORT")
+        return addr, rest[1:] if rest else None
+    if word.count(":") == 1:
+        addr, _, port = word.partition(":")
+        return addr, port
+    return word, None
+
+
+def _options(spec: _Spec, kind: str, words: list[str]) -> dict[str, str]:
+    allowed = _OPTIONS[kind] + (("proto",) if kind == "proto" else ())
+    opts: dict[str, str] = {}
+    for i in range(0, len(words), 2):
+        key = words[i].lower()
+        if key not in allowed:
+            raise spec.error(words[i], f"is not an option of {kind} ({', '.join(_OPTIONS[kind])})")
+        if i + 1 >= len(words):
+            raise spec.error(words[i], "needs a value")
+        opts[key] = words[i + 1]
+    return opts
+
+
+def _number(spec: _Spec, word: str, limit: int) -> int:
+    try:
+        value = int(word, 0)
+    except ValueError:
+        raise spec.error(word, "is not a number") from None
+    if not 0 <= value <= limit:
+        raise spec.error(word, f"is out of range (0-{limit})")
+    return value
+
+
+@dataclass(slots=True)
+class _Desc:
+    """A description split into its parts, ready for the builder of its protocol."""
+
+    spec: _Spec
+    kind: str
+    src: IPAddress
+    dst: IPAddress
+    sport: int
+    dport: int
+    opts: dict[str, str]
+    quoted: bytes | None
+
+    def numbers(self, **defaults: int) -> dict[str, int]:
+        """The numeric options present, checked against their range, over `defaults`."""
+        values = dict(defaults)
+        for key, word in self.opts.items():
+            if key in _LIMITS:
+                values[key] = _number(self.spec, word, _LIMITS[key])
+        return values
+
+    def no_quote(self, what: str) -> None:
+        if self.quoted is not None:
+            raise self.spec.error("quoting", f"only goes with an ICMP error, not {what}")
+
+
+def _tcp(d: _Desc) -> bytes:
+    d.no_quote("tcp")
+    flags = d.opts.get("flags", "S")
+    try:
+        bits = craft.tcp_flags(flags)
+    except ValueError:
+        raise d.spec.error(flags, "are not TCP flags (letters F S R P A U E C)") from None
+    n = d.numbers(seq=0, ack=0, window=64240, len=0, ttl=64)
+    payload = bytes(n["len"])
+    args = (d.src, d.dst, d.sport, d.dport, bits, n["seq"], n["ack"], n["window"], payload)
+    return craft.tcp(*args, ttl=n["ttl"])
+
+
+def _udp(d: _Desc) -> bytes:
+    d.no_quote("udp")
+    n = d.numbers(len=0, ttl=64)
+    return craft.udp(d.src, d.dst, d.sport, d.dport, bytes(n["len"]), ttl=n["ttl"])
+
+
+def _proto(d: _Desc) -> bytes:
+    d.no_quote("proto")
+    n = d.numbers(len=0, ttl=64)
+    return craft.ip(d.src, d.dst, int(d.opts["proto"], 0), bytes(n["len"]), ttl=n["ttl"])
+
+
+def _icmp(d: _Desc) -> bytes:
+    want = 4 if d.kind == "icmp" else 6
+    if d.src.version != want:
+        hint = "icmpv6 for IPv6 addresses" if want == 4 else "icmp for IPv4 addresses"
+        raise d.spec.error(str(d.src), f"is not an IPv{want} address (use {hint})")
+    itype = _icmp_type(d.spec, d.opts.get("type", "echo-request"), want)
+    n = d.numbers(code=0, id=1, seq=1, len=0, ttl=64)
+    if itype in _ICMP_ERRORS[want]:
+        return craft.icmp(d.src, d.dst, itype, n["code"], _quote(d, n["len"]), ttl=n["ttl"])
+    d.no_quote("an ICMP type that is not an error")
+    rest = (n["id"] << 16) | n["seq"]
+    return craft.icmp(d.src, d.dst, itype, n["code"], bytes(n["len"]), rest, ttl=n["ttl"])
+
+
+def _quote(d: _Desc, extra: int) -> bytes:
+    """What the error quotes; by default a datagram its receiver could have sent."""
+    quoted = d.quoted if d.quoted is not None else craft.udp(d.dst, d.src, 40000, 33434)
+    return (quoted + bytes(extra))[: _QUOTE_ROOM[d.src.version]]
+
+
+def _icmp_type(spec: _Spec, word: str, family: int) -> int:
+    table = ICMP_TYPES if family == 4 else ICMPV6_TYPES
+    if word.lower() in table:
+        return table[word.lower()]
+    if word[:1].isdigit():
+        return _number(spec, word, 255)
+    names = ", ".join(table)
+    raise spec.error(word, f"is not an ICMP{'v6' if family == 6 else ''} type ({names})")
+
+
+_BUILDERS: dict[str, Callable[[_Desc], bytes]] = {
+    "tcp": _tcp,
+    "udp": _udp,
+    "proto": _proto,
+    "icmp": _icmp,
+    "icmpv6": _icmp,
+}
