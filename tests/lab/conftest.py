@@ -1,0 +1,231 @@
+"""Fixtures for the real-namespace tests: labs that are always torn down, an NFQUEUE consumer in
+the firewall namespace, a bounded TCP echo check.
+
+Tests marked `lab` are skipped unless running as root with `ip`, `iptables-nft` and `ping`.
+Every subprocess has a timeout; every lab is torn down at the end of its test, failed or not,
+and the fixture then asserts that no namespace with the lab's prefix is left."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fw.lab import netns as labns
+from fw.lab.topology import Topology, default_topology
+
+HERE = Path(__file__).parent
+_counter = itertools.count()
+
+
+def _lab_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "lab tests need root (network namespaces, iptables, NFQUEUE)"
+    for tool in ("ip", "iptables-nft", "ip6tables-nft", "ping"):
+        if shutil.which(tool) is None:
+            return f"lab tests need {tool!r} on PATH"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _lab_unavailable()
+    for item in items:
+        if HERE not in Path(str(item.fspath)).parents:
+            continue
+        if reason and item.get_closest_marker("lab"):
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def new_lab_name() -> str:
+    """Unique per test process and call: t<pid><n> (letters and digits only, as lab names must)."""
+    return f"t{os.getpid()}{next(_counter)}"
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[Callable[..., labns.LabHandle]]:
+    """make(topology=None, name=None) -> LabHandle; every lab made is torn down afterwards."""
+    made: list[str] = []
+
+    def make(topology: Topology | None = None, name: str | None = None) -> labns.LabHandle:
+        name = name or new_lab_name()
+        made.append(name)
+        return labns.up(topology or default_topology(), name)
+
+    yield make
+    errors = []
+    for name in made:
+        try:
+            labns.down(name)
+        except Exception as exc:  # keep tearing the others down
+            errors.append(f"{name}: {exc}")
+        left = labns.lab_namespaces(name)
+        if left:
+            errors.append(f"{name}: namespaces left behind: {left}")
+        if (labns.RUN_DIR / name).exists():
+            errors.append(f"{name}: state directory left behind")
+    assert not errors, "; ".join(errors)
+
+
+@pytest.fixture
+def lab(lab_factory: Callable[..., labns.LabHandle]) -> labns.LabHandle:
+    """The default lab under a unique name."""
+    return lab_factory()
+
+
+def ping(lab: labns.LabHandle, host: str, dst: str, count: int = 1, wait: float = 1.0) -> bool:
+    """True when every one of `count` echo requests got its reply (bounded: count * wait + 5 s)."""
+    res = lab.run(
+        host,
+        ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(wait), dst],
+        timeout=count * wait + 5,
+    )
+    return res.returncode == 0
+
+
+_ECHO_SERVER = r"""
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port)); s.listen(4); s.settimeout(8)
+print("listening", flush=True)
+try:
+    while True:
+        c, _ = s.accept()
+        c.settimeout(3)
+        data = c.recv(1024)
+        c.sendall(b"echo:" + data)
+        c.close()
+except (TimeoutError, socket.timeout):
+    pass
+"""
+
+_ECHO_CLIENT = r"""
+import socket, sys
+host, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(timeout)
+try:
+    s.connect((host, port)); s.sendall(b"hello"); print(s.recv(1024).decode())
+except OSError as e:
+    print("error", type(e).__name__, e); sys.exit(1)
+"""
+
+
+class EchoServer:
+    """A TCP echo server in one host of a lab (bounded: exits 8 s after its last connection)."""
+
+    def __init__(self, lab: labns.LabHandle, host: str, addr: str, port: int) -> None:
+        self.lab, self.addr, self.port = lab, addr, port
+        self.proc = lab.exec(
+            host,
+            [sys.executable, "-c", _ECHO_SERVER, addr, str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = read_line(self.proc, timeout=5)
+        assert line.strip() == "listening", f"echo server did not start: {line!r}"
+
+    def check(self, client: str, timeout: float = 2.0) -> bool:
+        """Connect from `client`, send 'hello', True if 'echo:hello' came back."""
+        res = self.lab.run(
+            client,
+            [sys.executable, "-c", _ECHO_CLIENT, self.addr, str(self.port), str(timeout)],
+            timeout=timeout + 5,
+        )
+        return res.returncode == 0 and res.stdout.strip() == "echo:hello"
+
+    def close(self) -> None:
+        self.proc.kill()  # a process this test started, by its Popen handle (PID)
+        self.proc.communicate(timeout=5)
+
+
+@pytest.fixture
+def echo_server() -> Iterator[Callable[..., EchoServer]]:
+    servers: list[EchoServer] = []
+
+    def start(lab: labns.LabHandle, host: str, addr: str, port: int = 8080) -> EchoServer:
+        srv = EchoServer(lab, host, addr, port)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.close()
+
+
+def read_line(proc: subprocess.Popen, timeout: float) -> str:
+    """One line of proc.stdout, waiting at most `timeout` seconds ('' on timeout or EOF)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else ""
+
+
+class Consumer:
+    """`python -m fw.lab.nfqueue` running in the lab's firewall namespace (started by `spawn`, so
+    the lab's `down` ends it too)."""
+
+    def __init__(self, lab: labns.LabHandle, *args: str) -> None:
+        self.lab = lab
+        self.proc = lab.spawn(
+            lab.topology.firewall.host,
+            [sys.executable, "-m", "fw.lab.nfqueue", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = read_line(self.proc, timeout=10)
+        if not line:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=5)
+            raise AssertionError(f"consumer did not start: {err[-2000:]}")
+        self.ready = json.loads(line)
+        assert self.ready["ready"] is True
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no unbind, no goodbye. Waits until the process is gone."""
+        self.proc.kill()
+        self.proc.communicate(timeout=5)
+        # the kernel unbinds the queue when the netlink socket is released
+        deadline = time.monotonic() + 2
+        while (
+            time.monotonic() < deadline
+            and self.lab.run(
+                self.lab.topology.firewall.host, ["cat", "/proc/net/netfilter/nfnetlink_queue"]
+            ).stdout.strip()
+        ):
+            time.sleep(0.05)
+
+    def stop(self) -> dict:
+        """SIGTERM and the consumer's final counters."""
+        self.lab.stop(self.proc, grace=3)
+        out, _ = self.proc.communicate(timeout=5)
+        lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+        return lines[-1] if lines else {}
+
+
+@pytest.fixture
+def consumer() -> Iterator[Callable[..., Consumer]]:
+    started: list[Consumer] = []
+
+    def start(lab: labns.LabHandle, *args: str) -> Consumer:
+        c = Consumer(lab, *args)
+        started.append(c)
+        return c
+
+    yield start
+    for c in started:
+        if c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.communicate(timeout=5)

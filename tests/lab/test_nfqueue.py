@@ -1,0 +1,255 @@
+"""The firewall namespace's packet path: notrack + NFQUEUE rules and the netfilterqueue adapter.
+
+The lab tests run a real consumer (`python -m fw.lab.nfqueue`) inside the firewall namespace and
+send real ping and TCP traffic from client to server through it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from fw.lab import netns as labns
+from fw.lab import nfqueue as nfq
+
+from .conftest import ping
+
+# -- rules and the callback (no root) ---------------------------------------------------------
+
+
+def test_queue_rules_fail_closed() -> None:
+    rules = nfq.queue_rules(0, fail_open=False)
+    assert ["iptables-nft", "-t", "raw", "-A", "PREROUTING", "-j", "CT", "--notrack"] in rules
+    assert [
+        "ip6tables-nft",
+        "-t",
+        "raw",
+        "-A",
+        "OUTPUT",
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        "0",
+    ] in rules
+    assert len(rules) == 8  # 2 families x 2 chains x (notrack, queue)
+    assert not any("--queue-bypass" in r for r in rules)
+    # notrack comes before the queue rule of the same chain
+    for tool in nfq.IPTABLES:
+        for chain in nfq.CHAINS:
+            mine = [r for r in rules if r[0] == tool and r[4] == chain]
+            assert mine[0][-1] == "--notrack" and "NFQUEUE" in mine[1]
+
+
+def test_queue_rules_fail_open_and_balance() -> None:
+    rules = nfq.queue_rules(3, fail_open=True, queues=4)
+    queue = [r for r in rules if "NFQUEUE" in r]
+    assert all(r[-3:] == ["--queue-balance", "3:6", "--queue-bypass"] for r in queue)
+    undo = nfq.unqueue_rules(3, fail_open=True, queues=4)
+    assert [r[3] for r in undo] == ["-D"] * 8
+    assert [[*r[:3], "-A", *r[4:]] for r in reversed(undo)] == rules
+    with pytest.raises(ValueError):
+        nfq.queue_rules(65535, queues=2)
+
+
+def test_parse_queue_stats() -> None:
+    text = "    0   4242     1 2  4016     5     7      123  1\n"
+    (s,) = nfq.parse_queue_stats(text)
+    assert (s.queue_num, s.peer_portid, s.queue_total, s.copy_range) == (0, 4242, 1, 4016)
+    assert (s.queue_dropped, s.user_dropped, s.id_sequence) == (5, 7, 123)
+
+
+class FakePacket:
+    def __init__(self, payload: bytes, hook: int = 0, indev: int = 0, outdev: int = 0) -> None:
+        self.payload, self.hook, self.indev, self.outdev = payload, hook, indev, outdev
+        self.verdicts: list[str] = []
+        self.new_payload: bytes | None = None
+
+    def get_payload(self) -> bytes:
+        return self.payload
+
+    def set_payload(self, p: bytes) -> None:
+        self.new_payload = p
+
+    def accept(self) -> None:
+        self.verdicts.append("accept")
+
+    def drop(self) -> None:
+        self.verdicts.append("drop")
+
+
+def test_adapter_callback_maps_verdicts_and_fails_closed() -> None:
+    ad = nfq.NfqueueAdapter(0, clock=lambda: 42.0)
+    ad._ifnames = {2: "lan", 3: "wan"}
+    seen = []
+
+    def handler(payload, hook, now, iif, oif):
+        seen.append((payload, hook, now, iif, oif))
+        if payload == b"boom":
+            raise RuntimeError("engine bug")
+        if payload == b"odd":
+            return "maybe", None
+        if payload == b"rewrite":
+            return "accept", b"rewritten"
+        return ("drop", None) if payload == b"bad" else ("accept", None)
+
+    cb = ad.callback(handler)
+    pkts = [
+        FakePacket(b"ok", 0, 2),
+        FakePacket(b"bad", 3, 0, 3),
+        FakePacket(b"boom"),
+        FakePacket(b"rewrite", 0, 3),
+        FakePacket(b"odd"),
+    ]
+    for p in pkts:
+        cb(p)
+    assert [p.verdicts for p in pkts] == [["accept"], ["drop"], ["drop"], ["accept"], ["drop"]]
+    assert pkts[3].new_payload == b"rewritten"
+    assert seen[0] == (b"ok", "prerouting", 42.0, "lan", None)
+    assert seen[1][1:] == ("output", 42.0, None, "wan")
+    assert (ad.packets, ad.accepted, ad.dropped, ad.modified, ad.errors) == (5, 2, 3, 1, 2)
+    assert isinstance(ad.last_error, ValueError)
+
+
+# -- real packets -----------------------------------------------------------------------------
+
+CLIENT_TO_SERVER = [("203.0.113.10", "2001:db8:2::10")]
+
+
+def _install(lab: labns.LabHandle, fail_open: bool = False) -> None:
+    nfq.install_queue(lab.firewall_ns, 0, fail_open)
+
+
+@pytest.mark.lab
+def test_install_queue_rules_in_the_fw_namespace(lab: labns.LabHandle) -> None:
+    t0 = time.monotonic()
+    _install(lab)
+    print(f"\ninstall_queue: {(time.monotonic() - t0) * 1000:.0f} ms")
+    v4 = lab.run("fw", ["iptables-nft", "-t", "raw", "-S"]).stdout
+    v6 = lab.run("fw", ["ip6tables-nft", "-t", "raw", "-S"]).stdout
+    for out in (v4, v6):
+        assert "-A PREROUTING -j CT --notrack" in out
+        assert "-A PREROUTING -j NFQUEUE --queue-num 0" in out
+        assert "-A OUTPUT -j NFQUEUE --queue-num 0" in out
+    # other namespaces (and the root namespace) are untouched
+    assert "NFQUEUE" not in lab.run("client", ["iptables-nft", "-t", "raw", "-S"]).stdout
+    nfq.remove_queue(lab.firewall_ns, 0, False)
+    assert "NFQUEUE" not in lab.run("fw", ["iptables-nft", "-t", "raw", "-S"]).stdout
+    assert ping(lab, "client", "203.0.113.10")
+
+
+@pytest.mark.lab
+def test_accept_all_consumer_carries_ping_and_tcp(lab, consumer, echo_server, tmp_path) -> None:
+    _install(lab)
+    log = tmp_path / "packets.jsonl"
+    c = consumer(lab, "--log", str(log))
+    # the socket buffer: we ask for 16 MiB, the kernel reports double (SO_RCVBUFFORCE)
+    assert c.ready["rcvbuf"] >= c.ready["requested_rcvbuf"]
+    assert c.ready["kernel"]["copy_mode"] == 2
+    assert ping(lab, "client", "203.0.113.10", count=3)
+    assert ping(lab, "client", "2001:db8:2::10", count=3)
+    assert ping(lab, "fw", "203.0.113.10")  # the firewall's own packets: output hook
+    srv4 = echo_server(lab, "server", "203.0.113.10", 8080)
+    srv6 = echo_server(lab, "server", "2001:db8:2::10", 8081)
+    assert srv4.check("client")
+    assert srv6.check("client")
+    (st,) = nfq.queue_stats(lab.firewall_ns)
+    assert st.id_sequence > 20 and st.queue_dropped == 0 and st.user_dropped == 0
+    final = c.stop()
+    assert final["done"] and final["errors"] == 0 and final["dropped"] == 0
+    assert final["accepted"] == final["packets"] >= st.id_sequence
+    # what the adapter learns about each packet: the hook and the interfaces by name
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    hooks = {(r["hook"], r["iif"], r["oif"]) for r in rows}
+    assert ("prerouting", "lan", None) in hooks  # client -> server, before routing: no oif
+    assert ("prerouting", "wan", None) in hooks  # server -> client
+    assert ("output", None, "wan") in hooks  # fw's own ping
+    assert {r["hook"] for r in rows} <= {"prerouting", "output"}
+    assert {(r["version"], r["proto"]) for r in rows} >= {(4, 1), (4, 6), (6, 58), (6, 6)}
+    # the kernel tracked none of it
+    assert lab.run("fw", ["cat", "/proc/net/nf_conntrack"]).stdout.strip() == ""
+
+
+@pytest.mark.lab
+def test_drop_verdict(lab, consumer, echo_server) -> None:
+    _install(lab)
+    consumer(lab, "--drop", "icmp")
+    assert not ping(lab, "client", "203.0.113.10")
+    assert ping(lab, "client", "2001:db8:2::10")  # icmpv6 is another protocol
+    assert echo_server(lab, "server", "203.0.113.10").check("client")
+
+
+@pytest.mark.lab
+def test_fail_closed_when_the_consumer_dies(lab, consumer, echo_server) -> None:
+    _install(lab, fail_open=False)
+    assert not ping(lab, "client", "203.0.113.10")  # no listener yet: dropped
+    c = consumer(lab)
+    srv = echo_server(lab, "server", "203.0.113.10")
+    assert ping(lab, "client", "203.0.113.10")
+    assert srv.check("client")
+    c.kill()
+    assert nfq.queue_stats(lab.firewall_ns) == []  # the queue went with its listener
+    assert not ping(lab, "client", "203.0.113.10")
+    assert not ping(lab, "client", "2001:db8:2::10")
+    assert not srv.check("client", timeout=1.5)
+    # a new consumer picks the traffic up again
+    consumer(lab)
+    assert ping(lab, "client", "203.0.113.10")
+    assert srv.check("client")
+
+
+@pytest.mark.lab
+def test_fail_open_with_queue_bypass(lab, consumer, echo_server) -> None:
+    _install(lab, fail_open=True)
+    srv = echo_server(lab, "server", "203.0.113.10")
+    assert ping(lab, "client", "203.0.113.10")  # no listener: bypassed
+    assert srv.check("client")
+    c = consumer(lab, "--drop", "icmp")  # a listener decides again
+    assert not ping(lab, "client", "203.0.113.10")
+    c.kill()
+    assert ping(lab, "client", "203.0.113.10")  # dead listener: bypassed, fail open
+    assert ping(lab, "client", "2001:db8:2::10")
+    assert srv.check("client")
+
+
+@pytest.mark.lab
+def test_down_ends_the_consumer(lab_factory, consumer) -> None:
+    lab = lab_factory()
+    _install(lab)
+    c = consumer(lab)
+    labns.down(lab.name)
+    assert c.proc.wait(timeout=5) is not None
+
+
+@pytest.mark.lab
+@pytest.mark.slow
+def test_throughput_and_drop_counters(lab, consumer) -> None:
+    """Bounded: 2 s of TCP through the accept-all consumer; report the rate and the counters."""
+    if subprocess.run(["which", "iperf3"], capture_output=True).returncode != 0:
+        pytest.skip("iperf3 not installed")
+    _install(lab)
+    c = consumer(lab)
+    srv = lab.exec(
+        "server",
+        ["iperf3", "-s", "-1", "-B", "203.0.113.10"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.3)
+        res = lab.run("client", ["iperf3", "-c", "203.0.113.10", "-t", "2", "-J"], timeout=15)
+        assert res.returncode == 0, res.stdout[-500:]
+        report = json.loads(res.stdout)
+        bps = report["end"]["sum_received"]["bits_per_second"]
+    finally:
+        srv.kill()
+        srv.wait(timeout=5)
+    (st,) = nfq.queue_stats(lab.firewall_ns)
+    final = c.stop()
+    print(
+        f"\naccept-all NFQUEUE (netfilterqueue, 1 queue): {bps / 1e6:.0f} Mbit/s TCP, "
+        f"{final['packets']} packets, queue_dropped={st.queue_dropped} "
+        f"user_dropped={st.user_dropped}"
+    )
+    assert bps > 0
