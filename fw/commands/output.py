@@ -7,7 +7,8 @@ import sys
 
 from rich.console import Console
 
-stdout = Console(highlight=False, soft_wrap=True)
+# Piped output is read by people in logs and by grep: wide enough that rows do not wrap.
+stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

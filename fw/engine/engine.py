@@ -1,0 +1,239 @@
+"""The packet engine: bytes, where they came from and `now` in; a Decision out.
+
+Sans-IO like h11 and aioquic: no clock, socket or file. Adapters (NFQUEUE in the lab, pcap
+replay, tests) feed packets and pull timers with `next_expiry()` / `expire(now)`, so the same
+rule set gives the same verdicts everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fw.engine.classify import MISSING
+from fw.engine.conntrack import ConnTable, CtVerdict
+from fw.engine.decision import Decision, LogEvent
+from fw.engine.evaluate import CompiledRuleSet, packet_values
+from fw.engine.fragments import FragmentTable
+from fw.engine.packet import ICMPV6, Packet, decode
+from fw.engine.reject import build_reject
+from fw.engine.routing import Routing, default_routing
+from fw.model import Rule, RuleSet
+
+HOOKS = ("prerouting", "input", "forward", "output")
+# IPv6's ARP: neighbour discovery and MLD. ARP never reaches the queue, so neither do these
+# get judged; without them no IPv6 host could even find the firewall.
+LINK_CONTROL_ICMPV6 = frozenset({130, 131, 132, 133, 134, 135, 136, 137, 143})
+
+
+@dataclass(slots=True)
+class EngineStats:
+    packets: int = 0
+    malformed: int = 0
+    accepted: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    link_control: int = 0
+    fragments_followed: int = 0
+
+
+class Engine:
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        routing: Routing | None = None,
+        *,
+        conntrack_limit: int = 262_144,
+        liberal: bool = False,
+    ) -> None:
+        self.routing = routing or default_routing()
+        self.compiled = CompiledRuleSet(ruleset, self.routing.interfaces)
+        self.conntrack = ConnTable(conntrack_limit, liberal=liberal)
+        self.fragments = FragmentTable()
+        self.stats = EngineStats()
+        self.known: dict[tuple, tuple[Decision, list[Rule]]] = {}
+
+    @property
+    def ruleset(self) -> RuleSet:
+        return self.compiled.ruleset
+
+    def reload(self, ruleset: RuleSet) -> None:
+        """Swap rule sets atomically; connections in the table survive."""
+        self.compiled = CompiledRuleSet(ruleset, self.routing.interfaces)
+        self.known.clear()
+
+    # -- per packet ------------------------------------------------------------------------
+
+    def process(
+        self,
+        data: bytes | bytearray,
+        *,
+        hook: str = "prerouting",
+        iif: str | None = None,
+        oif: str | None = None,
+        now: float = 0.0,
+        trace: bool = False,
+    ) -> Decision:
+        pkt = decode(data)
+        self.stats.packets += 1
+        if pkt.invalid is not None:
+            self.stats.malformed += 1
+        if is_link_control(pkt):
+            self.stats.link_control += 1
+            chain, iif, oif = self.place(pkt, hook, iif, oif)
+            return self.tally(Decision("accept", chain, None, None, LINK_CONTROL, iif, oif), pkt)
+        if pkt.is_later_fragment:
+            decision = self.fragments.follow(pkt, now)
+            if decision is not None:
+                self.stats.fragments_followed += 1
+                return self.tally(decision, pkt)
+        ct = self.conntrack.lookup(pkt, now) if self.ruleset.stateful else None
+        known = known_key(ct, pkt, hook, iif, oif) if not trace else None
+        if known is not None and known in self.known:
+            return self.repeat(known, pkt)
+        chain, iif, oif = self.place(pkt, hook, iif, oif)
+        decision, statement_rules = self.judge(pkt, chain, iif, oif, ct, trace)
+        if known is not None and decision.verdict != "reject":
+            self.remember(known, decision, statement_rules)
+        return self.tally(self.finish(pkt, decision, ct, now), pkt)
+
+    def repeat(self, known: tuple, pkt: Packet) -> Decision:
+        """A packet of an established connection judged like the last one of its kind."""
+        decision, statement_rules = self.known[known]
+        counters = self.compiled.counters[decision.chain]
+        for rule in statement_rules:
+            counters.count(rule, pkt.length)
+        return self.tally(decision, pkt)
+
+    def remember(self, known: tuple, decision: Decision, statement_rules: list[Rule]) -> None:
+        if len(self.known) >= KNOWN_LIMIT:
+            self.known.clear()
+        self.known[known] = (decision, statement_rules)
+
+    def place(self, pkt: Packet, hook: str, iif: str | None, oif: str | None) -> tuple:
+        """The chain a packet takes and its interfaces, by route lookup where not given."""
+        if hook not in HOOKS:
+            raise ValueError(f"unknown hook {hook!r}; hooks are {', '.join(HOOKS)}")
+        routing, family = self.routing, pkt.family
+        if hook == "output":
+            return "output", None, oif or routing.route(family, pkt.dst)
+        iif = iif or (routing.route(family, pkt.src) if family else None)
+        chain = hook if hook != "prerouting" else self.chain_for(pkt)
+        if chain == "forward" and oif is None and family:
+            oif = routing.route(family, pkt.dst)
+        return chain, iif, oif if chain == "forward" else None
+
+    def chain_for(self, pkt: Packet) -> str:
+        """Packets to one of the firewall's addresses, or to multicast, are its own input."""
+        if not pkt.family:
+            return "forward"
+        if self.routing.is_local(pkt.family, pkt.dst) or is_multicast(pkt):
+            return "input"
+        return "forward"
+
+    def judge(self, pkt: Packet, chain: str, iif, oif, ct: CtVerdict | None, trace: bool):
+        compiled = self.compiled
+        ct_state = ct.state if ct is not None else None
+        values = packet_values(pkt, compiled.iface_id(iif), compiled.iface_id(oif), ct_state)
+        table = compiled.chains[chain]
+        mask = table.matching(values)
+        rule = table.first_decider(mask)
+        statement_rules = table.statement_rules(mask, rule)
+        for matched in statement_rules:
+            compiled.counters[chain].count(matched, pkt.length)
+        logs = log_events(chain, statement_rules, rule)
+        verdict, reason = self.verdict_of(chain, rule, pkt, ct)
+        steps = tuple(compiled.trace(chain, values, rule)) if trace else ()
+        decision = Decision(verdict, chain, rule, ct_state, reason, iif, oif, logs=logs,
+                            trace=steps)
+        return decision, statement_rules
+
+    def verdict_of(self, chain: str, rule: Rule | None, pkt: Packet, ct: CtVerdict | None):
+        if rule is not None:
+            return rule.verdict, f"rule {rule.index + 1} of {chain} matched"
+        if pkt.invalid is not None and self.ruleset.stateful:
+            return "drop", f"malformed packet ({pkt.invalid}) and no rule accepts it"
+        policy = self.compiled.policy(chain)
+        why = f": {ct.reason}" if ct is not None and ct.state == "invalid" and ct.reason else ""
+        return policy, f"no rule matched: policy {chain} {policy}{why}"
+
+    def finish(self, pkt: Packet, decision: Decision, ct: CtVerdict | None, now: float):
+        """Confirm a new connection, remember a first fragment, build a reject's reply."""
+        confirming = decision.accepted and ct is not None and ct.pending
+        if confirming and not self.conntrack.confirm(ct, now):
+            decision.verdict = "drop"
+            decision.reason = "connection table full (no unreplied entry to evict)"
+        if decision.verdict == "reject":
+            decision.reply = build_reject(pkt)
+        if pkt.is_first_fragment:
+            self.fragments.remember(pkt, decision, now)
+        return decision
+
+    def tally(self, decision: Decision, pkt: Packet) -> Decision:
+        stats = self.stats
+        if decision.verdict == "accept":
+            stats.accepted += 1
+        elif decision.verdict == "drop":
+            stats.dropped += 1
+        else:
+            stats.rejected += 1
+        if decision.reason is not LINK_CONTROL:
+            self.compiled.counters[decision.chain].count(decision.rule, pkt.length)
+        return decision
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def next_expiry(self) -> float | None:
+        times = [t for t in (self.conntrack.next_expiry(), self.fragments.next_expiry()) if t]
+        return min(times) if times else None
+
+    def expire(self, now: float) -> int:
+        self.fragments.expire(now)
+        return len(self.conntrack.expire(now))
+
+    # -- views -----------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        from fw.engine.views import engine_status
+
+        return engine_status(self)
+
+    def conntrack_entries(self, now: float) -> list[dict]:
+        from fw.engine.views import conntrack_rows
+
+        return conntrack_rows(self.conntrack, now)
+
+    def nat_entries(self, now: float) -> list[dict]:
+        return []
+
+
+KNOWN_LIMIT = 65_536
+
+
+def log_events(chain: str, statement_rules: list[Rule], decider: Rule | None):
+    rules = [*statement_rules, *([decider] if decider is not None else [])]
+    return tuple(LogEvent(r.log_prefix, chain, r, r.verdict) for r in rules if r.logs)
+
+
+def known_key(ct: CtVerdict | None, pkt: Packet, hook: str, iif, oif) -> tuple | None:
+    """Packets of one established connection, one direction and one set of TCP flags differ
+    in nothing a rule can test, so their verdict is computed once (the rule walk is skipped for
+    most packets, as design.md asks). None for anything else."""
+    if ct is None or ct.conn is None or ct.pending or ct.state != "established":
+        return None
+    return (ct.conn.id, ct.direction, pkt.tcp_flags, hook, iif, oif)
+
+
+LINK_CONTROL = "IPv6 neighbour discovery / MLD: link-layer control is not filtered (as ARP)"
+
+
+def is_link_control(pkt: Packet) -> bool:
+    return pkt.proto == ICMPV6 and pkt.icmp_type in LINK_CONTROL_ICMPV6 and pkt.invalid is None
+
+
+def is_multicast(pkt: Packet) -> bool:
+    if pkt.family == 4:
+        return pkt.dst >> 28 == 0xE or pkt.dst == 0xFFFFFFFF
+    return pkt.dst >> 120 == 0xFF or pkt.dst >> 118 == 0x3FA  # ff00::/8, fe80::/10
+
+
+__all__ = ["MISSING", "Engine"]

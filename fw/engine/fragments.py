@@ -1,0 +1,56 @@
+"""Later fragments follow their first fragment's verdict.
+
+Without the kernel's defragmentation (conntrack is off in the lab, design.md), later fragments
+reach the engine bare: no ports, no flags. As Linux's nf_defrag would reunite them, the engine
+judges the packet once, on its first fragment, and lets the rest share that verdict, keyed on
+(family, src, dst, id, proto) for 30 s (Linux's ipfrag_time). A later fragment whose first was
+never seen is judged on its own: in stateful mode it is `invalid`, in stateless mode it matches
+only rules that need nothing from the transport header.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+
+from fw.engine.decision import Decision
+from fw.engine.packet import Packet
+
+FRAGMENT_TIMEOUT = 30.0
+MAX_FRAGMENTED_PACKETS = 8192
+
+
+def fragment_key(pkt: Packet) -> tuple[int, int, int, int, int]:
+    return (pkt.family, pkt.src, pkt.dst, pkt.frag_id, pkt.proto)
+
+
+class FragmentTable:
+    def __init__(self, timeout: float = FRAGMENT_TIMEOUT, limit: int = MAX_FRAGMENTED_PACKETS):
+        self.timeout = timeout
+        self.limit = limit
+        self._entries: OrderedDict[tuple, tuple[Decision, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def remember(self, first: Packet, decision: Decision, now: float) -> None:
+        self._entries[fragment_key(first)] = (decision, now + self.timeout)
+        self._entries.move_to_end(fragment_key(first))
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
+
+    def follow(self, later: Packet, now: float) -> Decision | None:
+        entry = self._entries.get(fragment_key(later))
+        if entry is None or entry[1] <= now:
+            return None
+        first = entry[0]
+        verdict = "drop" if first.verdict == "reject" else first.verdict
+        return replace(first, verdict=verdict, reply=None, packet=None, logs=(), trace=(),
+                       reason=f"later fragment: follows its first fragment ({first.reason})")
+
+    def next_expiry(self) -> float | None:
+        return next(iter(self._entries.values()))[1] if self._entries else None
+
+    def expire(self, now: float) -> None:
+        while self._entries and next(iter(self._entries.values()))[1] <= now:
+            self._entries.popitem(last=False)

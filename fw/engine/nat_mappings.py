@@ -1,0 +1,154 @@
+"""NAT mappings (RFC 4787): which outside address and port an inside endpoint appears as.
+
+A mapping is keyed by what its *mapping behaviour* says must share it: the inside endpoint alone
+(endpoint-independent), plus the remote address (address-dependent), plus the remote port
+(address-port-dependent). Its *filtering behaviour* says which remote endpoints may send in
+through it. Outside ports are never shared between mappings (no port overloading, REQ-3), the
+inside port is kept when free (port preservation), and a port below 1024 maps below 1024.
+Mappings live while a connection uses them and at least 120 s after their last outbound packet
+(REQ-5), refreshed by outbound traffic only (REQ-6).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+MAPPING_HOLD = 120.0  # seconds a mapping outlives its last outbound packet (REQ-5)
+DEFAULT_RANGE = (32768, 60999)
+PRIVILEGED_RANGE = (1, 1023)
+ICMP_ID_RANGE = (0, 65535)
+
+Endpoint = tuple[int, int]  # (address as int, port or ICMP id)
+
+
+@dataclass(slots=True, eq=False)
+class Mapping:
+    proto: int
+    inside: Endpoint
+    outside: Endpoint
+    mapping: str
+    filtering: str
+    key: tuple
+    created: float
+    last_out: float
+    remotes: set[Endpoint] = field(default_factory=set)  # remote endpoints contacted
+    conns: int = 0  # live connections using it
+
+    def permits(self, remote: Endpoint) -> bool:
+        """May this remote endpoint send in through the mapping (the filtering behaviour)?"""
+        if self.filtering == "endpoint-independent":
+            return True
+        if self.filtering == "address-dependent":
+            return any(addr == remote[0] for addr, _ in self.remotes)
+        return remote in self.remotes
+
+    def expires(self) -> float | None:
+        """None while connections use it; afterwards REQ-5's hold after the last outbound."""
+        return None if self.conns else self.last_out + MAPPING_HOLD
+
+
+@dataclass(slots=True)
+class NatCounters:
+    mappings_created: int = 0
+    mappings_expired: int = 0
+    preserved: int = 0
+    exhausted: int = 0
+
+
+class MappingTable:
+    def __init__(self, seed: int | None = None) -> None:
+        self.by_key: dict[tuple, Mapping] = {}
+        self.by_outside: dict[tuple[int, Endpoint], Mapping] = {}
+        self.counters = NatCounters()
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def __iter__(self):
+        return iter(list(self.by_key.values()))
+
+    @staticmethod
+    def key(proto: int, inside: Endpoint, remote: Endpoint, mapping: str) -> tuple:
+        if mapping == "endpoint-independent":
+            return (proto, inside)
+        if mapping == "address-dependent":
+            return (proto, inside, remote[0])
+        return (proto, inside, remote)
+
+    def find(self, proto: int, inside: Endpoint, remote: Endpoint, mapping: str) -> Mapping | None:
+        return self.by_key.get(self.key(proto, inside, remote, mapping))
+
+    def inbound(self, proto: int, outside: Endpoint) -> Mapping | None:
+        return self.by_outside.get((proto, outside))
+
+    def allocate(
+        self, proto: int, inside: Endpoint, remote: Endpoint, address: int,
+        ports: tuple[int, int] | None, mapping: str, filtering: str, now: float,
+    ) -> Mapping | None:
+        """The mapping to use for an outbound packet: the existing one, or a new one; None when
+        every port of the range is taken (exhaustion: the caller drops and counts)."""
+        existing = self.find(proto, inside, remote, mapping)
+        if existing is not None and existing.outside[0] == address:
+            return existing
+        port = self.free_port(proto, address, inside[1], ports)
+        if port is None:
+            self.counters.exhausted += 1
+            return None
+        created = Mapping(proto, inside, (address, port), mapping, filtering,
+                          self.key(proto, inside, remote, mapping), now, now)
+        self.by_key[created.key] = created
+        self.by_outside[(proto, created.outside)] = created
+        self.counters.mappings_created += 1
+        return created
+
+    def free_port(self, proto: int, address: int, wanted: int, ports: tuple[int, int] | None):
+        lo, hi = self.port_range(proto, wanted, ports)
+        if lo <= wanted <= hi and (proto, (address, wanted)) not in self.by_outside:
+            self.counters.preserved += 1
+            return wanted
+        return self.random_free(proto, address, lo, hi)
+
+    @staticmethod
+    def port_range(proto: int, wanted: int, ports: tuple[int, int] | None) -> tuple[int, int]:
+        if ports is not None:
+            return ports
+        if proto in (1, 58):
+            return ICMP_ID_RANGE
+        return PRIVILEGED_RANGE if 0 < wanted < 1024 else DEFAULT_RANGE
+
+    def random_free(self, proto: int, address: int, lo: int, hi: int) -> int | None:
+        """A random free port: a few random probes, then a scan from a random start, so a
+        nearly full range still finds its last free port and a full one says so."""
+        taken = self.by_outside
+        for _ in range(16):
+            port = self.rng.randint(lo, hi)
+            if (proto, (address, port)) not in taken:
+                return port
+        start, size = self.rng.randint(lo, hi), hi - lo + 1
+        for step in range(size):
+            port = lo + (start - lo + step) % size
+            if (proto, (address, port)) not in taken:
+                return port
+        return None
+
+    def outbound(self, found: Mapping, remote: Endpoint, now: float) -> None:
+        """An outbound packet through the mapping: remember whom it went to, refresh it."""
+        found.remotes.add(remote)
+        found.last_out = now
+
+    def expire(self, now: float) -> int:
+        gone = [m for m in self.by_key.values() if (m.expires() or now + 1) <= now]
+        for mapping in gone:
+            self.remove(mapping)
+        self.counters.mappings_expired += len(gone)
+        return len(gone)
+
+    def remove(self, mapping: Mapping) -> None:
+        self.by_key.pop(mapping.key, None)
+        self.by_outside.pop((mapping.proto, mapping.outside), None)
+
+    def next_expiry(self) -> float | None:
+        times = [t for m in self.by_key.values() if (t := m.expires()) is not None]
+        return min(times) if times else None

@@ -1,0 +1,105 @@
+"""JSON-able views of the engine's state, for `status`, `conntrack` and replay summaries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from ipaddress import ip_address
+from typing import TYPE_CHECKING
+
+from fw.dsl.format import PROTO_NAMES
+from fw.icmp_types import type_name
+from fw.model import CHAINS
+
+if TYPE_CHECKING:
+    from fw.engine.conntrack import Conn, ConnTable
+    from fw.engine.engine import Engine
+
+
+def engine_status(engine: Engine) -> dict:
+    compiled = engine.compiled
+    return {
+        "mode": compiled.ruleset.mode,
+        "files": list(compiled.ruleset.files),
+        "packets": asdict(engine.stats),
+        "chains": {chain: chain_counters(engine, chain) for chain in CHAINS},
+        "conntrack": {"entries": len(engine.conntrack), **asdict(engine.conntrack.counters),
+                      "limit": engine.conntrack.limit},
+        "fragments": len(engine.fragments),
+    }
+
+
+def chain_counters(engine: Engine, chain: str) -> dict:
+    counters = engine.compiled.counters[chain]
+    rules = engine.compiled.ruleset.chains[chain]
+    return {
+        "policy": engine.compiled.policy(chain),
+        "policy_hits": counters.policy_hits,
+        "policy_bytes": counters.policy_bytes,
+        "rules": [
+            {"line": r.span.line if r.span else None, "file": r.span.file if r.span else None,
+             "text": r.text, "hits": counters.hits[r.index], "bytes": counters.bytes[r.index]}
+            for r in rules
+        ],
+    }
+
+
+def endpoint(family: int, addr: int, port: int) -> str:
+    text = str(ip_address(addr))
+    text = f"[{text}]" if family == 6 else text
+    return f"{text}:{port}"
+
+
+def tuple_text(family: int, key: tuple) -> str:
+    proto, src, sport, dst, dport = key
+    if proto in (1, 58):  # ICMP echo: the 'ports' are the identifier
+        return f"{address_text(family, src)} -> {address_text(family, dst)} id {sport & 0xFFFF}"
+    return f"{endpoint(family, src, sport)} -> {endpoint(family, dst, dport)}"
+
+
+def conn_row(conn: Conn, now: float) -> dict:
+    return {
+        "id": conn.id,
+        "proto": PROTO_NAMES.get(conn.proto, str(conn.proto)),
+        "orig": tuple_text(conn.family, conn.orig),
+        "reply": tuple_text(conn.family, conn.reply),
+        "state": conn.state_name,
+        "assured": conn.assured,
+        "expires_in": round(conn.expires - now, 3),
+        "packets": [conn.orig_packets, conn.reply_packets],
+        "bytes": [conn.orig_bytes, conn.reply_bytes],
+    }
+
+
+def conntrack_rows(table: ConnTable, now: float) -> list[dict]:
+    return [conn_row(conn, now) for conn in table]
+
+
+FLAG_LETTERS = "FSRPAUEC"
+
+
+def flag_letters(flags: int) -> str:
+    return "".join(letter for bit, letter in enumerate(FLAG_LETTERS) if flags & (1 << bit))
+
+
+def address_text(family: int, addr: int) -> str:
+    return str(ip_address(addr)) if family else "?"
+
+
+def summary(pkt) -> str:
+    """A packet in one line, in the form `explain` accepts back (tcpdump-like)."""
+    if not pkt.family:
+        return f"undecodable ({pkt.invalid})"
+    src, dst = address_text(pkt.family, pkt.src), address_text(pkt.family, pkt.dst)
+    name = PROTO_NAMES.get(pkt.proto, f"proto {pkt.proto}")
+    if pkt.sport >= 0:
+        text = f"{name} {endpoint(pkt.family, pkt.src, pkt.sport)} -> "
+        text += endpoint(pkt.family, pkt.dst, pkt.dport)
+        if pkt.proto == 6:
+            text += f" flags {flag_letters(pkt.tcp_flags) or '.'}"
+    elif pkt.icmp_type >= 0:
+        text = f"{name} {src} -> {dst} type {type_name(pkt.family, pkt.icmp_type)}"
+    else:
+        text = f"{name} {src} -> {dst}"
+    if pkt.is_later_fragment:
+        text += f" (fragment offset {pkt.frag_offset})"
+    return text + (f" [malformed: {pkt.invalid}]" if pkt.invalid else "")
