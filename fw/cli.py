@@ -24,6 +24,11 @@ def fwlab() -> None:
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+RulesArg = Annotated[str, typer.Argument(help="Rule file (.fw).")]
+TopologyOpt = Annotated[
+    str | None, typer.Option(help="Topology file (default: the default lab).")
+]
+IfaceOpt = Annotated[str | None, typer.Option(help="Interface (default: by route lookup).")]
 
 
 @app.command()
@@ -36,6 +41,42 @@ def check(
     from fw.commands.check import run_check
 
     raise typer.Exit(run_check(files, strict=strict, as_json=as_json))
+
+
+@app.command()
+def explain(
+    rules: RulesArg,
+    packet: Annotated[str, typer.Argument(
+        help="The packet, e.g. 'tcp 203.0.113.66:80 -> 192.0.2.2:40000 flags S'.")],
+    after: Annotated[list[str] | None, typer.Option(
+        "--after", help="An earlier packet of the flow, replayed first (repeatable).")] = None,
+    hook: Annotated[str, typer.Option(help="prerouting, input, forward or output.")] = "prerouting",
+    iif: IfaceOpt = None,
+    oif: IfaceOpt = None,
+    topology: TopologyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Explain the verdict for one packet: the chain, the deciding rule, every rule tried."""
+    from fw.commands.explain import run_explain
+
+    raise typer.Exit(run_explain(rules, packet, after=after or [], hook=hook, iif=iif, oif=oif,
+                                 topology=topology, as_json=as_json))
+
+
+@app.command()
+def replay(
+    rules: RulesArg,
+    capture: Annotated[str, typer.Argument(help="pcap/pcapng, as packets reach the firewall.")],
+    out: Annotated[str | None, typer.Option(help="Write accepted packets, as they leave.")] = None,
+    topology: TopologyOpt = None,
+    rows: Annotated[int, typer.Option(help="Packets shown in the table (0: all).")] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay a capture through a rule set: a verdict per packet, totals, hits per rule."""
+    from fw.commands.replay import run_replay
+
+    status = run_replay(rules, capture, out=out, topology=topology, as_json=as_json, rows=rows)
+    raise typer.Exit(status)
 
 
 def main() -> None:
