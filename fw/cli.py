@@ -79,6 +79,11 @@ def replay(
     raise typer.Exit(status)
 
 
+from fw.commands.lab import register as _register_lab  # noqa: E402
+
+_register_lab(app)
+
+
 def main() -> None:
     try:
         app()

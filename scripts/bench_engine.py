@@ -29,7 +29,7 @@ from fw.dsl import load_ruleset
 from fw.engine.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIENT_NET, SERVER = "192.0.2.", "203.0.113.10"
+CLIENT_NET, SERVER, FW_WAN = "192.0.2.", "203.0.113.10", "203.0.113.1"
 
 
 def rules_file(text: str) -> str:
@@ -38,21 +38,24 @@ def rules_file(text: str) -> str:
     return str(path)
 
 
-def flow_packets(flows: int, rounds: int) -> tuple[list[bytes], list[bytes]]:
-    """Handshakes, then `rounds` of client data + server ACK per flow, interleaved."""
+def flow_packets(flows: int, rounds: int, masquerade: bool = False):
+    """Handshakes, then `rounds` of client data + server ACK per flow, interleaved. With
+    `masquerade` the server answers the firewall's outside address (ports are preserved)."""
     setup, data = [], []
     for f in range(flows):
         client, sport = f"{CLIENT_NET}{2 + f % 200}", 20000 + f
+        seen = FW_WAN if masquerade else client
         setup += [craft.tcp(client, SERVER, sport, 443, "S", seq=100),
-                  craft.tcp(SERVER, client, 443, sport, "SA", seq=900, ack=101),
+                  craft.tcp(SERVER, seen, 443, sport, "SA", seq=900, ack=101),
                   craft.tcp(client, SERVER, sport, 443, "A", seq=101, ack=901)]
     for r in range(rounds):
         for f in range(flows):
             client, sport = f"{CLIENT_NET}{2 + f % 200}", 20000 + f
+            seen = FW_WAN if masquerade else client
             seq = 101 + r * 100
             data.append(craft.tcp(client, SERVER, sport, 443, "PA", seq=seq, ack=901,
                                   payload=b"x" * 100))
-            data.append(craft.tcp(SERVER, client, 443, sport, "A", seq=901, ack=seq + 100))
+            data.append(craft.tcp(SERVER, seen, 443, sport, "A", seq=901, ack=seq + 100))
     return setup, data
 
 
@@ -70,7 +73,7 @@ def bench_established(args: argparse.Namespace, nat: bool = False) -> float:
     if not nat:
         text = text.replace("oif wan masquerade", "oif wan ip saddr 198.51.100.0/24 masquerade")
     engine = Engine(load_ruleset(rules_file(text)))
-    setup, data = flow_packets(1000, max(1, args.packets // 2000))
+    setup, data = flow_packets(1000, max(1, args.packets // 2000), masquerade=nat)
     rate(engine, setup, start=0.0)
     return rate(engine, data)
 

@@ -39,14 +39,10 @@ def decision_json(text: str, d: Decision) -> dict:
     return {
         "packet": text, "verdict": d.verdict, "chain": d.chain, "rule": rule_ref(d.rule),
         "ct_state": d.ct_state, "reason": d.reason, "iif": d.iif, "oif": d.oif,
-        "nat": [nat.__dict__ if hasattr(nat, "__dict__") else nat_json(nat) for nat in d.nat],
+        "nat": [nat.as_json() for nat in d.nat],
         "trace": [{"line": s.rule.span.line if s.rule.span else None, "text": s.rule.text,
                    "matched": s.matched, "failed": s.failed} for s in d.trace],
     }
-
-
-def nat_json(nat) -> dict:
-    return {"kind": nat.kind, "from": [nat.src, nat.dst], "to": [nat.new_src, nat.new_dst]}
 
 
 def verdict_text(d: Decision) -> Text:
@@ -67,7 +63,7 @@ def show(engine: Engine, packet: str, d: Decision, earlier: list[tuple[str, Deci
     stdout.print(Text.assemble(("ct state ", "bold"), d.ct_state or "- (stateless rule set)"))
     stdout.print(Text.assemble(("why      ", "bold"), d.reason))
     for nat in d.nat:
-        stdout.print(Text.assemble(("nat      ", "bold"), f"{nat.kind}: {nat_json(nat)}"))
+        stdout.print(Text.assemble(("nat      ", "bold"), str(nat)))
     if d.trace:
         stdout.print(trace_table(d))
 

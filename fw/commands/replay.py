@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fw.commands.common import engine_for, rule_ref
-from fw.commands.explain import VERDICT_STYLE, nat_json
+from fw.commands.explain import VERDICT_STYLE
 from fw.commands.output import print_json_line, stdout
 from fw.engine.decision import Decision
 from fw.engine.engine import Engine
@@ -122,7 +122,7 @@ def row_json(frame: Frame, d: Decision) -> dict:
         "index": frame.index, "time": frame.time, "packet": summary(decode(frame.data)),
         "verdict": d.verdict, "chain": d.chain, "rule": rule_ref(d.rule),
         "ct_state": d.ct_state, "reason": d.reason,
-        "nat": [nat_json(n) for n in d.nat] or None,
+        "nat": [n.as_json() for n in d.nat] or None,
     }
 
 

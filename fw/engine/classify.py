@@ -46,14 +46,6 @@ def addr_domain(family: int) -> tuple[int, int]:
     return addr_value(family, 0), addr_value(family, top)
 
 
-@dataclass(frozen=True, slots=True)
-class FieldSpec:
-    """A field a rule can test: the packet's value in it, and its domain for negation."""
-
-    name: str
-    tested: Callable[[Match], bool]
-
-
 def accepted_values(match: Match, ifaces: dict[str, int]) -> tuple[str, IntervalSet]:
     """The field a match tests and the encoded values it accepts (negation applied)."""
     field, values, domain = encode(match, ifaces)
@@ -160,12 +152,15 @@ class CompiledChain:
             pending ^= low
         return out
 
-    @property
-    def tested_fields(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.fields)
+
+def has_verdict(rule: Rule) -> bool:
+    return rule.verdict is not None
 
 
-def compile_chain(rules: Sequence[Rule], ifaces: dict[str, int]) -> CompiledChain:
+def compile_chain(
+    rules: Sequence, ifaces: dict[str, int], decides: Callable[[object], bool] = has_verdict
+) -> CompiledChain:
+    """Compile filter rules (or NAT rules, with `decides` saying every one of them decides)."""
     per_field: dict[str, dict[int, IntervalSet]] = {}
     for bit, rule in enumerate(rules):
         for match in rule.matches:
@@ -174,11 +169,11 @@ def compile_chain(rules: Sequence[Rule], ifaces: dict[str, int]) -> CompiledChai
             per_field[field][bit] = values if previous is None else previous & values
     everyone = (1 << len(rules)) - 1
     tables = tuple(build_field_table(f, sets, everyone) for f, sets in per_field.items())
-    verdicts = sum(1 << i for i, rule in enumerate(rules) if rule.verdict is not None)
+    verdicts = sum(1 << i for i, rule in enumerate(rules) if decides(rule))
     return CompiledChain(tuple(rules), tables, verdicts, everyone)
 
 
-def interface_ids(rules: Sequence[Rule], known: Sequence[str]) -> dict[str, int]:
+def interface_ids(rules: Sequence, known: Sequence[str]) -> dict[str, int]:
     """Every interface name a rule or the topology mentions gets a number (0, 1, ...)."""
     names = dict.fromkeys(known)
     for rule in rules:

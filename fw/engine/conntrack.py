@@ -306,6 +306,10 @@ class ConnTable:
         self._trim_unreplied()
         return gone
 
+    def contains(self, conn: Conn) -> bool:
+        """Is this entry (not just its tuple) still in the table? NAT asks before freeing."""
+        return self._map.get(conn.okey) is conn
+
     def remove(self, conn: Conn) -> bool:
         """Delete an entry (e.g. flushed by the user); False if it was not in the table."""
         if self._map.get(conn.okey) is not conn:
@@ -411,14 +415,17 @@ class ConnTable:
         inner = pkt.inner
         if inner is None or inner.is_icmp_error:
             return self._invalid("icmp error quoting no trackable packet")
-        key = _packed_key(inner)
+        flow = key_of(inner)
+        # As Linux: the quoted packet's tuple inverted is the one the error travels on; with
+        # NAT only the inverted tuple is in the table (the quote shows the translated packet).
+        key = None if flow is None else pack(inner.family, reverse(flow))
         conn = None if key is None else self._map.get(key)
         if conn is None or conn.expires <= now:
             return self._invalid("icmp error for no known connection")
         if pkt.dst != inner.src:
             return self._invalid("icmp error not addressed to the sender of the quoted packet")
-        quoted_dir = ORIGINAL if key == conn.okey else REPLY
-        return CtVerdict(RELATED, conn, 1 - quoted_dir, f"icmp error about connection {conn.id}")
+        direction = ORIGINAL if key == conn.okey else REPLY
+        return CtVerdict(RELATED, conn, direction, f"icmp error about connection {conn.id}")
 
     def _insert(self, conn: Conn) -> None:
         self._map[conn.okey] = conn

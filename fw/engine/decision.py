@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import ip_address
 
 from fw.model import Rule
 
@@ -28,13 +29,23 @@ class TraceStep:
 
 @dataclass(frozen=True, slots=True)
 class NatChange:
-    """How NAT rewrote a packet (original and new addresses/ports) and which rule did it."""
+    """How NAT rewrote a packet: (src, sport, dst, dport) before and after, as ints (formatting
+    waits until someone asks: most translated packets are never shown)."""
 
-    kind: str  # "snat", "dnat", "reply" (translated back), "hairpin"
-    src: tuple[str, int | None]
-    dst: tuple[str, int | None]
-    new_src: tuple[str, int | None]
-    new_dst: tuple[str, int | None]
+    kind: str  # "snat", "dnat", "dnat+snat", "mapped", "reply", "icmp-error"
+    family: int
+    before: tuple[int, int, int, int]
+    after: tuple[int, int, int, int]
+
+    def as_json(self) -> dict:
+        def ends(t: tuple[int, int, int, int]) -> dict:
+            return {"src": f"{ip_address(t[0])}:{t[1]}", "dst": f"{ip_address(t[2])}:{t[3]}"}
+
+        return {"kind": self.kind, "from": ends(self.before), "to": ends(self.after)}
+
+    def __str__(self) -> str:
+        a, b = self.as_json()["from"], self.as_json()["to"]
+        return f"{self.kind}: {a['src']} -> {a['dst']}  =>  {b['src']} -> {b['dst']}"
 
 
 @dataclass(slots=True)

@@ -7,13 +7,14 @@ rule set gives the same verdicts everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fw.engine.classify import MISSING
 from fw.engine.conntrack import ConnTable, CtVerdict
 from fw.engine.decision import Decision, LogEvent
 from fw.engine.evaluate import CompiledRuleSet, packet_values
 from fw.engine.fragments import FragmentTable
+from fw.engine.nat import Nat
 from fw.engine.packet import ICMPV6, Packet, decode
 from fw.engine.reject import build_reject
 from fw.engine.routing import Routing, default_routing
@@ -51,6 +52,7 @@ class Engine:
         self.fragments = FragmentTable()
         self.stats = EngineStats()
         self.known: dict[tuple, tuple[Decision, list[Rule]]] = {}
+        self.nat = Nat(ruleset.nat, self.routing, self.compiled.ifaces, self.conntrack)
 
     @property
     def ruleset(self) -> RuleSet:
@@ -60,6 +62,7 @@ class Engine:
         """Swap rule sets atomically; connections in the table survive."""
         self.compiled = CompiledRuleSet(ruleset, self.routing.interfaces)
         self.known.clear()
+        self.nat.load_rules(ruleset.nat, self.compiled.ifaces)
 
     # -- per packet ------------------------------------------------------------------------
 
@@ -87,14 +90,38 @@ class Engine:
                 self.stats.fragments_followed += 1
                 return self.tally(decision, pkt)
         ct = self.conntrack.lookup(pkt, now) if self.ruleset.stateful else None
-        known = known_key(ct, pkt, hook, iif, oif) if not trace else None
+        nat = self.nat if ct is not None and ct.conn is not None and pkt.family == 4 else None
+        given = (hook, iif, oif)
+        iif = self.input_iface(pkt, hook, iif)
+        changes = nat.before(pkt, ct, iif, now) if nat else []
+        known = known_key(ct, pkt, *given) if not trace else None
         if known is not None and known in self.known:
-            return self.repeat(known, pkt)
+            decision = self.repeat(known, pkt)
+            return with_nat(decision, pkt, changes + nat.after(pkt, ct, None, None, now)) if nat \
+                else decision
         chain, iif, oif = self.place(pkt, hook, iif, oif)
         decision, statement_rules = self.judge(pkt, chain, iif, oif, ct, trace)
         if known is not None and decision.verdict != "reject":
             self.remember(known, decision, statement_rules)
-        return self.tally(self.finish(pkt, decision, ct, now), pkt)
+        if nat is not None and decision.accepted:
+            self.source_nat(nat, pkt, ct, decision, changes, now)
+        decision = self.finish(pkt, decision, ct, now)
+        return self.tally(with_nat(decision, pkt, changes), pkt)
+
+    def input_iface(self, pkt: Packet, hook: str, iif: str | None) -> str | None:
+        if hook == "output" or iif is not None or not pkt.family:
+            return iif
+        return self.routing.route(pkt.family, pkt.src)
+
+    def source_nat(self, nat: Nat, pkt: Packet, ct: CtVerdict, decision: Decision,
+                   changes: list, now: float) -> None:
+        """Source translation after the filter accepted; no outside port left: drop."""
+        after = nat.after(pkt, ct, decision.iif, decision.oif, now)
+        if after is None:
+            decision.verdict = "drop"
+            decision.reason = "NAT: no outside port left in the range (exhaustion)"
+        else:
+            changes.extend(after)
 
     def repeat(self, known: tuple, pkt: Packet) -> Decision:
         """A packet of an established connection judged like the last one of its kind."""
@@ -116,7 +143,7 @@ class Engine:
         routing, family = self.routing, pkt.family
         if hook == "output":
             return "output", None, oif or routing.route(family, pkt.dst)
-        iif = iif or (routing.route(family, pkt.src) if family else None)
+        iif = self.input_iface(pkt, hook, iif)
         chain = hook if hook != "prerouting" else self.chain_for(pkt)
         if chain == "forward" and oif is None and family:
             oif = routing.route(family, pkt.dst)
@@ -183,12 +210,15 @@ class Engine:
     # -- timers ----------------------------------------------------------------------------
 
     def next_expiry(self) -> float | None:
-        times = [t for t in (self.conntrack.next_expiry(), self.fragments.next_expiry()) if t]
+        timers = (self.conntrack, self.fragments, self.nat)
+        times = [t for t in (timer.next_expiry() for timer in timers) if t is not None]
         return min(times) if times else None
 
     def expire(self, now: float) -> int:
         self.fragments.expire(now)
-        return len(self.conntrack.expire(now))
+        gone = len(self.conntrack.expire(now))
+        self.nat.expire(now)
+        return gone
 
     # -- views -----------------------------------------------------------------------------
 
@@ -203,10 +233,19 @@ class Engine:
         return conntrack_rows(self.conntrack, now)
 
     def nat_entries(self, now: float) -> list[dict]:
-        return []
+        from fw.engine.views import nat_rows
+
+        return nat_rows(self.nat, now)
 
 
 KNOWN_LIMIT = 65_536
+
+
+def with_nat(decision: Decision, pkt: Packet, changes: list) -> Decision:
+    """The decision with this packet's translation; a shared (remembered) decision is copied."""
+    if not changes:
+        return decision
+    return replace(decision, packet=bytes(pkt.raw), nat=tuple(changes))
 
 
 def log_events(chain: str, statement_rules: list[Rule], decider: Rule | None):

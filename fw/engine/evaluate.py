@@ -72,7 +72,7 @@ class CompiledRuleSet:
     counters: dict[str, Counters] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.ifaces = interface_ids(self.ruleset.rules(), self.interfaces)
+        self.ifaces = interface_ids([*self.ruleset.rules(), *self.ruleset.nat], self.interfaces)
         self.chains = {c: compile_chain(self.ruleset.chains[c], self.ifaces) for c in CHAINS}
         self.counters = {c: Counters.sized(len(self.ruleset.chains[c])) for c in CHAINS}
 

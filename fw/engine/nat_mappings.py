@@ -12,9 +12,11 @@ Mappings live while a connection uses them and at least 120 s after their last o
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAPPING_HOLD = 120.0  # seconds a mapping outlives its last outbound packet (REQ-5)
+RECHECK = 10.0  # a mapping still in use past its hold is looked at again this much later
 DEFAULT_RANGE = (32768, 60999)
 PRIVILEGED_RANGE = (1, 1023)
 ICMP_ID_RANGE = (0, 65535)
@@ -33,7 +35,8 @@ class Mapping:
     created: float
     last_out: float
     remotes: set[Endpoint] = field(default_factory=set)  # remote endpoints contacted
-    conns: int = 0  # live connections using it
+    conns: list = field(default_factory=list)  # connections that used it (some may be gone)
+    recheck: float = 0.0  # still in use when last looked at: look again then
 
     def permits(self, remote: Endpoint) -> bool:
         """May this remote endpoint send in through the mapping (the filtering behaviour)?"""
@@ -43,9 +46,13 @@ class Mapping:
             return any(addr == remote[0] for addr, _ in self.remotes)
         return remote in self.remotes
 
-    def expires(self) -> float | None:
-        """None while connections use it; afterwards REQ-5's hold after the last outbound."""
-        return None if self.conns else self.last_out + MAPPING_HOLD
+    def hold_until(self) -> float:
+        """REQ-5: at least this long after the last outbound packet; longer while in use."""
+        return max(self.last_out + MAPPING_HOLD, self.recheck)
+
+    def in_use(self, alive: Callable[[object], bool]) -> bool:
+        self.conns = [conn for conn in self.conns if alive(conn)]
+        return bool(self.conns)
 
 
 @dataclass(slots=True)
@@ -104,8 +111,10 @@ class MappingTable:
         return created
 
     def free_port(self, proto: int, address: int, wanted: int, ports: tuple[int, int] | None):
+        """Port preservation first (inside the range, when the rule names one), then random."""
         lo, hi = self.port_range(proto, wanted, ports)
-        if lo <= wanted <= hi and (proto, (address, wanted)) not in self.by_outside:
+        allowed = ports is None or lo <= wanted <= hi
+        if allowed and (proto, (address, wanted)) not in self.by_outside:
             self.counters.preserved += 1
             return wanted
         return self.random_free(proto, address, lo, hi)
@@ -138,10 +147,16 @@ class MappingTable:
         found.remotes.add(remote)
         found.last_out = now
 
-    def expire(self, now: float) -> int:
-        gone = [m for m in self.by_key.values() if (m.expires() or now + 1) <= now]
+    def expire(self, now: float, alive: Callable[[object], bool]) -> int:
+        """Remove mappings past their hold whose connections are all gone; `alive` asks the
+        connection table, so a connection that left it in any way frees its mapping."""
+        due = [m for m in self.by_key.values() if m.hold_until() <= now]
+        gone = [m for m in due if not m.in_use(alive)]
         for mapping in gone:
             self.remove(mapping)
+        for mapping in due:
+            if mapping.conns:
+                mapping.recheck = now + RECHECK
         self.counters.mappings_expired += len(gone)
         return len(gone)
 
@@ -150,5 +165,4 @@ class MappingTable:
         self.by_outside.pop((mapping.proto, mapping.outside), None)
 
     def next_expiry(self) -> float | None:
-        times = [t for m in self.by_key.values() if (t := m.expires()) is not None]
-        return min(times) if times else None
+        return min((m.hold_until() for m in self.by_key.values()), default=None)

@@ -64,6 +64,10 @@ class Routing:
     def is_local(self, family: int, addr: int) -> bool:
         return (family, addr) in self._local
 
+    def owner(self, family: int, addr: int) -> str | None:
+        """The interface that holds this address, if it is one of the firewall's own."""
+        return next((i for i, addrs in self.addresses.items() if (family, addr) in addrs), None)
+
     def address_of(self, iface: str | None, family: int) -> int | None:
         """The interface's first address of the family: what `masquerade` translates to."""
         return next((a for f, a in self.addresses.get(iface or "", ()) if f == family), None)

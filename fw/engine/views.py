@@ -103,3 +103,20 @@ def summary(pkt) -> str:
     if pkt.is_later_fragment:
         text += f" (fragment offset {pkt.frag_offset})"
     return text + (f" [malformed: {pkt.invalid}]" if pkt.invalid else "")
+
+
+def nat_rows(nat, now: float) -> list[dict]:
+    """The mapping table: inside, outside, remotes, protocol, age, time left."""
+    rows = []
+    for m in nat.mappings:
+        rows.append({
+            "proto": PROTO_NAMES.get(m.proto, str(m.proto)),
+            "inside": f"{ip_address(m.inside[0])}:{m.inside[1]}",
+            "outside": f"{ip_address(m.outside[0])}:{m.outside[1]}",
+            "remotes": sorted(f"{ip_address(a)}:{p}" for a, p in m.remotes),
+            "mapping": m.mapping, "filtering": m.filtering,
+            "age": round(now - m.created, 3),
+            "timeout": round(m.hold_until() - now, 3),
+            "connections": len(m.conns),
+        })
+    return rows

@@ -75,6 +75,11 @@ _FIREWALL_SYSCTLS = {
     "net.ipv4.conf.default.send_redirects": "0",
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
+    # The engine source-translates in prerouting (design.md), so a masqueraded packet enters
+    # routing with the firewall's own address as its source; without accept_local the kernel
+    # drops it as a martian (fib_validate_source). See docs/lab-notes.md.
+    "net.ipv4.conf.all.accept_local": "1",
+    "net.ipv4.conf.default.accept_local": "1",
 }
 _BRIDGE_SYSCTLS = {
     # a bridge namespace is a switch: no addresses of its own, no IPv6 chatter, and bridged

@@ -229,3 +229,191 @@ def consumer() -> Iterator[Callable[..., Consumer]]:
         if c.proc.poll() is None:
             c.proc.kill()
             c.proc.communicate(timeout=5)
+
+
+# -- labs run by the `fwlab` command (engine daemon and all) ------------------------------------
+
+RULES = HERE.parent.parent / "rules"
+TEST_RULES = HERE / "rules"
+FWLAB = [sys.executable, "-m", "fw"]
+
+
+def fwlab(*args: str, timeout: float = 30, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the `fwlab` command (bounded); output captured as text."""
+    return subprocess.run(
+        [*FWLAB, *args], capture_output=True, text=True, timeout=timeout, check=check
+    )
+
+
+class CliLab:
+    """A lab brought up with `fwlab up` (so with its engine daemon), torn down with `fwlab down`."""
+
+    def __init__(self, name: str, up: subprocess.CompletedProcess) -> None:
+        self.name = name
+        self.up_result = up
+        self.handle = labns.attach(name)
+
+    def cli(self, command: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return fwlab(command, "--name", self.name, *args, timeout=timeout)
+
+    def status(self) -> dict:
+        res = self.cli("status", "--json")
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout)
+
+    def daemon_pid(self) -> int:
+        return int(self.status()["daemon"]["pid"])
+
+    def run(self, host: str, argv: list[str], timeout: float = 10) -> subprocess.CompletedProcess:
+        return self.handle.run(host, argv, timeout=timeout)
+
+    def log_events(self) -> list[dict]:
+        time.sleep(1.2)  # the daemon flushes its log at least once a second
+        res = self.cli("logs", "--json", "-n", "10000")
+        assert res.returncode == 0, res.stderr
+        return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return not stat[stat.rindex(")") + 2 :].startswith("Z")
+
+
+@pytest.fixture
+def cli_lab() -> Iterator[Callable[..., CliLab]]:
+    """make(*up_args, name=None) -> CliLab, via `fwlab up --name <unique> *up_args`. Every lab is
+    removed with `fwlab down` afterwards, and the fixture checks that its namespaces, runtime
+    directory and daemon are gone."""
+    made: list[tuple[str, list[int]]] = []
+
+    def make(*up_args: str, name: str | None = None) -> CliLab:
+        name = name or new_lab_name()
+        pids: list[int] = []
+        made.append((name, pids))
+        res = fwlab("up", "--name", name, *up_args, timeout=30)
+        assert res.returncode == 0, f"fwlab up failed: {res.stdout}\n{res.stderr}"
+        lab = CliLab(name, res)
+        pids.append(lab.daemon_pid())
+        return lab
+
+    yield make
+    errors = []
+    for name, pids in made:
+        res = fwlab("down", "--name", name, timeout=30)
+        if res.returncode != 0:
+            errors.append(f"{name}: fwlab down: {res.stderr.strip()}")
+        if labns.lab_namespaces(name):
+            errors.append(f"{name}: namespaces left: {labns.lab_namespaces(name)}")
+        if (labns.RUN_DIR / name).exists():
+            errors.append(f"{name}: runtime directory left")
+        errors += [f"{name}: daemon {pid} still running" for pid in pids if _pid_alive(pid)]
+    assert not errors, "; ".join(errors)
+
+
+_LISTEN = r"""
+import socket, sys, threading, time
+proto, addr, port, life = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+def say(*a):
+    print(*a, flush=True)
+def serve_tcp(c, peer):
+    c.settimeout(life)
+    try:
+        f = c.makefile("rwb", buffering=0)
+        for line in f:
+            f.write(b"echo:" + line)
+    except OSError:
+        pass
+    c.close()
+if proto == "tcp":
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port)); s.listen(16)
+else:
+    s = socket.socket(fam, socket.SOCK_DGRAM); s.bind((addr, port))
+s.settimeout(0.2)
+say("listening")
+end = time.monotonic() + life
+while time.monotonic() < end:
+    try:
+        if proto == "tcp":
+            c, peer = s.accept()
+            say("conn", peer[0], peer[1])
+            threading.Thread(target=serve_tcp, args=(c, peer), daemon=True).start()
+        else:
+            data, peer = s.recvfrom(2048)
+            say("dgram", peer[0], peer[1])
+            s.sendto(b"echo:" + data, peer)
+    except (TimeoutError, OSError):
+        pass
+"""
+
+_TALK = r"""
+import socket, sys
+proto, addr, port, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+sport = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+s.settimeout(timeout)
+if sport:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", sport))
+try:
+    s.connect((addr, port))
+    s.send(b"hello\n")
+    print(s.recv(1024).decode().strip())
+except OSError as e:
+    print("error", type(e).__name__); sys.exit(1)
+"""
+
+
+class Listener:
+    """A TCP (line echo) or UDP (datagram echo) server in one host; records who reached it.
+    Bounded: it exits by itself after `life` seconds."""
+
+    def __init__(self, lab: CliLab, host: str, proto: str, addr: str, port: int, life: float = 20):
+        self.proc = lab.handle.exec(
+            host,
+            [sys.executable, "-c", _LISTEN, proto, addr, str(port), str(life)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = read_line(self.proc, timeout=5)
+        assert line.strip() == "listening", f"listener did not start: {line!r}"
+
+    def peers(self) -> list[tuple[str, str, int]]:
+        """Stop it and return what reached it: [("conn"|"dgram", address, port)]."""
+        self.proc.kill()
+        out, _ = self.proc.communicate(timeout=5)
+        rows = [line.split() for line in out.splitlines()]
+        return [(r[0], r[1], int(r[2])) for r in rows if len(r) == 3]
+
+
+@pytest.fixture
+def listener() -> Iterator[Callable[..., Listener]]:
+    started: list[Listener] = []
+
+    def start(lab: CliLab, host: str, proto: str, addr: str, port: int, life: float = 20):
+        srv = Listener(lab, host, proto, addr, port, life)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.communicate(timeout=5)
+
+
+def talk(
+    lab: CliLab, host: str, proto: str, addr: str, port: int, timeout: float = 2.0, sport: int = 0
+) -> str:
+    """Send 'hello' from `host` and return the answer ('echo:hello'), or 'error <Exception>'."""
+    argv = [sys.executable, "-c", _TALK, proto, addr, str(port), str(timeout)]
+    if sport:
+        argv.append(str(sport))
+    return lab.run(host, argv, timeout=timeout + 5).stdout.strip()

@@ -1,0 +1,251 @@
+"""NAT44 in the engine, the way Linux does it on a conntrack entry.
+
+A connection has an original tuple O (as its first packet arrived) and a reply tuple R (what
+replies will look like). Without NAT, R is O reversed. NAT changes R: a masqueraded connection
+expects replies to the outside address and port. Every packet is then translated to what the
+other end expects: direction original to reverse(R), direction reply to reverse(O). The
+destination changes before the filter chains (so `forward` sees where the packet really goes),
+the source after them (so `forward` sees who really sent it) - `dnat` and `snat` as
+rules-language.md says. ICMP errors are translated inside and out.
+
+New connections pick their translation from the `nat` rules: `dnat` rules before the filter,
+`snat`/`masquerade` rules after it; a mapping (nat_mappings.py) gives the outside port. A packet
+to an outside address and port that a mapping's filtering behaviour lets in is `related` to that
+mapping (as Linux treats packets an expectation was set up for) and reaches the inside endpoint.
+A port-forwarded connection that goes back out the interface it came in on (a LAN host using the
+public address: hairpinning) is also source-translated to the firewall, or the server's reply
+would go straight to the client and never be translated back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fw.engine.checksum import rewrite_v4, rewrite_v4_icmp_inner
+from fw.engine.classify import compile_chain
+from fw.engine.conntrack import ORIGINAL, Conn, ConnTable, CtVerdict, key_of, reverse
+from fw.engine.decision import NatChange
+from fw.engine.evaluate import packet_values
+from fw.engine.nat_mappings import Mapping, MappingTable
+from fw.engine.packet import ICMP, TCP, UDP, Packet
+from fw.engine.routing import Routing
+from fw.model import NatRule
+
+PORT_MASK = 0xFFFF  # conntrack marks one end of an ICMP echo tuple above bit 16
+
+
+@dataclass(slots=True, eq=False)
+class Binding:
+    """What NAT did to one connection: kept on Conn.nat for its later packets."""
+
+    kind: str  # "snat", "dnat", "dnat+snat" (hairpin or forward + masquerade), "mapped"
+    mapping: Mapping | None = None
+    rule: NatRule | None = None
+
+
+class Nat:
+    def __init__(self, rules: Sequence[NatRule], routing: Routing, ifaces: dict[str, int],
+                 table: ConnTable, seed: int | None = None) -> None:
+        self.routing = routing
+        self.table = table
+        self.mappings = MappingTable(seed)
+        self.exhausted = 0
+        self.load_rules(rules, ifaces)
+
+    def load_rules(self, rules: Sequence[NatRule], ifaces: dict[str, int]) -> None:
+        """New rules (a reload); mappings and translated connections stay as they are."""
+        self.ifaces = ifaces
+        self.dnat = compile_chain([r for r in rules if r.action == "dnat"], ifaces, any_rule)
+        self.snat = compile_chain([r for r in rules if r.action != "dnat"], ifaces, any_rule)
+
+    # -- before the filter chains ------------------------------------------------------------
+
+    def before(self, pkt: Packet, ct: CtVerdict, iif: str | None, now: float) -> list[NatChange]:
+        """Destination translation: a new connection's dnat, or a known one's reverse."""
+        conn = ct.conn
+        if conn is None or pkt.family != 4:
+            return []
+        if ct.pending:
+            return self.new_destination(pkt, ct, iif, now)
+        if ct.state == "related":
+            return self.translate_error(pkt, conn, ct.direction)
+        return self.translate(pkt, conn, ct.direction, "dst")
+
+    def new_destination(self, pkt: Packet, ct: CtVerdict, iif: str | None, now: float):
+        rule = self.first(self.dnat, pkt, iif, None) or self.loopback(pkt, iif)
+        if rule is not None:
+            target = (int(rule.to_addr), rule.to_ports.lo if rule.to_ports else pkt.dport)
+            ct.conn.nat = Binding("dnat", rule=rule)
+            return [self.set_destination(pkt, target, "dnat")]
+        mapping = self.mappings.inbound(pkt.proto, (pkt.dst, endpoint_port(pkt, "dst")))
+        if mapping is not None and mapping.permits((pkt.src, endpoint_port(pkt, "src"))):
+            ct.state, ct.reason = "related", f"allowed in by NAT mapping ({mapping.filtering})"
+            ct.conn.nat = Binding("mapped", mapping=mapping)
+            mapping.conns.append(ct.conn)
+            return [self.set_destination(pkt, mapping.inside, "mapped")]
+        return []
+
+    def loopback(self, pkt: Packet, iif: str | None) -> NatRule | None:
+        """Hairpinning (REQ-9): a packet to the firewall's address on another interface meets
+        that interface's port forwards as if it had arrived there (NAT loopback), so
+        `iif wan ... dnat` also serves LAN hosts that use the public address."""
+        owner = self.routing.owner(4, pkt.dst)
+        if owner is None or owner == iif:
+            return None
+        return self.first(self.dnat, pkt, owner, None)
+
+    def set_destination(self, pkt: Packet, target: tuple[int, int], kind: str) -> NatChange:
+        before = snapshot(pkt)
+        if pkt.sport >= 0:
+            rewrite_v4(writable(pkt), pkt, dst=target[0], dport=target[1])
+        else:
+            rewrite_v4(writable(pkt), pkt, dst=target[0])
+        return NatChange(kind, 4, before, snapshot(pkt))
+
+    # -- after the filter chains -------------------------------------------------------------
+
+    def after(self, pkt: Packet, ct: CtVerdict, iif, oif, now: float) -> list[NatChange] | None:
+        """Source translation; None when no outside port is left (the packet is dropped)."""
+        conn = ct.conn
+        if conn is None or pkt.family != 4:
+            return []
+        if not ct.pending:
+            self.refresh(conn, ct.direction, pkt, now)
+            if ct.state == "related":
+                return []
+            return self.translate(pkt, conn, ct.direction, "src")
+        changes = self.new_source(pkt, conn, iif, oif, now)
+        if changes is not None:
+            conn.reply = reverse(key_of(pkt))
+        return changes
+
+    def new_source(self, pkt: Packet, conn: Conn, iif, oif, now: float):
+        rule = self.first(self.snat, pkt, iif, oif)
+        hairpin = conn.nat is not None and conn.nat.kind == "dnat" and iif == oif
+        if rule is None and not hairpin:
+            return []
+        address = self.source_address(rule, oif)
+        if address is None:
+            return []
+        ports = (rule.to_ports.lo, rule.to_ports.hi) if rule and rule.to_ports else None
+        mapping = self.mappings.allocate(
+            pkt.proto, (pkt.src, endpoint_port(pkt, "src")), (pkt.dst, endpoint_port(pkt, "dst")),
+            address, ports, rule.mapping if rule else "endpoint-independent",
+            rule.filtering if rule else "address-port-dependent", now)
+        if mapping is None:
+            self.exhausted += 1
+            return None
+        return [self.bind_source(pkt, conn, mapping, rule, now)]
+
+    def source_address(self, rule: NatRule | None, oif: str | None) -> int | None:
+        if rule is not None and rule.to_addr is not None:
+            return int(rule.to_addr)
+        return self.routing.address_of(oif, 4)
+
+    def bind_source(self, pkt: Packet, conn: Conn, mapping: Mapping, rule, now: float):
+        kind = "snat" if conn.nat is None else f"{conn.nat.kind}+snat"
+        conn.nat = Binding(kind, mapping=mapping, rule=rule)
+        mapping.conns.append(conn)
+        self.mappings.outbound(mapping, (pkt.dst, endpoint_port(pkt, "dst")), now)
+        before = snapshot(pkt)
+        set_source(pkt, mapping.outside)
+        return NatChange(kind, 4, before, snapshot(pkt))
+
+    def refresh(self, conn: Conn, direction: int, pkt: Packet, now: float) -> None:
+        """Outbound packets keep a mapping alive (REQ-6); inbound ones do not."""
+        binding = conn.nat
+        if binding is not None and binding.mapping is not None and direction == ORIGINAL:
+            remote = (pkt.dst, endpoint_port(pkt, "dst"))
+            self.mappings.outbound(binding.mapping, remote, now)
+
+    # -- packets of known connections --------------------------------------------------------
+
+    def translate(self, pkt: Packet, conn: Conn, direction: int, part: str) -> list[NatChange]:
+        if conn.nat is None:
+            return []
+        target = reverse(conn.reply if direction == ORIGINAL else conn.orig)
+        _proto, src, sport, dst, dport = target
+        before = snapshot(pkt)
+        if part == "dst" and (pkt.dst, endpoint_port(pkt, "dst")) != (dst, dport & PORT_MASK):
+            set_destination_of(pkt, dst, dport & PORT_MASK)
+        elif part == "src" and (pkt.src, endpoint_port(pkt, "src")) != (src, sport & PORT_MASK):
+            set_source(pkt, (src, sport & PORT_MASK))
+        else:
+            return []
+        return [NatChange("reply" if direction else conn.nat.kind, 4, before, snapshot(pkt))]
+
+    def translate_error(self, pkt: Packet, conn: Conn, direction: int) -> list[NatChange]:
+        """An ICMP error about a translated connection: the quoted packet becomes the one its
+        receiver sent, and the error is addressed to that receiver (RFC 5508)."""
+        if conn.nat is None or pkt.inner is None:
+            return []
+        sent = conn.orig if direction != ORIGINAL else conn.reply
+        _proto, src, sport, dst, dport = sent
+        before = snapshot(pkt)
+        inner = pkt.inner
+        outer_src = dst if pkt.src == inner.dst else None
+        rewrite_v4(writable(pkt), pkt, dst=src, src=outer_src)
+        if inner.icmp_id >= 0:
+            rewrite_v4_icmp_inner(pkt.raw, pkt, src=src, dst=dst, icmp_id=sport & PORT_MASK)
+        elif inner.sport >= 0:
+            rewrite_v4_icmp_inner(pkt.raw, pkt, src=src, dst=dst, sport=sport, dport=dport)
+        else:
+            rewrite_v4_icmp_inner(pkt.raw, pkt, src=src, dst=dst)
+        return [NatChange("icmp-error", 4, before, snapshot(pkt))]
+
+    # -- rules, timers, views ----------------------------------------------------------------
+
+    def first(self, chain, pkt: Packet, iif: str | None, oif: str | None) -> NatRule | None:
+        if not chain.rules:
+            return None
+        values = packet_values(pkt, self.ifaces.get(iif or "", -1),
+                               self.ifaces.get(oif or "", -1), None)
+        return chain.first_decider(chain.matching(values))
+
+    def expire(self, now: float) -> int:
+        return self.mappings.expire(now, self.table.contains)
+
+    def next_expiry(self) -> float | None:
+        return self.mappings.next_expiry()
+
+
+def any_rule(_rule: object) -> bool:
+    return True
+
+
+def endpoint_port(pkt: Packet, side: str) -> int:
+    """The port of one end, or the echo identifier for ICMP echo (NAT maps both alike)."""
+    if pkt.proto in (TCP, UDP):
+        return pkt.sport if side == "src" else pkt.dport
+    return pkt.icmp_id if pkt.icmp_id >= 0 else 0
+
+
+def writable(pkt: Packet) -> bytearray:
+    """The packet's own buffer, copied once into a bytearray that NAT may rewrite in place."""
+    if not isinstance(pkt.raw, bytearray):
+        pkt.raw = bytearray(pkt.raw)
+    return pkt.raw
+
+
+def set_source(pkt: Packet, endpoint: tuple[int, int]) -> None:
+    address, port = endpoint
+    if pkt.proto in (TCP, UDP):
+        rewrite_v4(writable(pkt), pkt, src=address, sport=port)
+    elif pkt.proto == ICMP and pkt.icmp_id >= 0:
+        rewrite_v4(writable(pkt), pkt, src=address, icmp_id=port)
+    else:
+        rewrite_v4(writable(pkt), pkt, src=address)
+
+
+def set_destination_of(pkt: Packet, address: int, port: int) -> None:
+    if pkt.proto in (TCP, UDP):
+        rewrite_v4(writable(pkt), pkt, dst=address, dport=port)
+    elif pkt.proto == ICMP and pkt.icmp_id >= 0:
+        rewrite_v4(writable(pkt), pkt, dst=address, icmp_id=port)
+    else:
+        rewrite_v4(writable(pkt), pkt, dst=address)
+
+
+def snapshot(pkt: Packet) -> tuple[int, int, int, int]:
+    return (pkt.src, endpoint_port(pkt, "src"), pkt.dst, endpoint_port(pkt, "dst"))

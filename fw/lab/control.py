@@ -1,0 +1,105 @@
+"""The client side of a lab daemon's control socket: one JSON request, one JSON answer.
+
+The socket is /run/fwlab/<lab>/control.sock, root only (it can reload the rules). Every way of
+not reaching the daemon is one LabError line that says what to do, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Any
+
+from fw.errors import LabError
+from fw.lab import netns as labns
+
+__all__ = ["daemon_running", "request", "wait_ready"]
+
+
+def _socket_path(name: str) -> str:
+    return str(labns.RUN_DIR / labns.check_lab_name(name) / "control.sock")
+
+
+def _not_there(name: str) -> LabError:
+    if labns.lab_namespaces(name) or (labns.RUN_DIR / name / "lab.json").exists():
+        return LabError(
+            f"lab {name!r}: the engine daemon is not running, so every packet is dropped "
+            f"(fail closed); restart the lab: `sudo fwlab down --name {name}` then `sudo fwlab up`"
+        )
+    return LabError(f"no lab {name!r} is up: start one with `sudo fwlab up --name {name}`")
+
+
+def request(name: str, obj: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """Send `obj` to lab `name`'s daemon and return its answer ({"ok": bool, ...})."""
+    path = _socket_path(name)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise _not_there(name) from None
+        except PermissionError:
+            raise LabError(f"{path}: permission denied: run it with sudo") from None
+        sock.sendall(json.dumps(obj).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        raise LabError(
+            f"lab {name!r}: the engine daemon did not answer within {timeout:g} s"
+        ) from None
+    except OSError as exc:
+        raise LabError(f"lab {name!r}: control socket: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        raise LabError(f"lab {name!r}: the engine daemon sent a garbled answer") from None
+    if not isinstance(answer, dict):
+        raise LabError(f"lab {name!r}: the engine daemon sent a garbled answer")
+    return answer
+
+
+def daemon_running(name: str) -> bool:
+    """True when the daemon answers a ping."""
+    try:
+        return bool(request(name, {"cmd": "ping"}, timeout=2).get("ok"))
+    except LabError:
+        return False
+
+
+def wait_ready(name: str, pid: int, timeout: float = 15.0) -> dict[str, Any]:
+    """Wait until the daemon (process `pid`) answers a ping; LabError when it exits first or the
+    time runs out. Polls: the daemon opens its socket only after binding the queue."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        if not _alive(pid):
+            raise LabError("the engine daemon exited during start-up")
+        if os.path.exists(_socket_path(name)):
+            try:
+                answer = request(name, {"cmd": "ping"}, timeout=2)
+                if answer.get("ok"):
+                    return answer
+            except LabError:
+                pass
+        if time.monotonic() > deadline:
+            raise LabError(f"the engine daemon did not come up within {timeout:g} s")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return not stat[stat.rindex(")") + 2 :].startswith("Z")

@@ -1,0 +1,584 @@
+"""The engine daemon (`fwlab run`): the sans-IO engine behind the NFQUEUE adapter, in the firewall
+namespace of a lab.
+
+`fwlab up` starts it with `ip netns exec <fw namespace>` (LabHandle.spawn, so `down` ends it by
+PID). It reads the lab's topology from the lab's state file, builds the engine's routing table from
+it, binds queue 0 and then answers on a control socket; `up` waits for that answer.
+
+Threads, and why: netfilterqueue's C loop runs the packet callback on the main thread; a control
+thread answers the Unix socket; a timer thread expires conntrack entries when the engine says one
+is due (engine.next_expiry()), so an idle lab forgets its connections too. One lock guards the
+engine: the packet path holds it per packet (uncontended, it costs next to nothing).
+
+What the daemon adds around the engine:
+- a reject's reply (RST / ICMP unreachable) is sent with a raw socket from the firewall namespace;
+  that packet comes back through the OUTPUT queue rule and is let through without asking the
+  engine (the daemon recognises its own packets), as the kernel's own REJECT target does;
+- traffic on the firewall's loopback never reaches the engine (as `iif lo accept` in any ruleset);
+- an exception in the engine drops that one packet and is logged with the packet in hex;
+- every drop and reject and every `log` statement is one JSON line in `engine.log` (capped: at
+  MAX_LOG_BYTES it becomes `engine.log.1`, replacing an older one).
+
+SIGTERM stops it. The queue rules stay: without a listener the kernel drops every packet (fail
+closed) until the lab is taken down; removing them would let traffic through unjudged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fw.errors import FwlabError, LabError, RulesError
+from fw.lab import netns as labns
+from fw.lab.engine_glue import load_rules, render_diagnostics, routing_for, rules_path
+
+__all__ = ["MAX_LOG_BYTES", "Daemon", "JsonLog", "ReplySender", "control_path", "log_path", "run"]
+
+MAX_LOG_BYTES = 8 * 1024 * 1024
+MAX_REQUEST = 1 << 20
+ACCEPT: tuple[str, None] = ("accept", None)
+DROP: tuple[str, None] = ("drop", None)
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+
+
+def runtime_dir(name: str) -> Path:
+    """/run/fwlab/<name>: the lab's state file, control socket and logs (removed by `down`)."""
+    return labns.RUN_DIR / labns.check_lab_name(name)
+
+
+def control_path(name: str) -> Path:
+    return runtime_dir(name) / "control.sock"
+
+
+def log_path(name: str) -> Path:
+    return runtime_dir(name) / "engine.log"
+
+
+# -- the log ------------------------------------------------------------------------------------
+
+
+class JsonLog:
+    """JSON lines in a file whose size is capped: when it passes `max_bytes` it is renamed to
+    `<file>.1` (replacing the previous one) and a new file begun, so a flood of drops (a port
+    scan) costs at most twice `max_bytes` of disk in /run (a tmpfs: memory)."""
+
+    def __init__(self, path: Path, max_bytes: int = MAX_LOG_BYTES) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.lines = 0
+        self._lock = threading.Lock()
+        self._file = path.open("a", encoding="utf-8")
+        self._size = self._file.tell()
+
+    def write(self, event: dict[str, Any]) -> None:
+        line = json.dumps(event, separators=(",", ":"), default=str) + "\n"
+        with self._lock:
+            if self._size + len(line) > self.max_bytes and self._size:
+                self._rotate()
+            self._file.write(line)
+            self._size += len(line)
+            self.lines += 1
+
+    def _rotate(self) -> None:
+        self._file.close()
+        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        self._file = self.path.open("a", encoding="utf-8")
+        self._size = 0
+
+    def flush(self) -> None:
+        with self._lock, contextlib.suppress(ValueError, OSError):
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            self._file.close()
+
+
+def packet_summary(payload: bytes) -> dict[str, Any]:
+    """Addresses, protocol and ports of a packet, for a log line (decoded only when logging)."""
+    from fw.engine.packet import decode
+
+    try:
+        pkt = decode(payload)
+    except Exception:
+        return {"len": len(payload), "undecodable": True}
+    if pkt.family not in (4, 6) or len(payload) < (20 if pkt.family == 4 else 40):
+        return {"len": len(payload), "undecodable": True, "invalid": pkt.invalid}
+    out: dict[str, Any] = {"len": len(payload), "family": pkt.family}
+    cls = ipaddress.IPv4Address if pkt.family == 4 else ipaddress.IPv6Address
+    out["src"], out["dst"] = str(cls(pkt.src)), str(cls(pkt.dst))
+    out["proto"] = PROTO_NAMES.get(pkt.proto, pkt.proto)
+    if pkt.sport >= 0:
+        out["sport"], out["dport"] = pkt.sport, pkt.dport
+    if pkt.icmp_type >= 0:
+        out["icmp_type"], out["icmp_code"] = pkt.icmp_type, pkt.icmp_code
+    if pkt.proto == 6 and pkt.sport >= 0:
+        out["flags"] = _tcp_flags(pkt.tcp_flags)
+    if pkt.invalid:
+        out["invalid"] = pkt.invalid
+    return out
+
+
+def _tcp_flags(bits: int) -> str:
+    names = ("fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr")
+    return ",".join(n for i, n in enumerate(names) if bits & (1 << i))
+
+
+def rule_ref(rule: Any) -> dict[str, Any] | None:
+    """Where the deciding rule stands ({"chain","index","file","line","text"}); None = policy."""
+    if rule is None:
+        return None
+    span = getattr(rule, "span", None)
+    return {
+        "chain": getattr(rule, "chain", None),
+        "index": getattr(rule, "index", None),
+        "file": span.file if span else None,
+        "line": span.line if span else None,
+        "text": getattr(rule, "text", "") or None,
+    }
+
+
+# -- reject replies -----------------------------------------------------------------------------
+
+
+class ReplySender:
+    """Sends a reject's reply (a complete IP packet) from the firewall namespace with raw sockets
+    (IPPROTO_RAW: the header is ours, IP_HDRINCL for IPv4 and implied for IPv6).
+
+    The packet then meets the OUTPUT queue rule like anything the namespace sends. `is_own`
+    recognises it there (source, destination and everything after the IP header, which the
+    kernel does not touch; it does fill in the IPv4 id and header checksum), so the daemon lets
+    it out without asking the engine: the firewall's answer is not traffic to be judged."""
+
+    def __init__(self, remember: int = 256, ttl: float = 2.0) -> None:
+        self.sent = self.errors = 0
+        self.last_error: str | None = None
+        self._socks: dict[int, socket.socket] = {}
+        self._own: OrderedDict[bytes, float] = OrderedDict()
+        self._remember, self._ttl = remember, ttl
+
+    def _socket(self, version: int) -> socket.socket:
+        sock = self._socks.get(version)
+        if sock is None:
+            family = socket.AF_INET if version == 4 else socket.AF_INET6
+            sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            if version == 4:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+            self._socks[version] = sock
+        return sock
+
+    @staticmethod
+    def key(packet: bytes) -> bytes | None:
+        """Addresses + the bytes after the IP header: what the kernel leaves as we wrote it."""
+        if not packet:
+            return None
+        version = packet[0] >> 4
+        if version == 4 and len(packet) >= 20:
+            return b"4" + packet[12:20] + packet[(packet[0] & 0x0F) * 4 :]
+        if version == 6 and len(packet) >= 40:
+            return b"6" + packet[8:40] + packet[40:]
+        return None
+
+    def send(self, packet: bytes, now: float) -> bool:
+        version = packet[0] >> 4 if packet else 0
+        try:
+            if version == 4:
+                dst = socket.inet_ntop(socket.AF_INET, packet[16:20])
+            elif version == 6:
+                dst = socket.inet_ntop(socket.AF_INET6, packet[24:40])
+            else:
+                raise ValueError(f"not an IP packet (version {version})")
+            key = self.key(packet)
+            if key is not None:
+                self._own[key] = now + self._ttl
+                while len(self._own) > self._remember:
+                    self._own.popitem(last=False)
+            self._socket(version).sendto(packet, (dst, 0))
+            self.sent += 1
+            return True
+        except (OSError, ValueError) as exc:
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return False
+
+    def is_own(self, packet: bytes, now: float) -> bool:
+        if not self._own:
+            return False
+        key = self.key(packet)
+        expires = self._own.pop(key, None) if key is not None else None
+        return expires is not None and expires >= now
+
+    def close(self) -> None:
+        for sock in self._socks.values():
+            sock.close()
+        self._socks.clear()
+
+
+# -- the daemon ---------------------------------------------------------------------------------
+
+
+class Daemon:
+    """One lab's engine, its queue, control socket, timer and log. `start()` then `serve()`."""
+
+    def __init__(
+        self,
+        name: str,
+        rules: Path,
+        *,
+        queue_num: int = 0,
+        fail_open: bool = False,
+        conntrack_limit: int = 262_144,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = labns.check_lab_name(name)
+        self.rules = rules
+        self.queue_num = queue_num
+        self.fail_open = fail_open
+        self.conntrack_limit = conntrack_limit
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.started_wall = time.time()
+        self.started = clock()
+        self.crashes = self.loopback = self.own_replies = self.reloads = 0
+        self.reloaded_at: float | None = None
+        self.replies = ReplySender()
+        self.engine: Any = None
+        self.ruleset: Any = None
+        self.adapter: Any = None
+        self.log: JsonLog | None = None
+        self._server: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Build the engine from the lab's topology and rules, bind the queue, open the control
+        socket, start the timer. Anything wrong is a LabError / RulesError before the queue is
+        bound, so a failed start leaves the lab failing closed, never open."""
+        from fw.engine.engine import Engine
+        from fw.lab.nfqueue import NfqueueAdapter
+
+        handle = labns.attach(self.name)
+        routing = routing_for(handle.topology)
+        self.ruleset = load_rules(self.rules)
+        self.engine = Engine(self.ruleset, routing, conntrack_limit=self.conntrack_limit)
+        runtime_dir(self.name).mkdir(parents=True, exist_ok=True)
+        self.log = JsonLog(log_path(self.name))
+        self.adapter = NfqueueAdapter(self.queue_num, clock=self.clock)
+        self.adapter.bind(self.handle)
+        self._server = self._listen(control_path(self.name))
+        for target in (self._control_loop, self._timer_loop):
+            t = threading.Thread(target=target, name=target.__name__, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._log_event("start", rules=str(self.rules), mode=self.ruleset.mode, pid=os.getpid())
+
+    @staticmethod
+    def _listen(path: Path) -> socket.socket:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a stale socket of a daemon that was killed
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o077)  # root only: the socket can reload the rules
+        try:
+            server.bind(str(path))
+        finally:
+            os.umask(old)
+        server.listen(16)
+        server.settimeout(0.5)  # so the loop sees stop_event
+        return server
+
+    def serve(self) -> None:
+        """Hand packets to the engine until SIGTERM/SIGINT (or stop_event), then clean up."""
+        try:
+            self.adapter.run(stop=self.stop_event)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.stop_event.set()
+        for t in self._threads:
+            t.join(timeout=2)
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            with contextlib.suppress(OSError):
+                control_path(self.name).unlink()
+        self.replies.close()
+        if self.log is not None:
+            self._log_event("stop", **(self.adapter.counters() if self.adapter else {}))
+            self.log.close()
+
+    # -- the packet path -----------------------------------------------------------------------
+
+    def handle(
+        self, payload: bytes, hook: str, now: float, iif: str | None, oif: str | None
+    ) -> tuple[str, bytes | None]:
+        """One packet: the engine's verdict, and the rewritten bytes when NAT changed them."""
+        if iif == "lo" or oif == "lo":
+            self.loopback += 1
+            return ACCEPT
+        if hook == "output" and self.replies.is_own(payload, now):
+            self.own_replies += 1
+            return ACCEPT
+        try:
+            with self.lock:
+                decision = self.engine.process(payload, hook=hook, iif=iif, oif=oif, now=now)
+        except Exception as exc:
+            self._crash(exc, payload, hook, iif, oif)
+            return DROP
+        verdict = decision.verdict
+        if verdict == "accept":
+            if decision.logs:
+                self._log_statements(decision, payload, hook)
+            return "accept", decision.packet
+        if verdict == "reject" and decision.reply is not None:
+            self.replies.send(decision.reply, now)
+        self._log_verdict(decision, payload, hook)
+        return DROP
+
+    def _crash(
+        self, exc: Exception, payload: bytes, hook: str, iif: str | None, oif: str | None
+    ) -> None:
+        self.crashes += 1
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        self._log_event(
+            "crash",
+            error=f"{type(exc).__name__}: {exc}",
+            traceback="".join(tb[-6:]),
+            hook=hook,
+            iif=iif,
+            oif=oif,
+            packet_hex=payload.hex(),
+            verdict="drop",
+        )
+
+    def _log_verdict(self, decision: Any, payload: bytes, hook: str) -> None:
+        """One line per dropped or rejected packet; the prefixes of the `log` statements it met
+        go on that line (one packet, one line, even when the deciding rule logs too)."""
+        prefixes = [ev.prefix for ev in decision.logs]
+        self._log_event(
+            decision.verdict,
+            prefixes=prefixes or None,
+            verdict=decision.verdict,
+            chain=decision.chain,
+            rule=rule_ref(decision.rule),
+            reason=decision.reason,
+            ct_state=decision.ct_state,
+            hook=hook,
+            iif=decision.iif,
+            oif=decision.oif,
+            packet=packet_summary(payload),
+            reply_sent=decision.reply is not None if decision.verdict == "reject" else None,
+        )
+
+    def _log_statements(self, decision: Any, payload: bytes, hook: str) -> None:
+        summary = packet_summary(payload)
+        for ev in decision.logs:
+            self._log_event(
+                "log",
+                prefix=ev.prefix,
+                chain=ev.chain,
+                rule=rule_ref(ev.rule),
+                verdict=ev.verdict,
+                ct_state=decision.ct_state,
+                hook=hook,
+                iif=decision.iif,
+                oif=decision.oif,
+                packet=summary,
+            )
+
+    def _log_event(self, event: str, **fields: Any) -> None:
+        if self.log is None:
+            return
+        entry = {"time": round(time.time(), 6), "event": event}
+        entry.update({k: v for k, v in fields.items() if v is not None})
+        with contextlib.suppress(OSError, ValueError):
+            self.log.write(entry)
+
+    # -- the timer -----------------------------------------------------------------------------
+
+    def _timer_loop(self) -> None:
+        """Expire conntrack entries when the engine says the next one is due (at most 1 s late,
+        and never busier than 20 times a second); flush the log."""
+        delay = 0.5
+        while not self.stop_event.wait(delay):
+            with self.lock:
+                now = self.clock()
+                due = self.engine.next_expiry()
+                if due is not None and due <= now:
+                    self.engine.expire(now)
+                    due = self.engine.next_expiry()
+            delay = 1.0 if due is None else min(1.0, max(0.05, due - now))
+            if self.log is not None:
+                self.log.flush()
+
+    # -- the control socket --------------------------------------------------------------------
+
+    def _control_loop(self) -> None:
+        assert self._server is not None
+        while not self.stop_event.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        try:
+            data = b""
+            while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            try:
+                request = json.loads(data or b"{}")
+                if not isinstance(request, dict):
+                    raise ValueError("a request is a JSON object")
+                reply = self.dispatch(request)
+            except ValueError as exc:
+                reply = {"ok": False, "error": f"bad request: {exc}"}
+            except Exception as exc:  # a bug must not end the control thread
+                reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+            conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
+        except OSError:
+            pass  # the client went away
+
+    def dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer one control request: {"cmd": "ping" | "status" | "conntrack" | "nat" |
+        "reload", ...} -> {"ok": bool, ...}."""
+        cmd = request.get("cmd")
+        if cmd == "ping":
+            return {"ok": True, "pong": True, "pid": os.getpid(), "name": self.name}
+        if cmd == "status":
+            return self.status()
+        if cmd in ("conntrack", "nat"):
+            with self.lock:
+                now = self.clock()
+                rows = (
+                    self.engine.conntrack_entries(now)
+                    if cmd == "conntrack"
+                    else self.engine.nat_entries(now)
+                )
+            return {"ok": True, "entries": rows}
+        if cmd == "reload":
+            return self.reload(request.get("rules"))
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            engine = self.engine.status()
+            counters = self.adapter.counters()
+        kernel = self.adapter.stats()
+        return {
+            "ok": True,
+            "name": self.name,
+            "pid": os.getpid(),
+            "started": self.started_wall,
+            "uptime": round(self.clock() - self.started, 3),
+            "rules": str(self.rules),
+            "mode": self.ruleset.mode,
+            "queue": self.queue_num,
+            "fail_open": self.fail_open,
+            "engine": engine,
+            "adapter": counters,
+            "kernel_queue": asdict(kernel) if kernel else None,
+            "daemon": {
+                "crashes": self.crashes,
+                "loopback": self.loopback,
+                "rejects_sent": self.replies.sent,
+                "reject_send_errors": self.replies.errors,
+                "reject_last_error": self.replies.last_error,
+                "own_replies": self.own_replies,
+                "reloads": self.reloads,
+                "reloaded_at": self.reloaded_at,
+                "log": str(log_path(self.name)),
+                "log_lines": self.log.lines if self.log else 0,
+            },
+        }
+
+    def reload(self, path: Any) -> dict[str, Any]:
+        """Swap in the rules of `path` atomically; a file with errors changes nothing."""
+        if not isinstance(path, str) or not path:
+            return {"ok": False, "error": "reload needs 'rules': the path of a rule file"}
+        rules = Path(path)
+        try:
+            ruleset = load_rules(rules)  # parsed outside the lock: packets keep flowing
+        except RulesError as exc:
+            diags = render_diagnostics(exc)
+            self._log_event("reload-refused", rules=path, diagnostics=diags)
+            return {
+                "ok": False,
+                "error": f"{path}: rules not loaded, the old rules stay",
+                "diagnostics": diags,
+            }
+        except OSError as exc:
+            return {"ok": False, "error": f"{path}: cannot read: {exc.strerror or exc}"}
+        try:
+            with self.lock:
+                self.engine.reload(ruleset)
+        except FwlabError as exc:
+            return {"ok": False, "error": f"{path}: {exc}; the old rules stay"}
+        self.ruleset, self.rules = ruleset, rules
+        self.reloads += 1
+        self.reloaded_at = time.time()
+        self._log_event("reload", rules=path, mode=ruleset.mode)
+        return {"ok": True, "rules": path, "mode": ruleset.mode}
+
+
+# -- entry point (`fwlab run`) -----------------------------------------------------------------
+
+
+def run(
+    name: str,
+    rules: str | None = None,
+    *,
+    queue_num: int = 0,
+    fail_open: bool = False,
+    conntrack_limit: int = 262_144,
+) -> int:
+    """Run the daemon of lab `name` in this process (which must be in the lab's firewall
+    namespace) until SIGTERM. Prints one JSON line when it is ready."""
+    if os.geteuid() != 0:
+        raise LabError("fwlab run needs root (it binds an NFQUEUE): run it with sudo")
+    handle = labns.attach(name)
+    path = rules_path(handle.topology, rules)
+    daemon = Daemon(
+        name, path, queue_num=queue_num, fail_open=fail_open, conntrack_limit=conntrack_limit
+    )
+
+    def on_signal(signum: int, frame: object) -> None:
+        daemon.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon.start()
+    except BaseException:
+        daemon.close()
+        raise
+    rcvbuf = daemon.adapter.rcvbuf
+    ready = {"ready": True, "pid": os.getpid(), "rules": str(path), "rcvbuf": rcvbuf}
+    print(json.dumps(ready), flush=True)
+    daemon.serve()
+    print(json.dumps({"stopped": True, **daemon.adapter.counters()}), flush=True)
+    sys.stdout.flush()
+    return 0
