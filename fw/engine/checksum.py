@@ -211,3 +211,37 @@ def _update_fields(
         pkt.dport = dport
     if icmp_id is not None:
         pkt.icmp_id = icmp_id
+
+
+class FieldRewrite:
+    """One side (source or destination) of a NAT'd IPv4 flow, rewritten the same way on every
+    packet: the old values are the flow's own, so the RFC 1624 deltas are computed once per
+    connection direction and each packet costs two writes and two checksum adjustments."""
+
+    __slots__ = ("addr", "addr_at", "ip_delta", "l4_csum_at", "l4_delta", "port", "port_at",
+                 "udp")
+
+    def __init__(self, proto: int, side: str, old: tuple[int, int], new: tuple[int, int],
+                 port_at: int | None) -> None:
+        self.addr_at = 12 if side == "src" else 16
+        self.addr = new[0].to_bytes(4)
+        addr_delta = old[0] - new[0]
+        self.ip_delta = addr_delta
+        self.port_at = port_at
+        self.port = new[1].to_bytes(2)
+        port_delta = old[1] - new[1] if port_at is not None else 0
+        self.l4_delta = port_delta + (addr_delta if proto in (TCP, UDP) else 0)
+        self.l4_csum_at = _L4_CSUM.get(proto)
+        self.udp = proto == UDP
+
+    def apply(self, buf: bytearray, l4: int) -> None:
+        at = self.addr_at
+        buf[at : at + 4] = self.addr
+        if self.ip_delta:
+            _adjust(buf, _IP_CSUM, self.ip_delta)
+        if l4 < 0 or self.l4_csum_at is None:
+            return  # a later fragment: no transport header to rewrite
+        if self.port_at is not None:
+            buf[l4 + self.port_at : l4 + self.port_at + 2] = self.port
+        if self.l4_delta:
+            _adjust(buf, l4 + self.l4_csum_at, self.l4_delta, self.udp)

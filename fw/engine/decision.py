@@ -63,6 +63,11 @@ class Decision:
     nat: tuple[NatChange, ...] = ()
     trace: tuple[TraceStep, ...] = ()
 
+    def translated(self, packet: bytes, nat: tuple[NatChange, ...]) -> Decision:
+        """This decision for a translated packet (a remembered decision is shared: copy it)."""
+        return Decision(self.verdict, self.chain, self.rule, self.ct_state, self.reason, self.iif,
+                        self.oif, packet, self.reply, self.logs, nat, self.trace)
+
     @property
     def accepted(self) -> bool:
         return self.verdict == "accept"

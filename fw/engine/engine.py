@@ -7,7 +7,7 @@ rule set gives the same verdicts everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from fw.engine.classify import MISSING
 from fw.engine.conntrack import ConnTable, CtVerdict
@@ -48,6 +48,7 @@ class Engine:
     ) -> None:
         self.routing = routing or default_routing()
         self.compiled = CompiledRuleSet(ruleset, self.routing.interfaces)
+        self.stateful = ruleset.stateful
         self.conntrack = ConnTable(conntrack_limit, liberal=liberal)
         self.fragments = FragmentTable()
         self.stats = EngineStats()
@@ -61,6 +62,7 @@ class Engine:
     def reload(self, ruleset: RuleSet) -> None:
         """Swap rule sets atomically; connections in the table survive."""
         self.compiled = CompiledRuleSet(ruleset, self.routing.interfaces)
+        self.stateful = ruleset.stateful
         self.known.clear()
         self.nat.load_rules(ruleset.nat, self.compiled.ifaces)
 
@@ -77,28 +79,25 @@ class Engine:
         trace: bool = False,
     ) -> Decision:
         pkt = decode(data)
-        self.stats.packets += 1
+        stats = self.stats
+        stats.packets += 1
         if pkt.invalid is not None:
-            self.stats.malformed += 1
-        if is_link_control(pkt):
-            self.stats.link_control += 1
-            chain, iif, oif = self.place(pkt, hook, iif, oif)
-            return self.tally(Decision("accept", chain, None, None, LINK_CONTROL, iif, oif), pkt)
-        if pkt.is_later_fragment:
+            stats.malformed += 1
+        elif pkt.proto == ICMPV6 and pkt.icmp_type in LINK_CONTROL_ICMPV6:
+            return self.link_control(pkt, hook, iif, oif)
+        if pkt.frag_offset:
             decision = self.fragments.follow(pkt, now)
             if decision is not None:
-                self.stats.fragments_followed += 1
+                stats.fragments_followed += 1
                 return self.tally(decision, pkt)
-        ct = self.conntrack.lookup(pkt, now) if self.ruleset.stateful else None
+        ct = self.conntrack.lookup(pkt, now) if self.stateful else None
+        known = known_key(ct, pkt, hook, iif, oif) if not trace else None
+        remembered = self.known.get(known) if known is not None else None
+        if remembered is not None:
+            return self.repeat(remembered, pkt, ct, now)
         nat = self.nat if ct is not None and ct.conn is not None and pkt.family == 4 else None
-        given = (hook, iif, oif)
-        iif = self.input_iface(pkt, hook, iif)
-        changes = nat.before(pkt, ct, iif, now) if nat else []
-        known = known_key(ct, pkt, *given) if not trace else None
-        if known is not None and known in self.known:
-            decision = self.repeat(known, pkt)
-            return with_nat(decision, pkt, changes + nat.after(pkt, ct, None, None, now)) if nat \
-                else decision
+        changes = nat.before(pkt, ct, self.input_iface(pkt, hook, iif) if ct.pending else iif,
+                             now) if nat else []
         chain, iif, oif = self.place(pkt, hook, iif, oif)
         decision, statement_rules = self.judge(pkt, chain, iif, oif, ct, trace)
         if known is not None and decision.verdict != "reject":
@@ -107,6 +106,11 @@ class Engine:
             self.source_nat(nat, pkt, ct, decision, changes, now)
         decision = self.finish(pkt, decision, ct, now)
         return self.tally(with_nat(decision, pkt, changes), pkt)
+
+    def link_control(self, pkt: Packet, hook: str, iif, oif) -> Decision:
+        self.stats.link_control += 1
+        chain, iif, oif = self.place(pkt, hook, iif, oif)
+        return self.tally(Decision("accept", chain, None, None, LINK_CONTROL, iif, oif), pkt)
 
     def input_iface(self, pkt: Packet, hook: str, iif: str | None) -> str | None:
         if hook == "output" or iif is not None or not pkt.family:
@@ -123,12 +127,18 @@ class Engine:
         else:
             changes.extend(after)
 
-    def repeat(self, known: tuple, pkt: Packet) -> Decision:
-        """A packet of an established connection judged like the last one of its kind."""
-        decision, statement_rules = self.known[known]
+    def repeat(self, remembered: tuple, pkt: Packet, ct: CtVerdict, now: float) -> Decision:
+        """A packet of an established connection judged like the last one of its kind, and
+        translated like it (the filter saw nothing of it, so NAT's two steps are one)."""
+        decision, statement_rules = remembered
         counters = self.compiled.counters[decision.chain]
         for rule in statement_rules:
             counters.count(rule, pkt.length)
+        conn = ct.conn
+        if conn.nat is not None and pkt.family == 4:
+            change = self.nat.translate_known(pkt, conn, ct.direction, now)
+            if change is not None:
+                decision = decision.translated(bytes(pkt.raw), (change,))
         return self.tally(decision, pkt)
 
     def remember(self, known: tuple, decision: Decision, statement_rules: list[Rule]) -> None:
@@ -245,7 +255,7 @@ def with_nat(decision: Decision, pkt: Packet, changes: list) -> Decision:
     """The decision with this packet's translation; a shared (remembered) decision is copied."""
     if not changes:
         return decision
-    return replace(decision, packet=bytes(pkt.raw), nat=tuple(changes))
+    return decision.translated(bytes(pkt.raw), tuple(changes))
 
 
 def log_events(chain: str, statement_rules: list[Rule], decider: Rule | None):
@@ -263,10 +273,6 @@ def known_key(ct: CtVerdict | None, pkt: Packet, hook: str, iif, oif) -> tuple |
 
 
 LINK_CONTROL = "IPv6 neighbour discovery / MLD: link-layer control is not filtered (as ARP)"
-
-
-def is_link_control(pkt: Packet) -> bool:
-    return pkt.proto == ICMPV6 and pkt.icmp_type in LINK_CONTROL_ICMPV6 and pkt.invalid is None
 
 
 def is_multicast(pkt: Packet) -> bool:

@@ -20,11 +20,11 @@ would go straight to the client and never be translated back.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from fw.engine.checksum import rewrite_v4, rewrite_v4_icmp_inner
+from fw.engine.checksum import FieldRewrite, rewrite_v4, rewrite_v4_icmp_inner
 from fw.engine.classify import compile_chain
-from fw.engine.conntrack import ORIGINAL, Conn, ConnTable, CtVerdict, key_of, reverse
+from fw.engine.conntrack import ORIGINAL, REPLY, Conn, ConnTable, CtVerdict, key_of, reverse
 from fw.engine.decision import NatChange
 from fw.engine.evaluate import packet_values
 from fw.engine.nat_mappings import Mapping, MappingTable
@@ -42,6 +42,40 @@ class Binding:
     kind: str  # "snat", "dnat", "dnat+snat" (hairpin or forward + masquerade), "mapped"
     mapping: Mapping | None = None
     rule: NatRule | None = None
+    outbound: int = ORIGINAL  # the direction that refreshes the mapping (REPLY when "mapped")
+    plans: list = field(default_factory=lambda: [None, None])  # per direction, made lazily
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How every packet of one direction of a connection is rewritten: the destination step
+    (before the filter), the source step (after it), and the change to report."""
+
+    dst: FieldRewrite | None
+    dst_fields: tuple[int, int]
+    src: FieldRewrite | None
+    change: NatChange
+
+
+def make_plan(conn: Conn, direction: int, kind: str) -> Plan:
+    """Compare this direction's own tuple with what its receiver expects (reverse of the other
+    direction's tuple) once; the per-packet work is then two precomputed steps."""
+    own = conn.orig if direction == ORIGINAL else conn.reply
+    proto, src, sport, dst, dport = own
+    _p, new_src, new_sport, new_dst, new_dport = reverse(
+        conn.reply if direction == ORIGINAL else conn.orig)
+    old = (src, sport & PORT_MASK, dst, dport & PORT_MASK)
+    new = (new_src, new_sport & PORT_MASK, new_dst, new_dport & PORT_MASK)
+    echo = proto in (ICMP, 58)
+    src_moves = old[:2] != new[:2]
+    dst_port_at, src_port_at = (4, None) if echo and not src_moves else (2, 0)
+    if echo:
+        src_port_at = 4 if src_moves else None
+    dst_step = (FieldRewrite(proto, "dst", old[2:], new[2:], None if echo and src_moves
+                             else dst_port_at) if old[2:] != new[2:] else None)
+    src_step = FieldRewrite(proto, "src", old[:2], new[:2], src_port_at) if src_moves else None
+    change = NatChange(kind if direction == ORIGINAL else "reply", 4, old, new)
+    return Plan(dst_step, new[2:], src_step, change)
 
 
 class Nat:
@@ -68,9 +102,11 @@ class Nat:
             return []
         if ct.pending:
             return self.new_destination(pkt, ct, iif, now)
+        if conn.nat is None:
+            return []
         if ct.state == "related":
             return self.translate_error(pkt, conn, ct.direction)
-        return self.translate(pkt, conn, ct.direction, "dst")
+        return self.rewrite(pkt, conn, ct.direction, before=True)
 
     def new_destination(self, pkt: Packet, ct: CtVerdict, iif: str | None, now: float):
         rule = self.first(self.dnat, pkt, iif, None) or self.loopback(pkt, iif)
@@ -81,7 +117,7 @@ class Nat:
         mapping = self.mappings.inbound(pkt.proto, (pkt.dst, endpoint_port(pkt, "dst")))
         if mapping is not None and mapping.permits((pkt.src, endpoint_port(pkt, "src"))):
             ct.state, ct.reason = "related", f"allowed in by NAT mapping ({mapping.filtering})"
-            ct.conn.nat = Binding("mapped", mapping=mapping)
+            ct.conn.nat = Binding("mapped", mapping=mapping, outbound=REPLY)
             mapping.conns.append(ct.conn)
             return [self.set_destination(pkt, mapping.inside, "mapped")]
         return []
@@ -111,10 +147,10 @@ class Nat:
         if conn is None or pkt.family != 4:
             return []
         if not ct.pending:
-            self.refresh(conn, ct.direction, pkt, now)
-            if ct.state == "related":
+            if conn.nat is None or ct.state == "related":
                 return []
-            return self.translate(pkt, conn, ct.direction, "src")
+            self.refresh(conn, ct.direction, now)
+            return self.rewrite(pkt, conn, ct.direction, before=False)
         changes = self.new_source(pkt, conn, iif, oif, now)
         if changes is not None:
             conn.reply = reverse(key_of(pkt))
@@ -152,28 +188,50 @@ class Nat:
         set_source(pkt, mapping.outside)
         return NatChange(kind, 4, before, snapshot(pkt))
 
-    def refresh(self, conn: Conn, direction: int, pkt: Packet, now: float) -> None:
-        """Outbound packets keep a mapping alive (REQ-6); inbound ones do not."""
+    def refresh(self, conn: Conn, direction: int, now: float) -> None:
+        """Outbound packets keep a mapping alive (REQ-6); inbound ones do not. (The remote end
+        was recorded when the connection was bound: it cannot change.)"""
         binding = conn.nat
-        if binding is not None and binding.mapping is not None and direction == ORIGINAL:
-            remote = (pkt.dst, endpoint_port(pkt, "dst"))
-            self.mappings.outbound(binding.mapping, remote, now)
+        if binding.mapping is not None and direction == binding.outbound:
+            binding.mapping.last_out = now
 
     # -- packets of known connections --------------------------------------------------------
 
-    def translate(self, pkt: Packet, conn: Conn, direction: int, part: str) -> list[NatChange]:
-        if conn.nat is None:
+    def translate_known(self, pkt: Packet, conn: Conn, direction: int, now: float):
+        """Both steps at once, for a packet whose verdict was remembered (no filter in between)."""
+        self.refresh(conn, direction, now)
+        plan = self.plan(conn, direction)
+        buf = writable(pkt)
+        if plan.dst is not None:
+            plan.dst.apply(buf, pkt.l4_offset)
+        if plan.src is not None:
+            plan.src.apply(buf, pkt.l4_offset)
+        return plan.change if plan.dst or plan.src else None
+
+    @staticmethod
+    def plan(conn: Conn, direction: int) -> Plan:
+        plans = conn.nat.plans
+        plan = plans[direction]
+        if plan is None:
+            plan = plans[direction] = make_plan(conn, direction, conn.nat.kind)
+        return plan
+
+    def rewrite(self, pkt: Packet, conn: Conn, direction: int, before: bool) -> list[NatChange]:
+        """A packet of a translated connection: the destination step before the filter, the
+        source step after it; the change is reported once, with the last step taken."""
+        plan = self.plan(conn, direction)
+        if before:
+            if plan.dst is None:
+                return []
+            plan.dst.apply(writable(pkt), pkt.l4_offset)
+            pkt.dst, port = plan.dst_fields  # the filter chains must see the new destination
+            if pkt.sport >= 0:
+                pkt.dport = port
+            return [plan.change] if plan.src is None else []
+        if plan.src is None:
             return []
-        target = reverse(conn.reply if direction == ORIGINAL else conn.orig)
-        _proto, src, sport, dst, dport = target
-        before = snapshot(pkt)
-        if part == "dst" and (pkt.dst, endpoint_port(pkt, "dst")) != (dst, dport & PORT_MASK):
-            set_destination_of(pkt, dst, dport & PORT_MASK)
-        elif part == "src" and (pkt.src, endpoint_port(pkt, "src")) != (src, sport & PORT_MASK):
-            set_source(pkt, (src, sport & PORT_MASK))
-        else:
-            return []
-        return [NatChange("reply" if direction else conn.nat.kind, 4, before, snapshot(pkt))]
+        plan.src.apply(writable(pkt), pkt.l4_offset)
+        return [plan.change]
 
     def translate_error(self, pkt: Packet, conn: Conn, direction: int) -> list[NatChange]:
         """An ICMP error about a translated connection: the quoted packet becomes the one its
@@ -236,15 +294,6 @@ def set_source(pkt: Packet, endpoint: tuple[int, int]) -> None:
         rewrite_v4(writable(pkt), pkt, src=address, icmp_id=port)
     else:
         rewrite_v4(writable(pkt), pkt, src=address)
-
-
-def set_destination_of(pkt: Packet, address: int, port: int) -> None:
-    if pkt.proto in (TCP, UDP):
-        rewrite_v4(writable(pkt), pkt, dst=address, dport=port)
-    elif pkt.proto == ICMP and pkt.icmp_id >= 0:
-        rewrite_v4(writable(pkt), pkt, dst=address, icmp_id=port)
-    else:
-        rewrite_v4(writable(pkt), pkt, dst=address)
 
 
 def snapshot(pkt: Packet) -> tuple[int, int, int, int]:
