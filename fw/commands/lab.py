@@ -402,16 +402,33 @@ def exec_(
     host: Annotated[str, typer.Argument(help="Host of the lab (client, server, fw, ...).")],
     cmd: Annotated[list[str], typer.Argument(help="The command, after `--`.")],
     name: NameOpt = "default",
+    detach: Annotated[bool, typer.Option(
+        "--detach", "-d", help="Start it in the background; `fwlab down` ends it.")] = False,
 ) -> None:
     """Run a command in a host's namespace; its exit status is fwlab's."""
     need_root("exec")
     ns = _host_ns(name, host)
+    if detach:
+        _detach(name, host, cmd)
+        return
     argv = ["ip", "netns", "exec", ns, *cmd]
     sys.stdout.flush()
     try:
         os.execvp(argv[0], argv)  # replaces fwlab: signals, tty and exit status are the command's
     except OSError as exc:
         raise LabError(f"cannot run ip netns exec: {exc.strerror}") from None
+
+
+def _detach(name: str, host: str, cmd: list[str]) -> None:
+    """Start a server or a load in the lab; its output goes to a file beside the engine log."""
+    from fw.lab import netns as labns
+
+    handle = labns.attach(name)
+    log = labns.RUN_DIR / name / f"{host}-{Path(cmd[0]).name}.log"
+    with open(log, "ab") as out:
+        proc = handle.spawn(host, cmd, stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    _stdout().print(f"started pid {proc.pid} in {host}; output in {log}")
 
 
 def shell(

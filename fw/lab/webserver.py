@@ -1,0 +1,67 @@
+"""A tiny web server for the lab that tells each client which address it came from.
+
+`python -m http.server` looks up the machine's name before it listens, and a lab has no DNS, so
+it hangs for seconds; this one does not. Its page says what the server saw, which is how the demo
+shows masquerading: the client fetches the page and reads the firewall's outside address.
+
+    python -m fw.lab.webserver [--port 80] [--bind ADDRESS] [--seconds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class SeenFrom(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        host, port = self.client_address[:2]
+        host = host.removeprefix("::ffff:")  # an IPv4 client on the dual-stack socket
+        body = f"hello from fwlab's lab server: you came from {host} port {port}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        print(f"GET {self.path} from {host}:{port}", flush=True)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: do_GET prints one line of its own."""
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's getfqdn() (no DNS in a lab)."""
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(self.server_address)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="fwlab's lab web server")
+    parser.add_argument("--port", type=int, default=80)
+    parser.add_argument("--bind", default="::")
+    parser.add_argument("--seconds", type=float, default=600.0, help="stop after this long")
+    args = parser.parse_args()
+    cls = Server6 if ":" in args.bind else Server
+    with cls((args.bind, args.port), SeenFrom) as server:
+        server.timeout = 0.5
+        print(f"listening on {args.bind} port {args.port}", flush=True)
+        import time
+
+        end = time.monotonic() + args.seconds
+        while time.monotonic() < end:
+            server.handle_request()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
