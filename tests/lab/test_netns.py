@@ -42,9 +42,9 @@ def test_default_topology_shape() -> None:
     t = default_topology()
     assert t.source == default_topology_path()
     assert t.firewall.host == "fw"
-    assert set(t.hosts) == {"client", "server", "attacker"}
+    assert set(t.hosts) == {"client", "web", "server", "attacker"}
     assert t.segments() == {
-        "lan": [("fw", "lan"), ("client", "eth0")],
+        "lan": [("fw", "lan"), ("client", "eth0"), ("web", "eth0")],
         "wan": [("fw", "wan"), ("server", "eth0"), ("attacker", "eth0")],
     }
     rules = default_topology_path().parent.parent / "rules" / "stateful-web.fw"
@@ -147,11 +147,12 @@ def test_lab_names_cannot_overlap() -> None:
 @pytest.mark.lab
 def test_default_lab_comes_up_and_forwards(lab: labns.LabHandle) -> None:
     assert sorted(labns.lab_namespaces(lab.name)) == sorted(
-        [f"fwl-{lab.name}-{h}" for h in ("fw", "client", "server", "attacker")]
-        + [f"fwl-{lab.name}-br.wan"]
+        [f"fwl-{lab.name}-{h}" for h in ("fw", "client", "web", "server", "attacker")]
+        + [f"fwl-{lab.name}-br.wan", f"fwl-{lab.name}-br.lan"]
     )
     # neighbours on each segment, the bridge, and plain kernel forwarding (no queue yet)
     assert ping(lab, "client", "192.0.2.1")
+    assert ping(lab, "client", "192.0.2.10")
     assert ping(lab, "fw", "203.0.113.10")
     assert ping(lab, "attacker", "203.0.113.10")
     assert ping(lab, "client", "203.0.113.10")
