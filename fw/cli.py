@@ -79,6 +79,29 @@ def replay(
     raise typer.Exit(status)
 
 
+@app.command()
+def exposure(
+    files: Annotated[list[str], typer.Argument(help="Rule files (.fw), shown side by side.")],
+    inside: Annotated[str | None, typer.Option(
+        help="The inside: an interface or an address prefix (default: lan).")] = None,
+    outside: Annotated[str | None, typer.Option(
+        help="The interface unsolicited packets arrive on (default: wan).")] = None,
+    topology: TopologyOpt = None,
+    plot: Annotated[str | None, typer.Option(
+        help="Write a chart of the exposed ports (.png or .svg).")] = None,
+    live: Annotated[bool, typer.Option(
+        help="Also measure in the lab (root); exit 3 when measured and computed differ.")] = False,
+    ports: Annotated[str, typer.Option(
+        help="Destination ports the live probes sweep, e.g. 32760-32780.")] = "1-65535",
+    as_json: JsonOpt = False,
+) -> None:
+    """Which unsolicited packets from the outside reach the inside: ports, hosts, senders."""
+    from fw.commands.exposure import run_exposure
+
+    raise typer.Exit(run_exposure(files, inside=inside, outside=outside, topology=topology,
+                                  as_json=as_json, plot=plot, live=live, ports=ports))
+
+
 from fw.commands.lab import register as _register_lab  # noqa: E402
 
 _register_lab(app)

@@ -45,6 +45,9 @@ from fw.errors import FwlabError, LabError, RulesError
 from fw.lab import netns as labns
 from fw.lab.engine_glue import load_rules, render_diagnostics, routing_for, rules_path
 
+LOG_LINES_PER_SECOND = 200.0
+LOG_BURST = 1000.0
+
 __all__ = ["MAX_LOG_BYTES", "Daemon", "JsonLog", "ReplySender", "control_path", "log_path", "run"]
 
 MAX_LOG_BYTES = 8 * 1024 * 1024
@@ -68,6 +71,31 @@ def log_path(name: str) -> Path:
 
 
 # -- the log ------------------------------------------------------------------------------------
+
+
+class LineLimit:
+    """A token bucket for per-packet log lines (as nftables' `limit rate`): a scan or a flood
+    must not turn the log into the bottleneck that makes the queue overflow. What it holds back
+    is counted and reported once a second by the timer."""
+
+    def __init__(self, rate: float = LOG_LINES_PER_SECOND, burst: float = LOG_BURST) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.last = burst, 0.0
+        self.held_back = 0
+
+    def allow(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        self.held_back += 1
+        return False
+
+    def take_held_back(self) -> int:
+        count, self.held_back = self.held_back, 0
+        return count
+
 
 
 class JsonLog:
@@ -260,6 +288,8 @@ class Daemon:
         self.ruleset: Any = None
         self.adapter: Any = None
         self.log: JsonLog | None = None
+        self.packet_lines = LineLimit()
+        self.lines_held_back = 0
         self._server: socket.socket | None = None
         self._threads: list[threading.Thread] = []
 
@@ -369,6 +399,8 @@ class Daemon:
     def _log_verdict(self, decision: Any, payload: bytes, hook: str) -> None:
         """One line per dropped or rejected packet; the prefixes of the `log` statements it met
         go on that line (one packet, one line, even when the deciding rule logs too)."""
+        if not self.packet_lines.allow(time.monotonic()):
+            return
         prefixes = [ev.prefix for ev in decision.logs]
         self._log_event(
             decision.verdict,
@@ -386,6 +418,8 @@ class Daemon:
         )
 
     def _log_statements(self, decision: Any, payload: bytes, hook: str) -> None:
+        if not self.packet_lines.allow(time.monotonic()):
+            return
         summary = packet_summary(payload)
         for ev in decision.logs:
             self._log_event(
@@ -423,8 +457,16 @@ class Daemon:
                     self.engine.expire(now)
                     due = self.engine.next_expiry()
             delay = 1.0 if due is None else min(1.0, max(0.05, due - now))
+            self._report_held_back()
             if self.log is not None:
                 self.log.flush()
+
+    def _report_held_back(self) -> None:
+        held = self.packet_lines.take_held_back()
+        if held:
+            self.lines_held_back += held
+            self._log_event("limited", lines_not_written=held,
+                            limit=f"{LOG_LINES_PER_SECOND:.0f} packet lines/s")
 
     # -- the control socket --------------------------------------------------------------------
 
@@ -512,6 +554,7 @@ class Daemon:
                 "reloaded_at": self.reloaded_at,
                 "log": str(log_path(self.name)),
                 "log_lines": self.log.lines if self.log else 0,
+                "log_lines_held_back": self.lines_held_back,
             },
         }
 

@@ -1,0 +1,611 @@
+"""Exposure: which unsolicited packets from the outside reach a host on the inside.
+
+The question (design.md, "Exposure"): for a rule set, the set of (protocol, inside address,
+destination port) that some packet belonging to no connection an inside host opened is let
+through to, with what its sender must do (source addresses, source ports). Computed
+symbolically, never packet by packet:
+
+1. The unsolicited packets are a handful of boxes (space.py) per family: TCP, UDP, ICMP, arriving
+   on the outside interface from any source. In stateful mode each box also fixes the connection
+   state the engine gives such a packet with an empty table: a TCP segment is `new` when SYN is
+   set and ACK, RST and FIN are clear, `invalid` otherwise; UDP is `new`; ICMP echo-request is
+   `new`, every other ICMP type `invalid` (an error quoting no known connection included).
+   Stateless: no state (the field is missing, as for the engine).
+2. DNAT (stateful files only, NAT44: IPv4 only) is a first-match walk over the `dnat` rules of
+   the `new` boxes, before routing (no `oif` yet); a box a `dnat` rule decides gets that rule's
+   address (and port), remembering the destination it had. What no `dnat` rule takes keeps its
+   destination. Only destinations routed to the inside, and not the firewall's own or
+   multicast (those go to `input`), are forwarded to the inside.
+3. The `forward` chain is a first-match walk over those boxes (iif outside, oif the inside's
+   interface); its policy takes the rest. What `accept` decides is the exposure.
+4. Reports are projections of the accepted boxes on the asked questions, per class.
+
+Not counted: IPv6 neighbour discovery and MLD (ICMPv6 130-137, 143), which the engine never
+filters (link-layer control, like ARP) and which never crosses a router; mappings that an inside
+host's own traffic created in the NAT (they are not unsolicited).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from fw import craft
+from fw.analysis import space
+from fw.analysis.space import TAG, Box, F, Ranges, RuleBox
+from fw.engine.classify import MISSING, accepted_values, interface_ids
+from fw.engine.engine import LINK_CONTROL_ICMPV6
+from fw.engine.routing import Routing, default_routing
+from fw.errors import FwlabError
+from fw.icmp_types import type_name
+from fw.model import CT_STATES, Match, NatRule, Rule, RuleSet
+
+TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+ICMP_PROTO = {4: ICMP, 6: ICMPV6}
+ECHO_REQUEST = {4: 8, 6: 128}
+CLASSES = ("tcp_syn", "tcp_any", "udp", "icmp")
+EPHEMERAL = (32768, 60999)  # Linux's default ip_local_port_range: the clients' source ports
+NEW, INVALID = CT_STATES.index("new"), CT_STATES.index("invalid")
+BITS = {4: 32, 6: 128}
+
+# a SYN the table accepts as the start of a connection (conntrack._new + tcp_valid_flags)
+NEW_TCP_FLAGS = space.norm((f, f) for f in range(256) if f & (SYN | ACK | RST | FIN) == SYN)
+SYN_NO_ACK = space.norm((f, f) for f in range(256) if f & SYN and not f & ACK)
+ALL_FLAGS = ((0, 255),)
+NONE = space.point(MISSING)
+
+MULTICAST = {4: ("224.0.0.0/4", "255.255.255.255/32"), 6: ("ff00::/8", "fe80::/10")}
+SAMPLE_SENDER = {4: "198.51.100.66", 6: "2001:db8:ffff::66"}
+
+
+class ExposureError(FwlabError):
+    """The question cannot be asked: unknown interface, bad prefix."""
+
+
+# -- encodings (classify.py's) ---------------------------------------------------------------
+
+def addr_domain(family: int) -> Ranges:
+    base = family << 128
+    return ((base, base | ((1 << BITS[family]) - 1)),)
+
+
+def encode_net(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, int]:
+    base = net.version << 128
+    return base | int(net.network_address), base | int(net.broadcast_address)
+
+
+def port_domain(proto: int) -> Ranges:
+    return ((proto << 16, proto << 16 | 0xFFFF),)
+
+
+def decode_low(ranges: Ranges, bits: int) -> Ranges:
+    """Strip the encoding's high part (proto << 16, family << 128) off values of one kind."""
+    mask = (1 << bits) - 1
+    return space.norm((lo & mask, hi & mask) for lo, hi in ranges)
+
+
+def family_of(box: Box) -> int:
+    return box[F["daddr"]][0][0] >> 128
+
+
+# -- the question ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sides:
+    """Outside interface, and the inside as destination addresses per outgoing interface."""
+
+    outside: str
+    inside: str
+    by_oif: dict[str, Ranges]  # oif -> encoded destination addresses (forwarded ones only)
+    excluded: Ranges  # the firewall's own addresses and multicast inside the inside's prefixes
+
+
+def routed_sets(routing: Routing) -> dict[str, Ranges]:
+    """Encoded addresses each interface's routes get, longest prefix first."""
+    assigned: dict[int, Ranges] = {4: (), 6: ()}
+    out: dict[str, Ranges] = {}
+    for route in routing.routes:
+        size = 1 << (BITS[route.family] - route.prefixlen)
+        lo = route.family << 128 | route.network
+        whole = ((lo, lo + size - 1),)
+        part = space.sub(whole, assigned[route.family])
+        out[route.iface] = space.union(out.get(route.iface, ()), part)
+        assigned[route.family] = space.union(assigned[route.family], whole)
+    return out
+
+
+def not_forwarded(routing: Routing) -> Ranges:
+    local = [(f << 128 | a, f << 128 | a) for addrs in routing.addresses.values() for f, a in addrs]
+    multi = [encode_net(ipaddress.ip_network(n)) for nets in MULTICAST.values() for n in nets]
+    return space.norm(local + multi)
+
+
+def sides(routing: Routing, inside: str | None = None, outside: str | None = None) -> Sides:
+    names = routing.interfaces
+    outside = outside or "wan"
+    if outside not in names:
+        raise ExposureError(f"--outside {outside}: the firewall has no such interface "
+                            f"(it has {', '.join(names)})")
+    inside = inside or "lan"
+    routed = routed_sets(routing)
+    if inside in names:
+        wanted: Ranges = routed.get(inside, ())
+    else:
+        try:
+            net = ipaddress.ip_network(inside, strict=False)
+        except ValueError:
+            raise ExposureError(f"--inside {inside}: neither an interface of the firewall "
+                                f"({', '.join(names)}) nor an address prefix") from None
+        wanted = (encode_net(net),)
+    excluded = not_forwarded(routing)
+    by_oif = {}
+    for iface, addrs in routed.items():
+        part = space.sub(space.inter(addrs, wanted), excluded)
+        if part:
+            by_oif[iface] = part
+    if not by_oif:
+        raise ExposureError(f"--inside {inside}: no address of it is routed through the firewall")
+    return Sides(outside, inside, by_oif, space.inter(excluded, wanted))
+
+
+# -- rules as boxes --------------------------------------------------------------------------
+
+def rule_box(matches: Sequence[Match], ifaces: dict[str, int]) -> RuleBox | None:
+    """The rule's matches as one box (tested fields only); None when it can match nothing."""
+    per: dict[int, Ranges] = {}
+    for match in matches:
+        name, values = accepted_values(match, ifaces)
+        i = F[name]
+        ranges = tuple(values.ranges())
+        per[i] = space.inter(per[i], ranges) if i in per else ranges
+        if not per[i]:
+            return None
+    return tuple(sorted(per.items(), key=lambda item: SPLIT_ORDER.index(item[0])))
+
+
+# the order box differences split in: small fields first, so the big pieces stay few
+SPLIT_ORDER = [F[n] for n in ("iif", "oif", "proto", "ct_state", "tcp_flags", "icmp_type",
+                              "dport", "sport", "saddr", "daddr")]
+
+
+# -- the unsolicited packets -----------------------------------------------------------------
+
+def unsolicited(stateful: bool, family: int, iif: int, daddr: Ranges) -> list[Box]:
+    """Every packet from the outside that belongs to no connection, as boxes."""
+    base = dict(iif=space.point(iif), oif=NONE, saddr=addr_domain(family), daddr=daddr)
+    none = dict(sport=NONE, dport=NONE, tcp_flags=NONE, icmp_type=NONE)
+    boxes = []
+
+    def add(proto: int, ct: int, **fields: Ranges) -> None:
+        values = {**base, **none, "proto": space.point(proto), **fields,
+                  "ct_state": space.point(ct if stateful else MISSING)}
+        boxes.append(space.make_box(**values))
+
+    for proto in (TCP, UDP):
+        ports = dict(sport=port_domain(proto), dport=port_domain(proto))
+        if proto == UDP:
+            add(UDP, NEW, **ports)
+        elif stateful:
+            add(TCP, NEW, **ports, tcp_flags=NEW_TCP_FLAGS)
+            add(TCP, INVALID, **ports, tcp_flags=space.sub(ALL_FLAGS, NEW_TCP_FLAGS))
+        else:
+            add(TCP, MISSING, **ports, tcp_flags=ALL_FLAGS)
+    proto = ICMP_PROTO[family]
+    types = ((proto << 8, proto << 8 | 255),)
+    if family == 6:
+        types = space.sub(types, space.norm((proto << 8 | t,) * 2 for t in LINK_CONTROL_ICMPV6))
+    echo = space.point(proto << 8 | ECHO_REQUEST[family])
+    if stateful:
+        add(proto, NEW, icmp_type=echo)
+        add(proto, INVALID, icmp_type=space.sub(types, echo))
+    else:
+        add(proto, MISSING, icmp_type=types)
+    return boxes
+
+
+# -- the analysis ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Forwarded:
+    """A tag on a box that a `dnat` rule translated: where the packets were addressed first."""
+
+    nat: int  # index into Exposure.forwards
+    daddr: Ranges
+    dport: Ranges
+
+
+@dataclass
+class Exposure:
+    """The accepted region (boxes in forwarded coordinates, tagged when a dnat rule translated
+    them) and what it answers."""
+
+    ruleset: RuleSet
+    routing: Routing
+    sides: Sides
+    ifaces: dict[str, int]
+    accepted: list[Box]
+    forwards: list[NatRule]
+    _classes: dict[str, ClassExposure] | None = field(default=None, repr=False)
+
+    @property
+    def mode(self) -> str:
+        return self.ruleset.mode
+
+    def classes(self) -> dict[str, ClassExposure]:
+        if self._classes is None:
+            self._classes = {name: project(self, name) for name in CLASSES}
+        return self._classes
+
+    def __getitem__(self, name: str) -> ClassExposure:
+        return self.classes()[name]
+
+    # -- single packets (tests, witnesses for live probes) ---------------------------------
+
+    def point(self, probe: Probe) -> list[int]:
+        """The probe as field values before NAT, as the forward chain would see them if not
+        translated (oif is left out of membership: it follows from the destination)."""
+        fam, proto = probe.family, probe.proto
+        ports = proto in (TCP, UDP)
+        stateful = self.ruleset.stateful
+        if not stateful:
+            ct = MISSING
+        elif proto == TCP:
+            ct = NEW if space.contains(NEW_TCP_FLAGS, probe.flags) else INVALID
+        elif proto == UDP:
+            ct = NEW
+        else:
+            ct = NEW if probe.icmp_type == ECHO_REQUEST[fam] else INVALID
+        return [
+            self.ifaces[self.sides.outside], MISSING,
+            fam << 128 | int(ipaddress.ip_address(probe.src)),
+            fam << 128 | int(ipaddress.ip_address(probe.dst)),
+            proto,
+            proto << 16 | probe.sport if ports else MISSING,
+            proto << 16 | probe.dport if ports else MISSING,
+            probe.flags if proto == TCP else MISSING,
+            proto << 8 | probe.icmp_type if proto in (ICMP, ICMPV6) else MISSING,
+            ct,
+        ]
+
+    def accepts(self, probe: Probe) -> bool:
+        """Does the analysis say this unsolicited packet from the outside gets in?"""
+        values = self.point(probe)
+        for box in self.accepted:
+            tag = box[TAG]
+            checks = [i for i in range(TAG) if i != F["oif"]]
+            if tag is not None:
+                if not (space.contains(tag.daddr, values[F["daddr"]])
+                        and space.contains(tag.dport, values[F["dport"]])):
+                    continue
+                checks = [i for i in checks if i not in (F["daddr"], F["dport"])]
+            if all(space.contains(box[i], values[i]) for i in checks):
+                return True
+        return False
+
+    def witness(self, name: str, family: int, address: str | int, port: int) -> Probe | None:
+        """An unsolicited packet of the class that reaches (address, port) — `port` is the ICMP
+        type for `icmp` — or None when none does."""
+        addr = family << 128 | int(ipaddress.ip_address(address))
+        for box in self.accepted:
+            part = space.intersect(box, CLASS_FILTER[name])
+            if part is None or family_of(part) != family:
+                continue
+            proto = part[F["proto"]][0][0]
+            key = F["icmp_type"] if name == "icmp" else F["dport"]
+            value = proto << 8 | port if name == "icmp" else proto << 16 | port
+            if not (space.contains(part[F["daddr"]], addr) and space.contains(part[key], value)):
+                continue
+            return self._probe(part, proto, addr, value)
+        return None
+
+    def _probe(self, part: Box, proto: int, daddr: int, dport: int) -> Probe:
+        fam = daddr >> 128
+        low = (1 << BITS[fam]) - 1
+        tag = part[TAG]
+        if tag is not None:
+            own = [fam << 128 | a for f, a in self.routing.addresses.get(self.sides.outside, ())
+                   if f == fam]
+            daddr = next((a for a in own if space.contains(tag.daddr, a)), tag.daddr[0][0])
+            if tag.dport != NONE:
+                dport = tag.dport[0][0]
+        sample = fam << 128 | int(ipaddress.ip_address(SAMPLE_SENDER[fam]))
+        saddr = part[F["saddr"]]
+        src = sample if space.contains(saddr, sample) else saddr[0][0]
+        ports = proto in (TCP, UDP)
+        return Probe(
+            family=fam, proto=proto,
+            src=str(ipaddress.ip_address(src & low)), dst=str(ipaddress.ip_address(daddr & low)),
+            sport=part[F["sport"]][0][0] & 0xFFFF if ports else 0,
+            dport=dport & 0xFFFF if ports else 0,
+            flags=part[F["tcp_flags"]][0][0] if proto == TCP else 0,
+            icmp_type=(part[F["icmp_type"]][0][0] & 0xFF) if not ports else -1,
+        )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One unsolicited packet, before NAT: what a sender on the outside sends."""
+
+    family: int
+    proto: int
+    src: str
+    dst: str
+    sport: int = 0
+    dport: int = 0
+    flags: int = 0
+    icmp_type: int = -1
+
+    def packet(self) -> bytes:
+        """The packet as bytes (fw.craft); ICMP errors quote a packet from dst to src, as a
+        forged error would."""
+        if self.proto == TCP:
+            return craft.tcp(self.src, self.dst, self.sport, self.dport, self.flags)
+        if self.proto == UDP:
+            return craft.udp(self.src, self.dst, self.sport, self.dport)
+        if self.icmp_type in (8, 128, 0, 129):
+            return craft.icmp(self.src, self.dst, self.icmp_type, 0, b"", 0x1234 << 16 | 1)
+        quoted = craft.udp(self.dst, self.src, 40000, 53)
+        return craft.icmp(self.src, self.dst, self.icmp_type, 0, quoted[:48])
+
+
+def analyse(ruleset: RuleSet, routing: Routing | None = None, *, inside: str | None = None,
+            outside: str | None = None) -> Exposure:
+    routing = routing or default_routing()
+    where = sides(routing, inside, outside)
+    rules: list[Rule | NatRule] = [*ruleset.rules(), *ruleset.nat]
+    ifaces = interface_ids(rules, routing.interfaces)  # type: ignore[arg-type]
+    iif = ifaces[where.outside]
+    stateful = ruleset.stateful
+    forwards = [n for n in ruleset.nat if n.action == "dnat"] if stateful else []
+    oif_of = {name: space.point(ifaces[name]) for name in where.by_oif}
+
+    direct: list[Box] = []
+    translated: list[Box] = []
+    for family in (4, 6):
+        boxes = unsolicited(stateful, family, iif, addr_domain(family))
+        if forwards and family == 4:
+            new = [b for b in boxes if b[F["ct_state"]] == space.point(NEW)]
+            direct += [b for b in boxes if b[F["ct_state"]] != space.point(NEW)]
+            forwarded, untouched = port_forwards(new, forwards, routing, where, ifaces)
+            translated += forwarded
+            direct += untouched
+        else:
+            direct += boxes
+    region = translated[:]
+    for box in direct:
+        for name, addrs in where.by_oif.items():
+            daddr = space.inter(box[F["daddr"]], addrs)
+            if daddr:
+                region.append(replace(box, oif=oif_of[name], daddr=daddr))
+
+    chain = [r for r in ruleset.chains["forward"] if r.verdict is not None]
+    tests = [(r, rule_box(r.matches, ifaces)) for r in chain]
+    tests = [(r, b) for r, b in tests if b is not None]
+    decided, remaining = space.first_match([b for _, b in tests], region,
+                                           [r.verdict == "accept" for r, _ in tests])
+    accepted = [box for (r, _), part in zip(tests, decided, strict=True)
+                if r.verdict == "accept" for box in part]
+    if ruleset.policies["forward"].verdict == "accept":
+        accepted += remaining
+    return Exposure(ruleset, routing, where, ifaces, accepted, forwards)
+
+
+def port_forwards(new: list[Box], forwards: list[NatRule], routing: Routing, where: Sides,
+                  ifaces: dict[str, int]) -> tuple[list[Box], list[Box]]:
+    """The `new` boxes the dnat rules translate to an inside address, translated (tagged with
+    where they were addressed), and those no dnat rule takes. As the engine does: the first
+    dnat rule that matches with the real iif; failing that, for a packet to one of the
+    firewall's own addresses on another interface, the first that matches as if it had arrived
+    there (NAT loopback)."""
+    oif_of = {name: space.point(ifaces[name]) for name in where.by_oif}
+    rule_boxes = [rule_box(n.matches, ifaces) for n in forwards]
+    live = [k for k, rb in enumerate(rule_boxes) if rb is not None]
+    rbs = [rule_boxes[k] for k in live]
+    decided, untouched = space.first_match(rbs, new)
+    out = []
+    for k, boxes_k in zip(live, decided, strict=True):
+        out += translate(boxes_k, k, forwards[k], where, oif_of)
+    iif = new[0][F["iif"]] if new else NONE
+    for owner, addrs in routing.addresses.items():
+        own = space.norm((4 << 128 | a, 4 << 128 | a) for f, a in addrs if f == 4)
+        if owner == where.outside or not own:
+            continue
+        there = []
+        for box in untouched:
+            daddr = space.inter(box[F["daddr"]], own)
+            if daddr:
+                there.append(replace(box, daddr=daddr, iif=space.point(ifaces[owner])))
+        decided, _ = space.first_match(rbs, there)  # what none takes is the firewall's: input
+        for k, boxes_k in zip(live, decided, strict=True):
+            back = [replace(b, iif=iif) for b in boxes_k]
+            out += translate(back, k, forwards[k], where, oif_of)
+    return out, untouched
+
+
+def replace(box: Box, tag: object = ..., **fields: Ranges) -> Box:
+    out = list(box)
+    for name, values in fields.items():
+        out[F[name]] = values
+    if tag is not ...:
+        out[TAG] = tag
+    return tuple(out)
+
+
+def translate(boxes: list[Box], k: int, rule: NatRule, where: Sides, oif_of: dict) -> list[Box]:
+    """Boxes a dnat rule decided, with its destination; kept if that is on the inside."""
+    if rule.to_addr is None:
+        return []
+    to = 4 << 128 | int(rule.to_addr)
+    oif = next((name for name, addrs in where.by_oif.items() if space.contains(addrs, to)), None)
+    if oif is None:
+        return []
+    out = []
+    for box in boxes:
+        fields = {"daddr": space.point(to), "oif": oif_of[oif]}
+        if rule.to_ports is not None:
+            proto = box[F["proto"]][0][0]
+            fields["dport"] = space.point(proto << 16 | rule.to_ports.lo)
+        tag = Forwarded(k, box[F["daddr"]], box[F["dport"]])
+        out.append(replace(box, tag=tag, **fields))
+    return out
+
+
+# -- projections -----------------------------------------------------------------------------
+
+CLASS_FILTER: dict[str, RuleBox] = {
+    "tcp_syn": ((F["proto"], space.point(TCP)), (F["tcp_flags"], SYN_NO_ACK)),
+    "tcp_any": ((F["proto"], space.point(TCP)),),
+    "udp": ((F["proto"], space.point(UDP)),),
+    "icmp": ((F["proto"], space.norm([(ICMP, ICMP), (ICMPV6, ICMPV6)])),),
+}
+
+
+@dataclass
+class ForwardUse:
+    rule: NatRule
+    daddr: Ranges = ()  # encoded, as addressed by the sender
+    dport: Ranges = ()  # decoded ports as addressed (empty for ICMP)
+
+
+@dataclass
+class ClassExposure:
+    """One class's exposure: decoded ports (ICMP: types per family), addresses, senders."""
+
+    name: str
+    ports: Ranges = ()
+    types: dict[int, Ranges] = field(default_factory=dict)
+    addresses: dict[int, Ranges] = field(default_factory=dict)  # family -> plain ints
+    sources: dict[int, Ranges] = field(default_factory=dict)
+    source_ports: Ranges = ()
+    forwards: dict[int, ForwardUse] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        if self.name == "icmp":
+            return sum(space.count(t) for t in self.types.values())
+        return space.count(self.ports)
+
+    @property
+    def exposed(self) -> bool:
+        return any(self.addresses.values())
+
+    def ephemeral_share(self) -> float:
+        return space.count(space.clip(self.ports, *EPHEMERAL)) / (EPHEMERAL[1] - EPHEMERAL[0] + 1)
+
+
+def project(exposure: Exposure, name: str) -> ClassExposure:
+    out = ClassExposure(name)
+    parts: dict[str, list] = {"ports": [], "sports": []}
+    per_family: dict[str, dict[int, list]] = {"addr": {}, "src": {}, "types": {}}
+    for box in exposure.accepted:
+        part = space.intersect(box, CLASS_FILTER[name])
+        if part is None:
+            continue
+        fam = family_of(part)
+        bits = BITS[fam]
+        per_family["addr"].setdefault(fam, []).extend(decode_low(part[F["daddr"]], bits))
+        per_family["src"].setdefault(fam, []).extend(decode_low(part[F["saddr"]], bits))
+        if name == "icmp":
+            per_family["types"].setdefault(fam, []).extend(decode_low(part[F["icmp_type"]], 8))
+        else:
+            parts["ports"].extend(decode_low(part[F["dport"]], 16))
+            parts["sports"].extend(decode_low(part[F["sport"]], 16))
+        tag = part[TAG]
+        if tag is not None:
+            use = out.forwards.setdefault(tag.nat, ForwardUse(exposure.forwards[tag.nat]))
+            use.daddr = space.union(use.daddr, tag.daddr)
+            if tag.dport != NONE:
+                use.dport = space.union(use.dport, decode_low(tag.dport, 16))
+    out.ports = space.norm(parts["ports"])
+    out.source_ports = space.norm(parts["sports"])
+    out.addresses = {f: space.norm(v) for f, v in sorted(per_family["addr"].items())}
+    out.sources = {f: space.norm(v) for f, v in sorted(per_family["src"].items())}
+    out.types = {f: space.norm(v) for f, v in sorted(per_family["types"].items())}
+    return out
+
+
+# -- text ------------------------------------------------------------------------------------
+
+def port_ranges_text(ranges: Ranges) -> list[str]:
+    return [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges]
+
+
+def address_ranges_text(family: int, ranges: Ranges) -> list[str]:
+    """Prefixes where a range is one, `a-b` otherwise; the whole family is `0.0.0.0/0`/`::/0`."""
+    make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    out = []
+    for lo, hi in ranges:
+        first, last = make(lo), make(hi)
+        nets = list(ipaddress.summarize_address_range(first, last))
+        if len(nets) > 1:
+            out.append(f"{first}-{last}")
+        else:
+            out.append(str(first) if lo == hi else str(nets[0]))
+    return out
+
+
+def inside_text(exposure: Exposure, family: int, ranges: Ranges) -> list[str]:
+    """Exposed inside addresses; an inside prefix exposed but for the firewall's own address in
+    it (which packets reach through `input`, never `forward`) is shown whole."""
+    base = family << 128
+    fill = []
+    for lo, hi in exposure.sides.excluded:
+        value = lo - base
+        if lo == hi and lo >> 128 == family and (
+                space.contains(ranges, value - 1) or space.contains(ranges, value + 1)):
+            fill.append((value, value))
+    return address_ranges_text(family, space.union(ranges, space.norm(fill)))
+
+
+ALL_TYPES = {4: ((0, 255),),
+             6: space.sub(((0, 255),), space.norm((t, t) for t in LINK_CONTROL_ICMPV6))}
+
+
+def icmp_types_text(types: dict[int, Ranges]) -> list[str]:
+    """Names; `icmp any` / `icmpv6 any` for every type (ICMPv6: every one the engine filters)."""
+    out = []
+    for fam, ranges in types.items():
+        word = "icmp" if fam == 4 else "icmpv6"
+        if ranges == ALL_TYPES[fam]:
+            out.append(f"{word} any")
+            continue
+        for lo, hi in ranges:
+            if hi - lo > 8:
+                out.append(f"{word} {lo}-{hi}")
+            else:
+                out.extend(f"{word} {type_name(fam, t)}" for t in range(lo, hi + 1))
+    return out
+
+
+def rule_where(rule) -> dict:
+    span = rule.span
+    return {"file": span.file if span else None, "line": span.line if span else None,
+            "text": rule.text}
+
+
+def forward_json(use: ForwardUse) -> dict:
+    rule = use.rule
+    to = str(rule.to_addr) + (f":{rule.to_ports.lo}" if rule.to_ports is not None else "")
+    return {"rule": rule_where(rule), "addressed_to": address_ranges_text(4, decode_low(
+        use.daddr, 32)), "ports": port_ranges_text(use.dport), "to": to}
+
+
+def class_json(exposure: Exposure, c: ClassExposure) -> dict:
+    out: dict = {"count": c.count}
+    if c.name == "icmp":
+        out["types"] = icmp_types_text(c.types)
+    else:
+        out["ranges"] = port_ranges_text(c.ports)
+    out["addresses"] = [a for f, r in c.addresses.items() for a in inside_text(exposure, f, r)]
+    out["sources"] = [a for f, r in c.sources.items() for a in address_ranges_text(f, r)]
+    if c.name != "icmp":
+        out["source_ports"] = port_ranges_text(c.source_ports)
+        out["ephemeral_share"] = round(c.ephemeral_share(), 6)
+    out["forwards"] = [forward_json(u) for _, u in sorted(c.forwards.items())]
+    return out
+
+
+def exposure_json(exposure: Exposure) -> dict:
+    return {name: class_json(exposure, c) for name, c in exposure.classes().items()}

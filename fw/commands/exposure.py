@@ -1,0 +1,300 @@
+"""`fwlab exposure`: how much of the inside each rule set exposes to unsolicited packets.
+
+The static part (fw/analysis/exposure.py) is computed here for every file and shown side by
+side: a rich table, `--json`, `--plot` (matplotlib, Agg). `--live` measures the same in the lab
+through `live_exposure()`, and a difference between computed and measured exits with status 3.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+
+from fw.analysis import space
+from fw.analysis.exposure import (
+    CLASSES,
+    EPHEMERAL,
+    ClassExposure,
+    Exposure,
+    analyse,
+    class_json,
+    icmp_types_text,
+    inside_text,
+    port_ranges_text,
+)
+from fw.commands.common import routing_from
+from fw.commands.output import print_json, stdout
+from fw.dsl import load_ruleset
+from fw.errors import FwlabError
+
+CLASS_TITLES = {
+    "tcp_syn": "TCP SYN (connection attempts)",
+    "tcp_any": "TCP, any flags (ACK/FIN/RST probes too)",
+    "udp": "UDP",
+    "icmp": "ICMP / ICMPv6",
+}
+EPHEMERAL_SIZE = EPHEMERAL[1] - EPHEMERAL[0] + 1
+SHOWN_RANGES = 6
+DIFFERENCE_STATUS = 3
+
+
+class PlotError(FwlabError):
+    """The chart cannot be written (unknown format, no matplotlib, unwritable path)."""
+
+
+@dataclass
+class Result:
+    file: str
+    exposure: Exposure
+    live: dict | None = None
+
+    def json(self) -> dict:
+        return {"file": self.file, "mode": self.exposure.mode,
+                "static": {name: class_json(self.exposure, c)
+                           for name, c in self.exposure.classes().items()},
+                "live": self.live}
+
+
+def run_exposure(files: list[str], *, inside: str | None = None, outside: str | None = None,
+                 topology: str | None = None, as_json: bool = False, plot: str | None = None,
+                 live: bool = False, ports: str = "1-65535") -> int:
+    if plot is not None:
+        check_plot_path(plot)
+    routing = routing_from(topology)
+    results = [Result(f, analyse(load_ruleset(f), routing, inside=inside, outside=outside))
+               for f in files]
+    differences: list[str] = []
+    if live:
+        probed = port_span(ports)
+        measured = live_exposure([r.exposure for r in results], files, topology=topology,
+                                 ports=probed, quiet=as_json)
+        for result, got in zip(results, measured, strict=True):
+            result.live = got
+            differences += compare_live(result, got, probed)
+    chart = write_plot(results, plot) if plot is not None else None
+    if as_json:
+        print_json({"rulesets": [r.json() for r in results],
+                    **({"chart": chart} if chart else {}),
+                    **({"differences": differences} if live else {})})
+    else:
+        stdout.print(table(results))
+        for line in differences:
+            stdout.print(Text(f"difference: {line}", style="bold red"))
+        if chart:
+            stdout.print(f"chart: {chart}")
+    return DIFFERENCE_STATUS if differences else 0
+
+
+# -- live (issue 5's lab) --------------------------------------------------------------------
+
+def port_span(text: str) -> tuple[int, int]:
+    """`--ports 32760-32780`: the destination ports the live probes sweep (all by default)."""
+    lo, _, hi = text.partition("-")
+    try:
+        span = (int(lo), int(hi or lo))
+    except ValueError:
+        raise FwlabError(f"--ports {text!r}: give a port or a range, e.g. 32760-32780") from None
+    if not 1 <= span[0] <= span[1] <= 65535:
+        raise FwlabError(f"--ports {text!r}: ports run from 1 to 65535, low first")
+    return span
+
+
+def live_exposure(exposures: list[Exposure], files: list[str], *, topology: str | None,
+                  ports: tuple[int, int] = (1, 65535), quiet: bool = False) -> list[dict]:
+    """Measure in the lab (fw/lab/exposure_live.py): per file {CLASS: {"count", "ranges"}} for
+    the classes probed (TCP SYN, TCP ACK, UDP), plus what was sent."""
+    from fw.lab.exposure_live import measure
+
+    if quiet or not sys.stdout.isatty():
+        return measure(exposures, files, topology=topology, ports=ports,
+                       step=lambda text: None if quiet else stdout.print(text, style="dim"))
+    with stdout.status("probing...") as status:
+        return measure(exposures, files, topology=topology, ports=ports,
+                       step=lambda text: status.update(text))
+
+
+def compare_live(result: Result, live: dict, ports: tuple[int, int] = (1, 65535)) -> list[str]:
+    """Where measured and computed disagree, one line each: the classes probed, on the ports
+    probed (the computed side is clipped to them)."""
+    out = []
+    for name in ("tcp_syn", "tcp_any", "udp"):
+        got = live.get(name)
+        if got is None:
+            continue
+        computed = space.clip(result.exposure[name].ports, *ports)
+        want = {"count": space.count(computed), "ranges": port_ranges_text(computed)}
+        if got["count"] != want["count"] or got["ranges"] != want["ranges"]:
+            out.append(f"{result.file}: {name}: computed {want['count']} "
+                       f"({', '.join(want['ranges']) or 'none'}), measured {got['count']} "
+                       f"({', '.join(got['ranges']) or 'none'})")
+    return out
+
+
+# -- table -----------------------------------------------------------------------------------
+
+def table(results: list[Result]) -> Table:
+    out = Table(title="Exposure of the inside to unsolicited packets from the outside",
+                show_lines=False)
+    out.add_column("", style="bold", no_wrap=True)
+    for r in results:
+        out.add_column(f"{r.file}\n({r.exposure.mode})", overflow="fold")
+    first = results[0].exposure.sides if results else None
+    if first is not None:
+        out.caption = (f"inside: {first.inside}, outside: {first.outside}; source ports and "
+                       "addresses are the sender's choice")
+    for name in CLASSES:
+        out.add_row(Text(CLASS_TITLES[name], style="bold cyan"), *([""] * len(results)))
+        rows = icmp_rows(results) if name == "icmp" else port_rows(results, name)
+        for label, cells in rows:
+            out.add_row(f"  {label}", *cells)
+        if any(r.live for r in results):
+            out.add_row("  measured (live)", *(measured_cell(r, name) for r in results))
+    return out
+
+
+def port_rows(results: list[Result], name: str) -> list[tuple[str, list]]:
+    classes = [r.exposure[name] for r in results]
+    return [
+        ("ports exposed", [count_cell(c) for c in classes]),
+        (f"share of {EPHEMERAL[0]}-{EPHEMERAL[1]}",
+         [f"{c.ephemeral_share():.1%}" if c.exposed else "-" for c in classes]),
+        ("port ranges", [short(port_ranges_text(c.ports)) for c in classes]),
+        ("inside addresses", [addresses_cell(r.exposure, c) for r, c in
+                              zip(results, classes, strict=True)]),
+        ("sender: source", [sources_cell(c) for c in classes]),
+        ("sender: source ports", [sport_cell(c) for c in classes]),
+        ("port forwards", [forwards_cell(c) for c in classes]),
+    ]
+
+
+def icmp_rows(results: list[Result]) -> list[tuple[str, list]]:
+    classes = [r.exposure["icmp"] for r in results]
+    return [
+        ("types let in", [short(icmp_types_text(c.types)) if c.exposed else
+                          Text("none", style="green") for c in classes]),
+        ("inside addresses", [addresses_cell(r.exposure, c) for r, c in
+                              zip(results, classes, strict=True)]),
+        ("sender: source", [sources_cell(c) for c in classes]),
+    ]
+
+
+def count_cell(c: ClassExposure) -> Text:
+    if not c.exposed:
+        return Text("0", style="bold green")
+    return Text(f"{c.count:,}", style="bold red" if c.count > 100 else "bold yellow")
+
+
+def short(items: list[str]) -> str:
+    if not items:
+        return "-"
+    extra = len(items) - SHOWN_RANGES
+    text = ", ".join(items[:SHOWN_RANGES])
+    return text + (f", … (+{extra})" if extra > 0 else "")
+
+
+def addresses_cell(exposure: Exposure, c: ClassExposure) -> str:
+    return short([a for f, r in c.addresses.items() for a in inside_text(exposure, f, r)])
+
+
+def sources_cell(c: ClassExposure) -> str:
+    if not c.exposed:
+        return "-"
+    full = all(r == ((0, (1 << (32 if f == 4 else 128)) - 1),) for f, r in c.sources.items())
+    if full:
+        return "any"
+    from fw.analysis.exposure import address_ranges_text
+
+    return short([a for f, r in c.sources.items() for a in address_ranges_text(f, r)])
+
+
+def sport_cell(c: ClassExposure) -> str:
+    if not c.exposed:
+        return "-"
+    if c.source_ports == ((0, 65535),):
+        return "any"
+    return short(port_ranges_text(c.source_ports)) + " (sender's choice)"
+
+
+def forwards_cell(c: ClassExposure) -> str:
+    if not c.forwards:
+        return "-"
+    out = []
+    for _, use in sorted(c.forwards.items()):
+        rule = use.rule
+        to = str(rule.to_addr) + (f":{rule.to_ports.lo}" if rule.to_ports else "")
+        ports = ",".join(port_ranges_text(use.dport)) or "*"
+        out.append(f"{ports} → {to}")
+    return short(out)
+
+
+def measured_cell(r: Result, name: str) -> str:
+    if not r.live or name not in r.live:
+        return "-"
+    got = r.live[name]
+    key = "types" if name == "icmp" else "ranges"
+    return f"{got.get('count', 0):,}: {short(got.get(key, []))}"
+
+
+# -- chart -----------------------------------------------------------------------------------
+
+PLOT_CLASSES = (("tcp_syn", "TCP SYN", "#c0392b"), ("tcp_any", "TCP any", "#e67e22"),
+                ("udp", "UDP", "#2980b9"))
+MIN_WIDTH = 400  # ports: a single exposed port stays visible on a 65,536-port axis
+
+
+def check_plot_path(path: str) -> None:
+    if Path(path).suffix.lower() not in (".png", ".svg"):
+        raise PlotError(f"--plot {path}: the chart is written as .png or .svg")
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise PlotError(f"--plot {path}: no such directory {parent}")
+
+
+def write_plot(results: list[Result], path: str) -> str:
+    """The port axis 0-65535, one band per rule file and class; exposed ranges marked, the
+    clients' ephemeral range shaded."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - a dependency in pyproject
+        raise PlotError(f"--plot needs matplotlib ({exc}); run scripts/setup") from None
+    rows = [(r, name, label, colour) for r in results for name, label, colour in PLOT_CLASSES]
+    height = 1.6 + 0.36 * len(rows)
+    fig, ax = plt.subplots(figsize=(11, height))
+    ax.axvspan(EPHEMERAL[0], EPHEMERAL[1], color="#dddddd", zorder=0,
+               label=f"clients' ephemeral ports {EPHEMERAL[0]}-{EPHEMERAL[1]}")
+    labels = []
+    for y, (r, name, label, colour) in enumerate(reversed(rows)):
+        c = r.exposure[name]
+        bars = [(lo, max(hi - lo + 1, MIN_WIDTH)) for lo, hi in c.ports]
+        ax.broken_barh(bars, (y - 0.35, 0.7), color=colour, zorder=2)
+        if c.exposed and space.count(c.ports) <= 8:
+            for lo, hi in c.ports:
+                ax.annotate(port_ranges_text(((lo, hi),))[0], (lo + MIN_WIDTH, y),
+                            xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+        text = (f"{c.count:,} port{'s' if c.count != 1 else ''}" if c.exposed else "nothing")
+        ax.text(65535, y, f"  {text}", va="center", fontsize=8)
+        labels.append(f"{Path(r.file).name}  {label}")
+    for k in range(1, len(results)):
+        ax.axhline(k * len(PLOT_CLASSES) - 0.5, color="#888888", linewidth=0.6)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlim(0, 65535)
+    ax.set_ylim(-0.8, len(rows) - 0.2)
+    ax.set_xlabel("destination port on the inside host")
+    ax.set_title("Ports an unsolicited packet from the outside reaches", fontsize=10, loc="left")
+    ax.legend(loc="lower right", bbox_to_anchor=(1, 1), fontsize=8, frameon=False)
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    except OSError as exc:
+        raise PlotError(f"--plot {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+    return path
