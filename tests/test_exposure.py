@@ -137,7 +137,7 @@ def test_cli_table_json_and_chart(tmp_path: Path, in_repo: Path) -> None:
     (["rules/stateful-web.fw", "--outside", "eth9"], "--outside eth9"),
     (["rules/stateful-web.fw", "--plot", "x.jpg"], ".png or .svg"),
     (["no-such-file.fw"], "cannot read the file"),
-    (["rules/stateful-web.fw", "--live"], "--live needs the lab"),
+    (["rules/stateful-web.fw", "--live", "--ports", "9-1"], "--ports '9-1'"),
 ])
 def test_cli_errors_are_one_line(args: list[str], message: str, in_repo: Path) -> None:
     from fw.errors import FwlabError
