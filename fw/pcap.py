@@ -111,6 +111,7 @@ class RawWriter:
 
         try:
             self.writer = PcapWriter(path, linktype=LINKTYPE_RAW, sync=False)
+            self.writer.write_header(None)  # write_packet() alone never writes it
         except OSError as exc:
             raise CaptureError(f"{path}: cannot write ({exc.strerror})") from None
 

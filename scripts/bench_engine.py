@@ -106,6 +106,7 @@ def bench_replay(args: argparse.Namespace) -> float:
     setup, data = flow_packets(1000, max(1, args.replay_packets // 2000))
     path = Path(tempfile.mkdtemp()) / "bench.pcap"
     writer = PcapWriter(str(path), linktype=101)
+    writer.write_header(None)
     for i, raw in enumerate((setup + data)[: args.replay_packets + len(setup)]):
         writer.write_packet(raw, sec=1000 + i // 1_000_000, usec=i % 1_000_000)
     writer.close()
