@@ -70,12 +70,16 @@ def replay(
     out: Annotated[str | None, typer.Option(help="Write accepted packets, as they leave.")] = None,
     topology: TopologyOpt = None,
     rows: Annotated[int, typer.Option(help="Packets shown in the table (0: all).")] = 200,
+    nat: Annotated[bool, typer.Option(
+        "--nat", help="Show the NAT mapping table at the end (JSON: a last nat_mappings line).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a capture through a rule set: a verdict per packet, totals, hits per rule."""
     from fw.commands.replay import run_replay
 
-    status = run_replay(rules, capture, out=out, topology=topology, as_json=as_json, rows=rows)
+    status = run_replay(rules, capture, out=out, topology=topology, as_json=as_json, rows=rows,
+                        nat=nat)
     raise typer.Exit(status)
 
 

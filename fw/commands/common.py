@@ -18,7 +18,8 @@ def routing_from(topology: str | None) -> Routing:
 
 
 def engine_for(rules: str, topology: str | None = None, *, liberal: bool = False) -> Engine:
-    return Engine(load_ruleset(rules), routing_from(topology), liberal=liberal)
+    """An engine for explain and replay: NAT's port choices seeded, so runs repeat exactly."""
+    return Engine(load_ruleset(rules), routing_from(topology), liberal=liberal, seed=0)
 
 
 def rule_ref(rule) -> dict | None:

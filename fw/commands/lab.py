@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from fw.commands.output import rows_table
 from fw.errors import LabError
 
 NameOpt = Annotated[
@@ -459,23 +460,6 @@ def _entries(name: str, cmd: str) -> list[dict]:
     return answer["entries"]
 
 
-def _entries_table(rows: list[dict], columns: list[str]) -> Any:
-    from rich.table import Table
-
-    table = Table(show_edge=False, pad_edge=False)
-    for col in columns:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*[_cell(row.get(c)) for c in columns])
-    return table
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return "/".join(str(v) for v in value)
-    return "" if value is None else str(value)
-
-
 def conntrack(name: NameOpt = "default", as_json: JsonOpt = False) -> None:
     """The engine's connection table, live."""
     need_root("conntrack")
@@ -489,7 +473,7 @@ def conntrack(name: NameOpt = "default", as_json: JsonOpt = False) -> None:
         _stdout().print("no connections")
         return
     cols = ["proto", "orig", "reply", "state", "expires_in", "packets", "bytes"]
-    _stdout().print(_entries_table(rows, cols))
+    _stdout().print(rows_table(rows, cols))
     _stdout().print(f"{len(rows)} connection(s); packets and bytes are original/reply")
 
 
@@ -505,8 +489,7 @@ def nat(name: NameOpt = "default", as_json: JsonOpt = False) -> None:
     if not rows:
         _stdout().print("no NAT translations")
         return
-    cols = list(dict.fromkeys(k for row in rows for k in row))
-    _stdout().print(_entries_table(rows, cols))
+    _stdout().print(rows_table(rows))
 
 
 def reload(

@@ -19,3 +19,22 @@ def print_json(data: object) -> None:
 
 def print_json_line(data: object) -> None:
     sys.stdout.write(json.dumps(data, separators=(",", ":"), default=str) + "\n")
+
+
+def rows_table(rows: list[dict], columns: list[str] | None = None):
+    """A plain table of JSON-like rows (conntrack entries, NAT mappings): one column per key."""
+    from rich.table import Table
+
+    columns = columns or list(dict.fromkeys(k for row in rows for k in row))
+    table = Table(show_edge=False, pad_edge=False)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[cell(row.get(c)) for c in columns])
+    return table
+
+
+def cell(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "/".join(str(v) for v in value)
+    return "" if value is None else str(value)

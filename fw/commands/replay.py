@@ -12,7 +12,7 @@ from rich.text import Text
 
 from fw.commands.common import engine_for, rule_ref
 from fw.commands.explain import VERDICT_STYLE
-from fw.commands.output import print_json_line, stdout
+from fw.commands.output import print_json_line, rows_table, stdout
 from fw.engine.decision import Decision
 from fw.engine.engine import Engine
 from fw.engine.packet import decode
@@ -30,10 +30,11 @@ class Replay:
     table: Table = field(default_factory=lambda: packet_table())
     totals: Counter = field(default_factory=Counter)
     first_time: float | None = None
+    last_time: float = 0.0
     next_expiry: float | None = None
 
     def feed(self, frame: Frame) -> None:
-        now = frame.time
+        now = self.last_time = frame.time
         self.first_time = now if self.first_time is None else self.first_time
         self.expire_due(now)
         decision = self.engine.process(frame.data, now=now)
@@ -53,7 +54,7 @@ class Replay:
 
 
 def run_replay(rules: str, capture: str, *, out: str | None, topology: str | None,
-               as_json: bool, rows: int) -> int:
+               as_json: bool, rows: int, nat: bool = False) -> int:
     engine = engine_for(rules, topology)
     writer = RawWriter(out) if out else None
     replay = Replay(engine, writer, as_json, rows)
@@ -70,6 +71,8 @@ def run_replay(rules: str, capture: str, *, out: str | None, topology: str | Non
             writer.close()
     if not as_json and (replay.totals or damage is None):
         show_summary(replay, rows)
+    if nat:
+        show_mappings(engine, replay.last_time, as_json)
     if damage is not None:
         raise damage
     return 0
@@ -136,6 +139,18 @@ def show_summary(replay: Replay, rows: int) -> None:
     parts = [f"{replay.totals[v]:,} {v}" for v in ("accept", "drop", "reject")]
     stdout.print(Text(f"{total:,} packets: " + ", ".join(parts), style="bold"))
     stdout.print(hits_table(replay.engine))
+
+
+def show_mappings(engine: Engine, now: float, as_json: bool) -> None:
+    """The NAT mapping table as the capture left it (ages and timeouts at its last packet)."""
+    rows = engine.nat_entries(now)
+    if as_json:
+        print_json_line({"nat_mappings": rows})
+    elif rows:
+        stdout.print(Text("NAT mappings at the end of the capture", style="bold"))
+        stdout.print(rows_table(rows))
+    else:
+        stdout.print("no NAT mappings")
 
 
 def hits_table(engine: Engine) -> Table:

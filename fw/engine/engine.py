@@ -45,7 +45,9 @@ class Engine:
         *,
         conntrack_limit: int = 262_144,
         liberal: bool = False,
+        seed: int | None = None,
     ) -> None:
+        """`seed` fixes NAT's random port choices (replays are then reproducible)."""
         self.routing = routing or default_routing()
         self.compiled = CompiledRuleSet(ruleset, self.routing.interfaces)
         self.stateful = ruleset.stateful
@@ -53,7 +55,7 @@ class Engine:
         self.fragments = FragmentTable()
         self.stats = EngineStats()
         self.known: dict[tuple, tuple[Decision, list[Rule]]] = {}
-        self.nat = Nat(ruleset.nat, self.routing, self.compiled.ifaces, self.conntrack)
+        self.nat = Nat(ruleset.nat, self.routing, self.compiled.ifaces, self.conntrack, seed)
 
     @property
     def ruleset(self) -> RuleSet:
