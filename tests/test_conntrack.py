@@ -17,10 +17,12 @@ from fw.engine.conntrack import (
     key_of,
     pack,
     reverse,
+    reverse_packed,
     unpack,
 )
 from fw.engine.packet import ACK, FIN, ICMP, PSH, RST, SYN, TCP, UDP, Packet
 from fw.engine.tcp_states import TcpState
+from fw.engine.timers import Timers
 
 CLIENT = 0xC0000202  # 192.0.2.2
 SERVER = 0xC6336402  # 198.51.100.2
@@ -452,6 +454,96 @@ def test_conn_reply_setter_for_nat(table: ConnTable) -> None:
     assert (back.state, back.conn, back.direction) == ("established", conn, 1)
 
 
+_ADDR = st.sampled_from([CLIENT, SERVER, 0, 2**32 - 1]) | st.integers(0, 2**32 - 1)
+_ADDR6 = st.sampled_from([0, 2**128 - 1]) | st.integers(0, 2**128 - 1)
+_PORT17 = st.sampled_from([0, 65535, 65536 | 7, 2**17 - 1]) | st.integers(0, 2**17 - 1)
+
+
+@settings(deadline=None)
+@given(st.booleans(), st.integers(0, 255), st.data())
+def test_reverse_packed_is_pack_of_the_reverse(v6: bool, proto: int, data: st.DataObject) -> None:
+    addr = _ADDR6 if v6 else _ADDR
+    key = (proto, data.draw(addr), data.draw(_PORT17), data.draw(addr), data.draw(_PORT17))
+    family = 6 if v6 else 4
+    assert reverse_packed(pack(family, key)) == pack(family, reverse(key))
+
+
+def test_one_dict_entry_per_connection_without_nat(table: ConnTable) -> None:
+    flow = TcpFlow(table)
+    handshake(flow)
+    conn = flow.conn
+    assert conn.nat_rkey is None and conn.rkey == pack(4, reverse(conn.orig))
+    assert list(table._map) == [conn.okey]
+    assert flow.server("A").direction == 1
+
+
+def test_reverse_of_a_natted_tuple_is_not_its_reply(table: ConnTable) -> None:
+    verdict = table.lookup(udp(CLIENT, 5353, SERVER, 53), 0.0)
+    verdict.conn.reply = (UDP, SERVER, 53, ROUTER, 61000)
+    assert table.confirm(verdict, 0.0) and len(table._map) == 2
+    # the un-NATed answer belongs to no connection: it opens one, whose reply tuple is taken
+    stray = table.lookup(udp(SERVER, 53, CLIENT, 5353), 0.1)
+    assert (stray.state, stray.pending) == ("new", True)
+    assert not table.confirm(stray, 0.1) and table.counters.refused == 1
+    assert table.remove(verdict.conn) and not table._map
+
+
+class Entry:
+    """What Timers needs of an entry."""
+
+    __slots__ = ("expires", "name", "sched")
+
+    def __init__(self, name: int, expires: float) -> None:
+        self.name, self.expires, self.sched = name, expires, None
+
+    def __lt__(self, other: Entry) -> bool:
+        return self.name < other.name
+
+
+_TIMER_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "later", "earlier", "discard", "next", "pop"]),
+        st.integers(0, 30),  # which entry
+        st.sampled_from([0.0, 0.25, 0.5, 1.0, 1.5, 3.0, 60.0, 7200.5]),  # an amount of time
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TIMER_OPS)
+def test_timers_agree_with_a_sorted_list(ops: list) -> None:
+    """Timers, driven at random, against the obvious model: entries are due at `expires`."""
+    timers, now = Timers(), 0.0
+    queued: dict[int, Entry] = {}
+    for op, name, amount in ops:
+        entry = queued.get(name)
+        if op == "add" and entry is None:
+            queued[name] = entry = Entry(name, now + amount)
+            timers.add(entry)
+        elif op == "later" and entry is not None:
+            entry.expires += amount
+        elif op == "earlier" and entry is not None:
+            entry.expires = max(now, entry.expires - amount)
+            if entry.expires < entry.sched:
+                timers.moved(entry)
+        elif op == "discard" and entry is not None:
+            timers.discard(queued.pop(name))
+        elif op == "next":
+            want = min((e.expires for e in queued.values()), default=None)
+            assert timers.next_expiry() == want
+        elif op == "pop":
+            now += amount
+            due = {e.name for e in queued.values() if e.expires <= now}
+            got = timers.pop_due(now)
+            assert sorted(e.name for e in got) == sorted(due) and len(got) == len(due)
+            assert all(e.sched is None for e in got)
+            for gone in due:
+                del queued[gone]
+    assert sorted(e.name for e in timers.pop_due(1e12)) == sorted(queued)
+    assert timers.next_expiry() is None
+
+
 _FLAGS_ST = st.sampled_from(["S", "SA", "A", "PA", "FA", "R", "RA", "F", ""])
 
 
@@ -470,3 +562,23 @@ def test_random_conversations_never_break_the_table(steps: list) -> None:
             assert conn.state in list(TcpState)[1:10]
     table.expire(1e12)
     assert len(table) == 0 and table.next_expiry() is None
+
+
+def test_timers_compact_stale_filings() -> None:
+    timers = Timers()
+    entries = [Entry(i, 100.0 + i % 50) for i in range(4000)]
+    for entry in entries:
+        timers.add(entry)
+    assert timers.next_expiry() == 100.0  # the first bucket is near now
+    for entry in entries:  # every one moves earlier: 4,000 stale filings, compacted on the way
+        entry.expires -= 60.5
+        timers.moved(entry)
+    for entry in entries[::2]:
+        timers.discard(entry)
+    assert timers._stale * 4 <= timers._filed or timers._stale <= 1024
+    assert timers.next_expiry() == 40.5
+    due = timers.pop_due(60.0)
+    assert sorted(e.name for e in due) == [e.name for e in entries[1::2] if e.expires <= 60.0]
+    assert [e.expires for e in due] == sorted(e.expires for e in due)
+    rest = timers.pop_due(1e9)
+    assert len(due) + len(rest) == 2000 and timers.next_expiry() is None

@@ -3,6 +3,7 @@ kernel's special cases, window tracking, and random flag sequences."""
 
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
 
 import pytest
@@ -266,3 +267,93 @@ def test_random_sequences_stay_in_defined_states(steps: list, isn: int) -> None:
             conn.seen_reply = True
         if flags & SYN and direction == 1 and not seqs[1]:
             seqs[1] = (seq + 1) & 0xFFFFFFFF
+
+
+# -- the fast path for established connections --------------------------------------
+
+
+def opened_at(c_isn: int, s_isn: int, wscale: int) -> Conn:
+    """An entry after SYN, SYN/ACK, ACK with the given ISNs and window scale (-1: none)."""
+    conn = Conn(0, 1, TCP, 4, TcpState.NONE, 0.0, 0.0, 1)
+    c_next, s_next = (c_isn + 1) & 0xFFFFFFFF, (s_isn + 1) & 0xFFFFFFFF
+    assert ts.start(conn, seg(0, SYN, c_isn, wscale=wscale), 0.0)[0] is Outcome.ACCEPT
+    synack = seg(1, SYN | ACK, s_isn, c_next, wscale=wscale)
+    assert ts.track(conn, 1, synack, 0.0)[0] is Outcome.ACCEPT
+    conn.seen_reply = True
+    assert ts.track(conn, 0, seg(0, ACK, c_next, s_next), 0.0)[0] is Outcome.ACCEPT
+    return conn
+
+
+def clone(conn: Conn) -> Conn:
+    copy = Conn(conn.okey, conn.nat_rkey, conn.proto, conn.family, conn.state, conn.expires,
+                conn.created, conn.id, conn.seen_reply, conn.assured)  # fmt: skip
+    copy.tcp = array("I", conn.tcp)
+    return copy
+
+
+def snapshot(conn: Conn) -> tuple:
+    return (conn.state, conn.expires, conn.seen_reply, conn.assured, list(conn.tcp))
+
+
+_ACK_FLAGS = st.sampled_from([ACK, ACK | PSH, ACK | URG, ACK | PSH | ECE | CWR])
+_FAST_STEP = st.tuples(
+    st.integers(0, 1),  # direction
+    _ACK_FLAGS,
+    st.sampled_from([0] * 8 + [1, -1, 1000, -1000, 70_000, -70_000, 2**31, 2**31 + 5]),  # seq
+    st.sampled_from([0] * 8 + [1, -1, 100, 66_001, -66_001, 2**31]),  # ack, off the expected
+    st.sampled_from([0, 1, 100, 1448, 65_535]),  # payload
+    st.sampled_from([0, 1, 512, 29_200, 65_535]),  # window
+    st.booleans(),  # repeat the previous segment exactly (a retransmission)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(_FAST_STEP, min_size=1, max_size=25),
+    st.sampled_from([1000, 2**32 - 3000, 2**32 - 65_000, 2**31 - 10, 0]),
+    st.sampled_from([900_000, 2**32 - 1, 2**32 - 65_000, 2**31]),
+    st.sampled_from([-1, 0, 7, 14]),
+)
+def test_established_fast_path_does_what_track_does(
+    steps: list, c_isn: int, s_isn: int, wscale: int
+) -> None:
+    """Whenever track_established_ack() takes a segment, track() would have accepted it and
+    left the entry exactly so; when it declines, it has changed nothing."""
+    conn = opened_at(c_isn, s_isn, wscale)
+    nxt = [(c_isn + 1) & 0xFFFFFFFF, (s_isn + 1) & 0xFFFFFFFF]
+    taken = 0
+    last = None
+    for now, (direction, flags, dseq, dack, data, window, again) in enumerate(steps, start=1):
+        if again and last is not None:
+            pkt = last
+            direction = 0 if pkt.src == 1 else 1
+        else:
+            seq = (nxt[direction] + dseq) & 0xFFFFFFFF
+            ack = (nxt[1 - direction] + dack) & 0xFFFFFFFF
+            pkt = seg(direction, flags, seq, ack, data, window=window)
+        last = pkt
+        before = snapshot(conn)
+        fast, slow = clone(conn), clone(conn)
+        expected = ts.track(slow, direction, pkt, float(now))
+        if conn.state == TcpState.ESTABLISHED and ts.track_established_ack(
+            fast, direction, pkt, float(now)
+        ):
+            taken += 1
+            assert expected == (Outcome.ACCEPT, "")
+            assert snapshot(fast) == snapshot(slow)
+        else:
+            assert snapshot(fast) == before
+        conn = slow
+        if expected[0] is Outcome.ACCEPT and not dseq:
+            nxt[direction] = (pkt.seq + pkt.payload_len) & 0xFFFFFFFF
+    TAKEN.append((taken, len(steps)))
+
+
+TAKEN: list[tuple[int, int]] = []  # (segments the fast path took, segments) per example
+
+
+def test_the_fast_path_was_exercised() -> None:
+    """The property above means little if the fast path never took a segment."""
+    if not TAKEN:
+        pytest.skip("runs after test_established_fast_path_does_what_track_does")
+    assert sum(t for t, _ in TAKEN) > sum(n for _, n in TAKEN) // 4

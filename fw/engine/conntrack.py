@@ -6,15 +6,20 @@ later drops it, as in prerouting), a new connection only enters the table when i
 packet is accepted (``confirm``), and a full table evicts an unreplied entry before it
 refuses a new one.
 
-Memory decides how many connections fit, so the dict is keyed on one packed int per
-direction (``pack``) rather than on 5-tuples of ints (about 200 bytes less per entry);
+Memory decides how many connections fit, so the dict is keyed on one packed int per tuple
+(``pack``) rather than on 5-tuples of ints (about 200 bytes less per entry), and holds an
+entry under its original tuple only: a packet not found under its own tuple is looked up
+reversed, and is the reply of the entry found there unless NAT changed that entry's reply
+tuple (``Conn.nat_rkey``), in which case the entry is filed under its reply tuple too.
 ``key_of``/``reverse`` and ``Conn.orig``/``Conn.reply`` give the readable tuples.
 Timers are pulled: ``next_expiry()`` says when, ``expire(now)`` removes what is due.
+
+``lookup`` has a fast path for the packet most connections carry most of the time, a TCP
+ACK-class segment in ESTABLISHED (``tcp_states.track_established_ack``).
 """
 
 from __future__ import annotations
 
-import heapq
 from array import array
 from collections import deque
 from collections.abc import Iterator
@@ -24,7 +29,8 @@ from typing import TYPE_CHECKING
 
 from fw.engine import tcp_states
 from fw.engine.packet import ACK, FIN, ICMP, ICMPV6, RST, SYN, TCP, UDP
-from fw.engine.tcp_states import Outcome, TcpState
+from fw.engine.tcp_states import ACK_ONLY, Outcome, TcpState, track_established_ack
+from fw.engine.timers import Timers
 
 if TYPE_CHECKING:
     from fw.engine.packet import Packet
@@ -37,6 +43,7 @@ FlowKey = tuple[int, int, int, int, int]  # (proto, src, sport, dst, dport)
 # asked, so that a request and its reply pair up while a request coming back does not.
 _ECHO_ANSWER = 1 << 16
 _EVICTION_RANGE = 8  # candidates an early drop looks at (the kernel's NF_CT_EVICTION_RANGE)
+_TCP_ESTABLISHED = int(TcpState.ESTABLISHED)
 
 
 class FlowState(IntEnum):
@@ -100,6 +107,15 @@ def unpack(packed: int) -> tuple[int, FlowKey]:
     return family, (proto, src, sport, dst, dport)
 
 
+def reverse_packed(key: int) -> int:
+    """pack(family, reverse(tuple)) from pack(family, tuple), without building tuples."""
+    width = 128 if key & 1 else 32
+    ports, addrs = key >> 9, key >> 43
+    dport, sport = ports & 0x1FFFF, ports >> 17 & 0x1FFFF
+    dst, src = addrs & ((1 << width) - 1), addrs >> width
+    return ((((dst << width | src) << 17 | dport) << 17 | sport) << 9) | key & 0x1FF
+
+
 def _packed_key(pkt: Packet) -> int | None:
     """pack(key_of(pkt)) without building the tuple, for the per-packet lookup."""
     proto = pkt.proto
@@ -119,13 +135,13 @@ def _packed_key(pkt: Packet) -> int | None:
 class Conn:
     """One tracked connection (both directions)."""
 
-    okey: int  # pack(family, orig): the dict key of the original direction
-    rkey: int  # pack(family, reply): the dict key of the reply direction
+    okey: int  # pack(family, orig): the table's key for the connection
+    nat_rkey: int | None  # pack(family, reply) if NAT made it other than orig reversed, else None
     proto: int
     family: int
     state: int  # TcpState for TCP, FlowState otherwise
     expires: float
-    created: float
+    created: float | None  # the first packet's time; only UDP keeps it (its stream rule needs it)
     id: int
     seen_reply: bool = False
     assured: bool = False
@@ -135,7 +151,16 @@ class Conn:
     orig_bytes: int = 0
     reply_packets: int = 0
     reply_bytes: int = 0
-    sched: float | None = field(default=None, repr=False)  # its time in the table's heap
+    sched: float | None = field(default=None, repr=False)  # where it waits in Timers, if queued
+
+    @property
+    def rkey(self) -> int:
+        """pack(family, reply)."""
+        return reverse_packed(self.okey) if self.nat_rkey is None else self.nat_rkey
+
+    @rkey.setter
+    def rkey(self, key: int) -> None:
+        self.nat_rkey = None if key == reverse_packed(self.okey) else key
 
     @property
     def orig(self) -> FlowKey:
@@ -200,12 +225,12 @@ class ConnTable:
         self.limit = limit
         self.liberal = liberal
         self.timeouts = timeouts or Timeouts()
+        self._tcp_timeouts = self.timeouts.tcp
         self.counters = Counters()
         self._map: dict[int, Conn] = {}
         self._count = 0
         self._next_id = 1
-        self._heap: list[tuple[float, Conn]] = []
-        self._stale = 0  # heap entries whose connection moved or left
+        self._timers = Timers()
         self._unreplied: deque[Conn] = deque()  # early-drop candidates, oldest first
         self._lazily_expired: list[Conn] = []
 
@@ -226,28 +251,51 @@ class ConnTable:
         if pkt.frag_offset > 0:
             return self._invalid("later fragment: no transport header to track")
         proto = pkt.proto
-        if proto in (TCP, UDP):  # inline _packed_key: this is the hot path
-            if pkt.family == 4:
-                key = ((((pkt.src << 32 | pkt.dst) << 17 | pkt.sport) << 17 | pkt.dport) << 9) | (
-                    proto << 1
-                )
+        if proto in (TCP, UDP):  # pack() and _find() inlined: the hot path
+            src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
+            width = 32 if pkt.family == 4 else 128
+            low = proto << 1 | (width == 128)
+            key = ((((src << width | dst) << 17 | sport) << 17 | dport) << 9) | low
+            conn = self._map.get(key)
+            if conn is not None:
+                direction = ORIGINAL if key == conn.okey else REPLY
             else:
-                key = ((((pkt.src << 128 | pkt.dst) << 17 | pkt.sport) << 17 | pkt.dport) << 9) | (
-                    proto << 1 | 1
-                )
+                rkey = ((((dst << width | src) << 17 | dport) << 17 | sport) << 9) | low
+                conn = self._map.get(rkey)
+                if conn is None or conn.nat_rkey is not None:
+                    return self._new(pkt, key, now)
+                direction = REPLY
         elif pkt.is_icmp_error:
             return self._related(pkt, now)
         else:
             key = _packed_key(pkt)
             if key is None:
                 return self._invalid(f"icmp type {pkt.icmp_type} opens no connection")
-        conn = self._map.get(key)
-        if conn is not None and conn.expires <= now:
+            conn, direction = self._find(key)
+            if conn is None:
+                return self._new(pkt, key, now)
+        if conn.expires <= now:
             self._expire_now(conn)
-            conn = None
-        if conn is None:
             return self._new(pkt, key, now)
-        return self._update(conn, key, ORIGINAL if key == conn.okey else REPLY, pkt, now)
+        if (
+            proto == TCP
+            and conn.state == _TCP_ESTABLISHED
+            and ACK_ONLY[pkt.tcp_flags & 0xFF]
+            and track_established_ack(conn, direction, pkt, now, self._tcp_timeouts)
+        ):  # what _update does after such a segment, inlined
+            was_new = not conn.seen_reply
+            if direction:
+                conn.reply_packets += 1
+                conn.reply_bytes += pkt.length
+                conn.seen_reply = True
+            else:
+                conn.orig_packets += 1
+                conn.orig_bytes += pkt.length
+            sched = conn.sched
+            if sched is not None and conn.expires < sched:
+                self._timers.moved(conn)
+            return CtVerdict(NEW if was_new and not direction else ESTABLISHED, conn, direction)
+        return self._update(conn, key, direction, pkt, now)
 
     def confirm(self, verdict: CtVerdict, now: float) -> bool:
         """The first packet was accepted: enter its connection into the table.
@@ -260,7 +308,7 @@ class ConnTable:
             return False
         if not verdict.pending or conn.sched is not None:
             return True
-        if conn.okey in self._map or conn.rkey in self._map:
+        if self._taken(conn):
             self.counters.refused += 1
             return False
         if self._count >= self.limit and not self._early_drop():
@@ -274,35 +322,15 @@ class ConnTable:
 
     def next_expiry(self) -> float | None:
         """When the earliest entry expires, or None for an empty table."""
-        heap = self._heap
-        while heap:
-            sched, conn = heap[0]
-            if conn.sched is not sched:
-                heapq.heappop(heap)
-                self._stale -= 1
-            elif conn.expires > sched:  # refreshed since it was scheduled
-                conn.sched = conn.expires
-                heapq.heapreplace(heap, (conn.sched, conn))
-            else:
-                return sched
-        return None
+        return self._timers.next_expiry()
 
     def expire(self, now: float) -> list[Conn]:
         """Remove and return the entries whose time has come."""
         gone, self._lazily_expired = self._lazily_expired, []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            sched, conn = heapq.heappop(heap)
-            if conn.sched is not sched:
-                self._stale -= 1
-            elif conn.expires <= now:
-                conn.sched = None
-                self._unlink(conn)
-                self.counters.expired += 1
-                gone.append(conn)
-            else:
-                conn.sched = conn.expires
-                heapq.heappush(heap, (conn.sched, conn))
+        for conn in self._timers.pop_due(now):
+            self._unlink(conn)
+            self.counters.expired += 1
+            gone.append(conn)
         self._trim_unreplied()
         return gone
 
@@ -323,6 +351,22 @@ class ConnTable:
     def _invalid(self, reason: str, conn: Conn | None = None, direction: int = 0) -> CtVerdict:
         self.counters.invalid += 1
         return CtVerdict(INVALID, conn, direction, reason)
+
+    def _find(self, key: int) -> tuple[Conn | None, int]:
+        """The entry a packed tuple belongs to, and the direction it is to that entry."""
+        conn = self._map.get(key)
+        if conn is not None:
+            return conn, ORIGINAL if key == conn.okey else REPLY
+        conn = self._map.get(reverse_packed(key))
+        if conn is not None and conn.nat_rkey is None:
+            return conn, REPLY
+        return None, ORIGINAL
+
+    def _taken(self, conn: Conn) -> bool:
+        """Does a connection in the table travel on either tuple of this one?"""
+        if conn.nat_rkey is None:  # its tuples are okey and okey reversed: is either filed?
+            return conn.okey in self._map or reverse_packed(conn.okey) in self._map
+        return self._find(conn.okey)[0] is not None or self._find(conn.nat_rkey)[0] is not None
 
     def _update(self, conn: Conn, key: int, direction: int, pkt: Packet, now: float) -> CtVerdict:
         """A packet of a known connection: step its state machine and timer."""
@@ -365,6 +409,7 @@ class ConnTable:
         """Unreplied flows and the first answer get the short timer; an answered flow
         still active after a couple of seconds is a stream, long timer, ASSURED."""
         t = self.timeouts
+        assert conn.created is not None
         if not conn.seen_reply or now <= conn.created + t.udp_stream_after:
             return t.udp_unreplied
         conn.assured = True
@@ -402,10 +447,8 @@ class ConnTable:
         return CtVerdict(NEW, conn, ORIGINAL, why, pending=True)
 
     def _make(self, pkt: Packet, key: int, now: float, state: int, expires: float) -> Conn:
-        flow = key_of(pkt)
-        assert flow is not None
-        rkey = pack(pkt.family, reverse(flow))
-        conn = Conn(key, rkey, pkt.proto, pkt.family, state, expires, now, self._next_id)
+        created = now if pkt.proto == UDP else None  # 24 bytes less for each of the others
+        conn = Conn(key, None, pkt.proto, pkt.family, state, expires, created, self._next_id)
         self._next_id += 1
         return conn
 
@@ -418,62 +461,53 @@ class ConnTable:
         flow = key_of(inner)
         # As Linux: the quoted packet's tuple inverted is the one the error travels on; with
         # NAT only the inverted tuple is in the table (the quote shows the translated packet).
-        key = None if flow is None else pack(inner.family, reverse(flow))
-        conn = None if key is None else self._map.get(key)
+        if flow is None:
+            return self._invalid("icmp error for no known connection")
+        conn, direction = self._find(pack(inner.family, reverse(flow)))
         if conn is None or conn.expires <= now:
             return self._invalid("icmp error for no known connection")
         if pkt.dst != inner.src:
             return self._invalid("icmp error not addressed to the sender of the quoted packet")
-        direction = ORIGINAL if key == conn.okey else REPLY
         return CtVerdict(RELATED, conn, direction, f"icmp error about connection {conn.id}")
 
     def _insert(self, conn: Conn) -> None:
         self._map[conn.okey] = conn
-        self._map[conn.rkey] = conn
+        if conn.nat_rkey is not None:
+            self._map[conn.nat_rkey] = conn
         self._count += 1
         self.counters.inserted += 1
-        conn.sched = conn.expires
-        heapq.heappush(self._heap, (conn.sched, conn))
+        self._timers.add(conn)
         if not conn.seen_reply:
-            self._unreplied.append(conn)
+            queue = self._unreplied
+            if queue and queue[0].seen_reply:  # answered ones would pin memory until expire()
+                self._trim_unreplied()
+            queue.append(conn)
 
     def _reschedule(self, conn: Conn) -> None:
-        """A later expiry is picked up lazily; an earlier one needs its own heap entry."""
+        """A later expiry is picked up lazily; an earlier one is filed again."""
         sched = conn.sched
         if sched is not None and conn.expires < sched:
-            self._stale += 1
-            conn.sched = conn.expires
-            heapq.heappush(self._heap, (conn.sched, conn))
-            self._compact()
+            self._timers.moved(conn)
 
     def _drop(self, conn: Conn) -> None:
-        """Take an entry out of the table; its heap entry goes stale."""
+        """Take an entry out of the table; its timer goes stale."""
         if conn.sched is not None:
-            conn.sched = None
-            self._stale += 1
-            self._compact()
+            self._timers.discard(conn)
         self._unlink(conn)
 
     def _unlink(self, conn: Conn) -> None:
         if self._map.get(conn.okey) is conn:
             del self._map[conn.okey]
             self._count -= 1
-        if self._map.get(conn.rkey) is conn:
-            del self._map[conn.rkey]
+        nat_rkey = conn.nat_rkey
+        if nat_rkey is not None and self._map.get(nat_rkey) is conn:
+            del self._map[nat_rkey]
 
     def _expire_now(self, conn: Conn) -> None:
         """Found expired by a lookup before expire() ran: gone, and reported next time."""
         self._drop(conn)
         self.counters.expired += 1
         self._lazily_expired.append(conn)
-
-    def _compact(self) -> None:
-        """Rebuild the heap once a quarter of it is stale: each stale entry pins a float and
-        maybe a dead Conn, and an O(n) rebuild every n/4 stale entries is cheap."""
-        if self._stale > 1024 and self._stale * 4 > len(self._heap):
-            self._heap = [entry for entry in self._heap if entry[1].sched is entry[0]]
-            heapq.heapify(self._heap)
-            self._stale = 0
 
     def _early_drop(self) -> bool:
         """Evict the oldest entry that never saw a reply, looking at a few at most."""

@@ -31,6 +31,7 @@ _V6_EXT = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options: (l
 _V6_FRAG, _V6_AH = 44, 51
 _V6_WALK = _V6_EXT | {_V6_FRAG, _V6_AH}
 _ICMP_HDR = 8  # every ICMP/ICMPv6 message we look into has an 8-byte header
+_TS_LAYOUT = b"\x01\x01\x08\x0a"  # NOP NOP timestamp: the options of nearly every data segment
 
 
 @dataclass(slots=True)
@@ -96,9 +97,36 @@ class Packet:
         return self.proto == ICMPV6 and self.icmp_type == ICMPV6_ECHO_REPLY
 
 
+# An IPv4 header without options and the TCP header up to the window, for decode's fast path:
+# version/IHL, total length, frag, ttl, proto, src, dst | sport, dport, seq, ack, offset, flags, win
+_V4_TCP = struct.Struct("!BxHxxHBBxxIIHHIIBBH")
+
+
 def decode(buf: bytes | bytearray | memoryview) -> Packet:
-    """Decode `buf` (starting at the IP header); never raises, whatever the bytes."""
+    """Decode `buf` (starting at the IP header); never raises, whatever the bytes.
+
+    The fast path, inlined because it runs for nearly every packet: an unfragmented TCP/IPv4
+    packet with a 20-byte IP header and no TCP options (or only NOP NOP timestamp), whole and
+    valid, is read with one `unpack_from` and built with one call. Anything else goes the
+    general way (`decode_general`), which gives the same result for these packets too.
+    """
     raw = buf if type(buf) is bytes or type(buf) is bytearray else bytes(buf)
+    if len(raw) >= 40:
+        vihl, total, frag, ttl, proto, src, dst, sport, dport, seq, ack, doff, flags, window = (
+            _V4_TCP.unpack_from(raw)
+        )
+        if vihl == 0x45 and proto == TCP and not frag & 0x3FFF and 40 <= total <= len(raw):
+            hlen = (doff >> 4) << 2
+            if hlen == 20 or (hlen == 32 and total >= 52 and raw[40:44] == _TS_LAYOUT):
+                return Packet(
+                    raw, 4, src, dst, TCP, total, ttl, 20, sport, dport, flags, seq, ack, window,
+                    total - 20 - hlen,
+                )  # fmt: skip
+    return decode_general(raw)
+
+
+def decode_general(raw: bytes | bytearray) -> Packet:
+    """Any packet, any shape: what `decode` does when its fast path declines."""
     pkt = Packet(raw)
     try:
         if raw and raw[0] >> 4 == 4:  # the common case first, one call less
@@ -240,9 +268,6 @@ def _decode_tcp(pkt: Packet, raw: bytes | bytearray, off: int, end: int, quoted:
     pkt.tcp_flags, pkt.window, pkt.payload_len = flags, window, max(avail - hlen, 0)
     if 20 < hlen <= avail:
         _tcp_options(pkt, raw, off + 20, off + hlen, flags & SYN)
-
-
-_TS_LAYOUT = b"\x01\x01\x08\x0a"  # NOP NOP timestamp: the options of nearly every data segment
 
 
 def _tcp_options(pkt: Packet, raw: bytes | bytearray, i: int, end: int, syn: int) -> None:

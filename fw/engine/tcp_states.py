@@ -24,7 +24,25 @@ from typing import TYPE_CHECKING, Protocol
 
 from fw.engine import tcp_window as tw
 from fw.engine.packet import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
-from fw.engine.tcp_window import WindowResult
+from fw.engine.tcp_window import (
+    END,
+    F_DATA_UNACKNOWLEDGED,
+    F_MAXACK_SET,
+    FLAGS,
+    LAST_ACK,
+    LAST_DIR,
+    LAST_END,
+    LAST_INDEX,
+    LAST_SEQ,
+    LAST_WIN,
+    MAXACK,
+    MAXACKWINCONST,
+    MAXEND,
+    MAXWIN,
+    SCALE,
+    WindowResult,
+)
+from fw.engine.tcp_window import RETRANS as W_RETRANS
 
 if TYPE_CHECKING:
     from fw.engine.packet import Packet
@@ -160,6 +178,11 @@ _CLASS_OF: tuple[FlagClass, ...] = tuple(_classify(f) for f in range(256))
 _VALID: tuple[bool, ...] = tuple(f & ~(ECE | CWR | PSH) in _VALID_FLAGS for f in range(256))
 
 
+# Valid flags of class ACK (no SYN, FIN or RST): the segments track_established_ack() takes.
+ACK_ONLY: tuple[bool, ...] = tuple(_VALID[f] and _CLASS_OF[f] == FlagClass.ACK for f in range(256))
+_ACK_CLASS = int(FlagClass.ACK)
+
+
 def flag_class(flags: int) -> FlagClass:
     """The flag class (row of the table) of a TCP flag byte."""
     return _CLASS_OF[flags & 0xFF]
@@ -234,6 +257,98 @@ def track(
     else:
         new = sCL
     return _commit(conn, w, direction, index, old, new, now, timeouts)
+
+
+_MASK, _HALF, _NEG_HALF = 0xFFFFFFFF, 0x80000000, -0x80000000
+
+
+def track_established_ack(
+    conn: TcpConn, direction: int, pkt: Packet, now: float, timeouts: tuple[float, ...] = TIMEOUTS
+) -> bool:
+    """``track()`` for the packet most connections carry most of the time: a segment of flag
+    class ACK (``ACK_ONLY[flags]``) in ESTABLISHED, in window. True when it has done exactly
+    what ``track()`` would (window, retransmission count, timer, ASSURED) with outcome ACCEPT;
+    False, having changed nothing, when ``track()`` must decide (the first segment seen from a
+    side, or any window bound not met), and the caller then calls ``track()``.
+
+    This is ``in_window`` (``_check``, ``_learn``, ``_count_retrans``), ``_commit`` and
+    ``_timeout`` with the table step (ESTABLISHED -> ESTABLISHED) and every branch that cannot
+    happen for such a segment taken out, and each word of the window read once into a local.
+    It is one long function on purpose: it runs for nearly every packet, and the calls and
+    repeated array reads of the general path cost more than the work itself. The hypothesis
+    test in tests/test_tcp_states.py holds it to ``track()`` on random segments.
+    """
+    w = conn.tcp
+    sb = 6 if direction else 0  # the sender's block of words; the receiver's is rb
+    rb = 6 - sb
+    s_maxwin = w[sb + MAXWIN]
+    seq, ack, window = pkt.seq, pkt.ack, pkt.window
+    end = (seq + pkt.payload_len) & _MASK  # no SYN or FIN to count
+    s_end, s_maxend, r_end, r_maxwin = w[sb + END], w[sb + MAXEND], w[rb + END], w[rb + MAXWIN]
+    maxack = s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST
+    # tcp_window._check's four bounds each hold when (x mod 2**32) >= 2**31 for their x; here
+    # a bound counts as met only for x in [-2**31, 0) (the usual case, no masking needed).
+    # Anything else (a missed bound, a wrapped one, no window yet) is track()'s to judge.
+    if not (
+        s_maxwin
+        and _NEG_HALF <= seq - s_maxend - 1 < 0  # I: seq not beyond the receiver's window
+        and _NEG_HALF <= ack - r_end - 1 < 0  # III: acks no data not seen
+        and (not r_maxwin or _NEG_HALF <= s_end - r_maxwin - 1 - end < 0)  # II: not long acked
+        and _NEG_HALF <= r_end - maxack - 1 - ack < 0  # IV: ack not stale
+    ):
+        return False
+    # tcp_window._learn. after(a, b) is (b - a) mod 2**32 >= 2**31; for d = b - a, in
+    # (-2**32, 2**32), that is -2**31 <= d < 0 or d >= 2**31 (no masking of negatives).
+    s_flags, r_flags = w[sb + FLAGS], w[rb + FLAGS]
+    win = (window << w[sb + SCALE]) & _MASK
+    if s_maxwin < win:
+        w[sb + MAXWIN] = win
+    d = s_end - end
+    if _NEG_HALF <= d < 0 or d >= _HALF:  # after(end, s_end)
+        w[sb + END] = end
+        s_flags |= F_DATA_UNACKNOWLEDGED
+    if not s_flags & F_MAXACK_SET:
+        w[sb + MAXACK] = ack
+        s_flags |= F_MAXACK_SET
+    else:
+        d = w[sb + MAXACK] - ack
+        if _NEG_HALF <= d < 0 or d >= _HALF:  # after(ack, maxack)
+            w[sb + MAXACK] = ack
+    w[sb + FLAGS] = s_flags
+    d = s_maxend - end
+    if r_maxwin and (_NEG_HALF <= d < 0 or d >= _HALF):  # after(end, s_maxend)
+        w[rb + MAXWIN] = (r_maxwin + end - s_maxend) & _MASK
+    if (w[rb + MAXEND] - 1 - ack - win) & _MASK >= _HALF:  # after(ack + win, r_maxend - 1)
+        w[rb + MAXEND] = (ack + win + (win == 0)) & _MASK
+    if ack == r_end:
+        r_flags &= ~F_DATA_UNACKNOWLEDGED
+        w[rb + FLAGS] = r_flags
+    # tcp_window._count_retrans, then _commit
+    if (
+        w[LAST_DIR] == direction
+        and w[LAST_SEQ] == seq
+        and w[LAST_ACK] == ack
+        and w[LAST_END] == end
+        and w[LAST_WIN] == window
+    ):
+        retrans = w[W_RETRANS] = min(w[W_RETRANS] + 1, 255)
+    else:
+        w[LAST_SEQ], w[LAST_ACK], w[LAST_END], w[LAST_WIN] = seq, ack, end, window
+        retrans = w[W_RETRANS] = 0
+    w[LAST_INDEX] = _ACK_CLASS
+    w[LAST_DIR] = direction
+    # _timeout: ESTABLISHED's, unless retransmitting, unacknowledged or at a zero window
+    timeout = timeouts[sES]
+    if retrans >= MAX_RETRANS and timeout > timeouts[RETRANS]:
+        timeout = timeouts[RETRANS]
+    elif (s_flags | r_flags) & F_DATA_UNACKNOWLEDGED and timeout > timeouts[UNACK]:
+        timeout = timeouts[UNACK]
+    elif window == 0 and timeout > timeouts[RETRANS]:
+        timeout = timeouts[RETRANS]
+    if conn.seen_reply and not conn.assured:
+        conn.assured = True
+    conn.expires = now + timeout
+    return True
 
 
 # Sentinel new-state meaning "CLOSE, and skip the window check" (kernel: goto in_window).
