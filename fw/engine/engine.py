@@ -93,10 +93,15 @@ class Engine:
                 stats.fragments_followed += 1
                 return self.tally(decision, pkt)
         ct = self.conntrack.lookup(pkt, now) if self.stateful else None
-        known = known_key(ct, pkt, hook, iif, oif) if not trace else None
-        remembered = self.known.get(known) if known is not None else None
-        if remembered is not None:
-            return self.repeat(remembered, pkt, ct, now)
+        known = None
+        if ct is not None and ct.state == "established" and not ct.pending and not trace:
+            # Packets of one established connection, one direction and one set of TCP flags
+            # differ in nothing a rule can test: their verdict is computed once, and most
+            # packets skip the rule walk (design.md).
+            known = (ct.conn.id, ct.direction, pkt.tcp_flags, hook, iif, oif)
+            remembered = self.known.get(known)
+            if remembered is not None:
+                return self.repeat(remembered, pkt, ct, now)
         nat = self.nat if ct is not None and ct.conn is not None and pkt.family == 4 else None
         changes = nat.before(pkt, ct, self.input_iface(pkt, hook, iif) if ct.pending else iif,
                              now) if nat else []
@@ -131,22 +136,27 @@ class Engine:
 
     def repeat(self, remembered: tuple, pkt: Packet, ct: CtVerdict, now: float) -> Decision:
         """A packet of an established connection judged like the last one of its kind, and
-        translated like it (the filter saw nothing of it, so NAT's two steps are one)."""
-        decision, statement_rules = remembered
-        counters = self.compiled.counters[decision.chain]
-        for rule in statement_rules:
-            counters.count(rule, pkt.length)
+        translated like it (the filter saw nothing of it, so NAT's two steps are one). Most
+        packets end here, so the counting is done in place rather than through tally()."""
+        decision, statement_rules, counters = remembered
+        length = pkt.length
+        for rule in (*statement_rules, decision.rule):
+            counters.count(rule, length)
+        if decision.verdict == "accept":
+            self.stats.accepted += 1
+        else:
+            self.stats.dropped += 1
         conn = ct.conn
         if conn.nat is not None and pkt.family == 4:
             change = self.nat.translate_known(pkt, conn, ct.direction, now)
             if change is not None:
-                decision = decision.translated(bytes(pkt.raw), (change,))
-        return self.tally(decision, pkt)
+                return decision.translated(bytes(pkt.raw), (change,))
+        return decision
 
     def remember(self, known: tuple, decision: Decision, statement_rules: list[Rule]) -> None:
         if len(self.known) >= KNOWN_LIMIT:
             self.known.clear()
-        self.known[known] = (decision, statement_rules)
+        self.known[known] = (decision, statement_rules, self.compiled.counters[decision.chain])
 
     def place(self, pkt: Packet, hook: str, iif: str | None, oif: str | None) -> tuple:
         """The chain a packet takes and its interfaces, by route lookup where not given."""
@@ -263,15 +273,6 @@ def with_nat(decision: Decision, pkt: Packet, changes: list) -> Decision:
 def log_events(chain: str, statement_rules: list[Rule], decider: Rule | None):
     rules = [*statement_rules, *([decider] if decider is not None else [])]
     return tuple(LogEvent(r.log_prefix, chain, r, r.verdict) for r in rules if r.logs)
-
-
-def known_key(ct: CtVerdict | None, pkt: Packet, hook: str, iif, oif) -> tuple | None:
-    """Packets of one established connection, one direction and one set of TCP flags differ
-    in nothing a rule can test, so their verdict is computed once (the rule walk is skipped for
-    most packets, as design.md asks). None for anything else."""
-    if ct is None or ct.conn is None or ct.pending or ct.state != "established":
-        return None
-    return (ct.conn.id, ct.direction, pkt.tcp_flags, hook, iif, oif)
 
 
 LINK_CONTROL = "IPv6 neighbour discovery / MLD: link-layer control is not filtered (as ARP)"
