@@ -184,6 +184,17 @@ class TestDestinationNat:
         assert left(reply) == (FW_WAN, 8080, CLIENT, 5555)
 
 
+class TestFragments:
+    def test_later_fragments_get_the_first_fragments_addresses(self, masq: Engine) -> None:
+        whole = craft.udp(CLIENT, SERVER, 5000, 53, payload=b"x" * 64)
+        first = craft.ipv4(CLIENT, SERVER, 17, whole[20:44], ident=9, flags_frag=0x2000)
+        later = craft.ipv4(CLIENT, SERVER, 17, whole[44:], ident=9, flags_frag=3)
+        assert IP(masq.process(first, now=0).packet).src == FW_WAN
+        out = masq.process(later, now=0.1)
+        assert out.verdict == "accept" and IP(out.packet).src == FW_WAN
+        assert_checksums(out.packet)
+
+
 class TestIcmpErrors:
     def test_error_for_masqueraded_flow_reaches_the_inside_host(self, masq: Engine) -> None:
         udp(masq, CLIENT2, 5000, SERVER, 53, 0)  # takes 5000: the client's port will move

@@ -13,7 +13,7 @@ from fw.engine.classify import MISSING
 from fw.engine.conntrack import ConnTable, CtVerdict
 from fw.engine.decision import Decision, LogEvent
 from fw.engine.evaluate import CompiledRuleSet, packet_values
-from fw.engine.fragments import FragmentTable
+from fw.engine.fragments import FragmentTable, fragment_key
 from fw.engine.nat import Nat
 from fw.engine.packet import ICMPV6, Packet, decode
 from fw.engine.reject import build_reject
@@ -92,6 +92,7 @@ class Engine:
             if decision is not None:
                 stats.fragments_followed += 1
                 return self.tally(decision, pkt)
+        first_fragment = fragment_key(pkt) if pkt.more_fragments and not pkt.frag_offset else None
         ct = self.conntrack.lookup(pkt, now) if self.stateful else None
         known = None
         if ct is not None and ct.state == "established" and not ct.pending and not trace:
@@ -111,8 +112,10 @@ class Engine:
             self.remember(known, decision, statement_rules)
         if nat is not None and decision.accepted:
             self.source_nat(nat, pkt, ct, decision, changes, now)
-        decision = self.finish(pkt, decision, ct, now)
-        return self.tally(with_nat(decision, pkt, changes), pkt)
+        decision = with_nat(self.finish(pkt, decision, ct, now), pkt, changes)
+        if first_fragment is not None:
+            self.fragments.remember(first_fragment, decision, now)
+        return self.tally(decision, pkt)
 
     def link_control(self, pkt: Packet, hook: str, iif, oif) -> Decision:
         self.stats.link_control += 1
@@ -206,15 +209,13 @@ class Engine:
         return policy, f"no rule matched: policy {chain} {policy}{why}"
 
     def finish(self, pkt: Packet, decision: Decision, ct: CtVerdict | None, now: float):
-        """Confirm a new connection, remember a first fragment, build a reject's reply."""
+        """Confirm a new connection, build a reject's reply."""
         confirming = decision.accepted and ct is not None and ct.pending
         if confirming and not self.conntrack.confirm(ct, now):
             decision.verdict = "drop"
             decision.reason = "connection table full (no unreplied entry to evict)"
         if decision.verdict == "reject":
             decision.reply = build_reject(pkt)
-        if pkt.is_first_fragment:
-            self.fragments.remember(pkt, decision, now)
         return decision
 
     def tally(self, decision: Decision, pkt: Packet) -> Decision:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import replace
 
+from fw.engine.checksum import rewrite_v4
 from fw.engine.decision import Decision
 from fw.engine.packet import Packet
 
@@ -33,9 +34,12 @@ class FragmentTable:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def remember(self, first: Packet, decision: Decision, now: float) -> None:
-        self._entries[fragment_key(first)] = (decision, now + self.timeout)
-        self._entries.move_to_end(fragment_key(first))
+    def remember(self, key: tuple, decision: Decision, now: float) -> None:
+        """Keep the first fragment's verdict (and NAT's new addresses, which the later
+        fragments need too: they carry the same IP header) for the rest of the packet. The key
+        is taken before NAT rewrote the first fragment's addresses."""
+        self._entries[key] = (decision, now + self.timeout)
+        self._entries.move_to_end(key)
         while len(self._entries) > self.limit:
             self._entries.popitem(last=False)
 
@@ -45,8 +49,10 @@ class FragmentTable:
             return None
         first = entry[0]
         verdict = "drop" if first.verdict == "reject" else first.verdict
-        return replace(first, verdict=verdict, reply=None, packet=None, logs=(), trace=(),
+        packet = translated_like(later, first) if verdict == "accept" else None
+        return replace(first, verdict=verdict, reply=None, packet=packet, logs=(), trace=(),
                        reason=f"later fragment: follows its first fragment ({first.reason})")
+
 
     def next_expiry(self) -> float | None:
         return next(iter(self._entries.values()))[1] if self._entries else None
@@ -54,3 +60,13 @@ class FragmentTable:
     def expire(self, now: float) -> None:
         while self._entries and next(iter(self._entries.values()))[1] <= now:
             self._entries.popitem(last=False)
+
+
+def translated_like(later: Packet, first: Decision) -> bytes | None:
+    """A later fragment of a NAT'd packet gets the first fragment's new addresses."""
+    if not first.nat or later.family != 4:
+        return None
+    src, _sport, dst, _dport = first.nat[-1].after
+    buf = bytearray(later.raw)
+    rewrite_v4(buf, later, src=src, dst=dst)
+    return bytes(buf)
