@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import ip_address
 
 from fw.model import Rule
 
@@ -38,8 +37,11 @@ class NatChange:
     after: tuple[int, int, int, int]
 
     def as_json(self) -> dict:
+        from fw.engine.views import endpoint
+
         def ends(t: tuple[int, int, int, int]) -> dict:
-            return {"src": f"{ip_address(t[0])}:{t[1]}", "dst": f"{ip_address(t[2])}:{t[3]}"}
+            return {"src": endpoint(self.family, t[0], t[1]),
+                    "dst": endpoint(self.family, t[2], t[3])}
 
         return {"kind": self.kind, "from": ends(self.before), "to": ends(self.after)}
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from ipaddress import ip_address
+from functools import lru_cache
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import TYPE_CHECKING
 
 from fw.dsl.format import PROTO_NAMES
@@ -44,9 +45,8 @@ def chain_counters(engine: Engine, chain: str) -> dict:
 
 
 def endpoint(family: int, addr: int, port: int) -> str:
-    text = str(ip_address(addr))
-    text = f"[{text}]" if family == 6 else text
-    return f"{text}:{port}"
+    text = address_text(family or (6 if addr >> 32 else 4), addr)
+    return f"[{text}]:{port}" if family == 6 else f"{text}:{port}"
 
 
 def tuple_text(family: int, key: tuple) -> str:
@@ -81,8 +81,12 @@ def flag_letters(flags: int) -> str:
     return "".join(letter for bit, letter in enumerate(FLAG_LETTERS) if flags & (1 << bit))
 
 
+@lru_cache(maxsize=65536)
 def address_text(family: int, addr: int) -> str:
-    return str(ip_address(addr)) if family else "?"
+    """Addresses repeat packet after packet; ipaddress formatting is slow enough to cache."""
+    if not family:
+        return "?"
+    return str(IPv4Address(addr) if family == 4 else IPv6Address(addr))
 
 
 def summary(pkt) -> str:
