@@ -463,33 +463,29 @@ def _entries(name: str, cmd: str) -> list[dict]:
 def conntrack(name: NameOpt = "default", as_json: JsonOpt = False) -> None:
     """The engine's connection table, live."""
     need_root("conntrack")
-    rows = _entries(name, "conntrack")
-    if as_json:
-        from fw.commands.output import print_json
-
-        print_json(rows)
-        return
-    if not rows:
-        _stdout().print("no connections")
-        return
-    cols = ["proto", "orig", "reply", "state", "expires_in", "packets", "bytes"]
-    _stdout().print(rows_table(rows, cols))
-    _stdout().print(f"{len(rows)} connection(s); packets and bytes are original/reply")
+    columns = ["proto", "orig", "reply", "state", "expires_in", "packets", "bytes"]
+    _show_entries(name, "conntrack", as_json, columns, "no connections",
+                  "{n} connection(s); packets and bytes are original/reply")
 
 
 def nat(name: NameOpt = "default", as_json: JsonOpt = False) -> None:
-    """The engine's NAT translations, live."""
+    """The engine's NAT mappings, live: inside, outside, remotes, age, time left."""
     need_root("nat")
-    rows = _entries(name, "nat")
-    if as_json:
-        from fw.commands.output import print_json
+    _show_entries(name, "nat", as_json, None, "no NAT mappings", "{n} mapping(s)")
 
+
+def _show_entries(name: str, what: str, as_json: bool, columns: list[str] | None, empty: str,
+                  footer: str) -> None:
+    from fw.commands.output import print_json
+
+    rows = _entries(name, what)
+    if as_json:
         print_json(rows)
-        return
-    if not rows:
-        _stdout().print("no NAT translations")
-        return
-    _stdout().print(rows_table(rows))
+    elif not rows:
+        _stdout().print(empty)
+    else:
+        _stdout().print(rows_table(rows, columns))
+        _stdout().print(footer.format(n=len(rows)))
 
 
 def reload(

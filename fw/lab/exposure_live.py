@@ -23,6 +23,7 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 from fw.analysis.exposure import Exposure
+from fw.analysis.intervals import IntervalSet
 from fw.errors import LabError
 from fw.lab.topology import Topology, default_topology, load_topology
 
@@ -217,17 +218,7 @@ def probes_for(p: Plan, topology: Topology, ports: tuple[int, int]) -> list[dict
             family = ip_address(target.address).version
             out.append({"src": attacker_address(topology, family), "dst": target.address,
                         "proto": proto, "flags": flags, "sport": p.source_ports[cls],
-                        "ports": merged([ports, *target.also])})
-    return out
-
-
-def merged(ranges: list[tuple[int, int]]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
+                        "ports": IntervalSet([ports, *target.also]).ranges()})
     return out
 
 
@@ -265,17 +256,8 @@ def collect(outs: dict[str, Path]) -> dict[str, set[int]]:
 
 
 def ranges_text(ports: set[int]) -> list[str]:
-    out, run = [], None
-    for port in sorted(ports):
-        if run and port == run[1] + 1:
-            run[1] = port
-        else:
-            if run:
-                out.append(run)
-            run = [port, port]
-    if run:
-        out.append(run)
-    return [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in out]
+    spans = IntervalSet((port, port) for port in ports).ranges()
+    return [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in spans]
 
 
 def result(arrived: dict[str, set[int]], sent: int, dropped: int, rate: float, p: Plan,
