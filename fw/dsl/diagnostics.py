@@ -80,10 +80,3 @@ class Collector:
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.items if d.severity == "error"]
-
-    def sorted(self) -> list[Diagnostic]:
-        def key(d: Diagnostic) -> tuple:
-            s = d.span
-            return (s.file, s.line, s.column) if s else ("", 0, 0)
-
-        return sorted(self.items, key=key)

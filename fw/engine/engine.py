@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fw.engine.classify import MISSING
 from fw.engine.conntrack import ConnTable, CtVerdict
 from fw.engine.decision import Decision, LogEvent
 from fw.engine.evaluate import CompiledRuleSet, packet_values
@@ -285,4 +284,4 @@ def is_multicast(pkt: Packet) -> bool:
     return pkt.dst >> 120 == 0xFF or pkt.dst >> 118 == 0x3FA  # ff00::/8, fe80::/10
 
 
-__all__ = ["MISSING", "Engine"]
+__all__ = ["Engine"]
