@@ -20,3 +20,5 @@ lint: setup
 
 bench: setup
 	@$(PY) scripts/bench_parse.py
+	@$(PY) scripts/bench_engine.py
+	@$(PY) scripts/bench_exposure.py
