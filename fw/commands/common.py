@@ -20,12 +20,3 @@ def routing_from(topology: str | None) -> Routing:
 def engine_for(rules: str, topology: str | None = None, *, liberal: bool = False) -> Engine:
     """An engine for explain and replay: NAT's port choices seeded, so runs repeat exactly."""
     return Engine(load_ruleset(rules), routing_from(topology), liberal=liberal, seed=0)
-
-
-def rule_ref(rule) -> dict | None:
-    """A rule as scripts see it: {"file", "line", "text"}; None stands for the policy."""
-    if rule is None:
-        return None
-    span = rule.span
-    return {"file": span.file if span else None, "line": span.line if span else None,
-            "text": rule.text}

@@ -5,12 +5,12 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from fw.commands.common import engine_for, rule_ref
+from fw.commands.common import engine_for
 from fw.commands.output import print_json, stdout
 from fw.engine.decision import Decision
 from fw.engine.engine import Engine
 from fw.engine.packet import decode
-from fw.engine.views import summary
+from fw.engine.views import rule_ref, summary
 from fw.packetspec import parse_packet
 
 VERDICT_STYLE = {"accept": "bold green", "drop": "bold red", "reject": "bold magenta"}

@@ -10,13 +10,13 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from fw.commands.common import engine_for, rule_ref
+from fw.commands.common import engine_for
 from fw.commands.explain import VERDICT_STYLE
 from fw.commands.output import print_json_line, rows_table, stdout
 from fw.engine.decision import Decision
 from fw.engine.engine import Engine
 from fw.engine.packet import decode
-from fw.engine.views import summary
+from fw.engine.views import rule_ref, summary
 from fw.errors import CaptureError
 from fw.pcap import Frame, RawWriter, read_frames
 

@@ -16,6 +16,16 @@ if TYPE_CHECKING:
     from fw.engine.engine import Engine
 
 
+def rule_ref(rule) -> dict | None:
+    """A rule as logs and scripts see it: chain, index, file, line, text; None is the policy."""
+    if rule is None:
+        return None
+    span = rule.span
+    return {"chain": getattr(rule, "chain", None), "index": rule.index,
+            "file": span.file if span else None, "line": span.line if span else None,
+            "text": rule.text or None}
+
+
 def engine_status(engine: Engine) -> dict:
     compiled = engine.compiled
     return {

@@ -26,7 +26,6 @@ closed) until the lab is taken down; removing them would let traffic through unj
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import signal
@@ -41,20 +40,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fw.engine.views import rule_ref
 from fw.errors import FwlabError, LabError, RulesError
 from fw.lab import netns as labns
 from fw.lab.engine_glue import load_rules, render_diagnostics, routing_for, rules_path
+from fw.lab.eventlog import LOG_LINES_PER_SECOND, JsonLog, LineLimit, packet_summary
 
-LOG_LINES_PER_SECOND = 200.0
-LOG_BURST = 1000.0
+__all__ = ["Daemon", "ReplySender", "control_path", "log_path", "run"]
 
-__all__ = ["MAX_LOG_BYTES", "Daemon", "JsonLog", "ReplySender", "control_path", "log_path", "run"]
-
-MAX_LOG_BYTES = 8 * 1024 * 1024
 MAX_REQUEST = 1 << 20
 ACCEPT: tuple[str, None] = ("accept", None)
 DROP: tuple[str, None] = ("drop", None)
-PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 
 
 def runtime_dir(name: str) -> Path:
@@ -68,115 +64,6 @@ def control_path(name: str) -> Path:
 
 def log_path(name: str) -> Path:
     return runtime_dir(name) / "engine.log"
-
-
-# -- the log ------------------------------------------------------------------------------------
-
-
-class LineLimit:
-    """A token bucket for per-packet log lines (as nftables' `limit rate`): a scan or a flood
-    must not turn the log into the bottleneck that makes the queue overflow. What it holds back
-    is counted and reported once a second by the timer."""
-
-    def __init__(self, rate: float = LOG_LINES_PER_SECOND, burst: float = LOG_BURST) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens, self.last = burst, 0.0
-        self.held_back = 0
-
-    def allow(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        self.held_back += 1
-        return False
-
-    def take_held_back(self) -> int:
-        count, self.held_back = self.held_back, 0
-        return count
-
-
-
-class JsonLog:
-    """JSON lines in a file whose size is capped: when it passes `max_bytes` it is renamed to
-    `<file>.1` (replacing the previous one) and a new file begun, so a flood of drops (a port
-    scan) costs at most twice `max_bytes` of disk in /run (a tmpfs: memory)."""
-
-    def __init__(self, path: Path, max_bytes: int = MAX_LOG_BYTES) -> None:
-        self.path = path
-        self.max_bytes = max_bytes
-        self.lines = 0
-        self._lock = threading.Lock()
-        self._file = path.open("a", encoding="utf-8")
-        self._size = self._file.tell()
-
-    def write(self, event: dict[str, Any]) -> None:
-        line = json.dumps(event, separators=(",", ":"), default=str) + "\n"
-        with self._lock:
-            if self._size + len(line) > self.max_bytes and self._size:
-                self._rotate()
-            self._file.write(line)
-            self._size += len(line)
-            self.lines += 1
-
-    def _rotate(self) -> None:
-        self._file.close()
-        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-        self._file = self.path.open("a", encoding="utf-8")
-        self._size = 0
-
-    def flush(self) -> None:
-        with self._lock, contextlib.suppress(ValueError, OSError):
-            self._file.flush()
-
-    def close(self) -> None:
-        with self._lock, contextlib.suppress(OSError):
-            self._file.close()
-
-
-def packet_summary(payload: bytes) -> dict[str, Any]:
-    """Addresses, protocol and ports of a packet, for a log line (decoded only when logging)."""
-    from fw.engine.packet import decode
-
-    try:
-        pkt = decode(payload)
-    except Exception:
-        return {"len": len(payload), "undecodable": True}
-    if pkt.family not in (4, 6) or len(payload) < (20 if pkt.family == 4 else 40):
-        return {"len": len(payload), "undecodable": True, "invalid": pkt.invalid}
-    out: dict[str, Any] = {"len": len(payload), "family": pkt.family}
-    cls = ipaddress.IPv4Address if pkt.family == 4 else ipaddress.IPv6Address
-    out["src"], out["dst"] = str(cls(pkt.src)), str(cls(pkt.dst))
-    out["proto"] = PROTO_NAMES.get(pkt.proto, pkt.proto)
-    if pkt.sport >= 0:
-        out["sport"], out["dport"] = pkt.sport, pkt.dport
-    if pkt.icmp_type >= 0:
-        out["icmp_type"], out["icmp_code"] = pkt.icmp_type, pkt.icmp_code
-    if pkt.proto == 6 and pkt.sport >= 0:
-        out["flags"] = _tcp_flags(pkt.tcp_flags)
-    if pkt.invalid:
-        out["invalid"] = pkt.invalid
-    return out
-
-
-def _tcp_flags(bits: int) -> str:
-    names = ("fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr")
-    return ",".join(n for i, n in enumerate(names) if bits & (1 << i))
-
-
-def rule_ref(rule: Any) -> dict[str, Any] | None:
-    """Where the deciding rule stands ({"chain","index","file","line","text"}); None = policy."""
-    if rule is None:
-        return None
-    span = getattr(rule, "span", None)
-    return {
-        "chain": getattr(rule, "chain", None),
-        "index": getattr(rule, "index", None),
-        "file": span.file if span else None,
-        "line": span.line if span else None,
-        "text": getattr(rule, "text", "") or None,
-    }
 
 
 # -- reject replies -----------------------------------------------------------------------------

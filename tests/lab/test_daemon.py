@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from fw.engine.engine import Engine
-from fw.lab.daemon import Daemon, JsonLog, ReplySender, packet_summary
+from fw.lab.daemon import Daemon, ReplySender
 from fw.lab.engine_glue import load_rules, routing_for
+from fw.lab.eventlog import JsonLog, packet_summary
 from fw.lab.topology import default_topology
 
 from .conftest import RULES, TEST_RULES, CliLab, read_line, talk
