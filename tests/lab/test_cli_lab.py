@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from fw.commands.lab import format_log_event
+from fw.commands.logs import format_log_event
 from fw.lab import netns as labns
 from fw.lab.topology import default_topology
 
