@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fw.analysis import space
-from fw.analysis.exposure import SYN, analyse, exposure_json
+from fw.analysis.exposure import SYN, analyse
+from fw.analysis.exposure_text import exposure_json
 from fw.cli import app
 from fw.dsl import load_ruleset
 from fw.engine.engine import Engine

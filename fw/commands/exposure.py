@@ -15,17 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from fw.analysis import space
-from fw.analysis.exposure import (
-    CLASSES,
-    EPHEMERAL,
-    ClassExposure,
-    Exposure,
-    analyse,
-    class_json,
-    icmp_types_text,
-    inside_text,
-    port_ranges_text,
-)
+from fw.analysis.exposure import CLASSES, EPHEMERAL, ClassExposure, Exposure, analyse
+from fw.analysis.exposure_text import class_json, icmp_types_text, inside_text, port_ranges_text
 from fw.commands.common import routing_from
 from fw.commands.output import print_json, stdout
 from fw.dsl import load_ruleset
@@ -206,7 +197,7 @@ def sources_cell(c: ClassExposure) -> str:
     full = all(r == ((0, (1 << (32 if f == 4 else 128)) - 1),) for f, r in c.sources.items())
     if full:
         return "any"
-    from fw.analysis.exposure import address_ranges_text
+    from fw.analysis.exposure_text import address_ranges_text
 
     return short([a for f, r in c.sources.items() for a in address_ranges_text(f, r)])
 

@@ -23,6 +23,7 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 from fw.analysis.exposure import Exposure
+from fw.analysis.exposure_text import port_ranges_text
 from fw.analysis.intervals import IntervalSet
 from fw.errors import LabError
 from fw.lab.topology import Topology, default_topology, load_topology
@@ -256,8 +257,7 @@ def collect(outs: dict[str, Path]) -> dict[str, set[int]]:
 
 
 def ranges_text(ports: set[int]) -> list[str]:
-    spans = IntervalSet((port, port) for port in ports).ranges()
-    return [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in spans]
+    return port_ranges_text(IntervalSet((port, port) for port in ports).ranges())
 
 
 def result(arrived: dict[str, set[int]], sent: int, dropped: int, rate: float, p: Plan,
