@@ -140,10 +140,16 @@ class Engine:
         """A packet of an established connection judged like the last one of its kind, and
         translated like it (the filter saw nothing of it, so NAT's two steps are one). Most
         packets end here, so the counting is done in place rather than through tally()."""
-        decision, statement_rules, counters = remembered
+        decision, statement_rules, counters, index = remembered
         length = pkt.length
-        for rule in (*statement_rules, decision.rule):
+        for rule in statement_rules:
             counters.count(rule, length)
+        if index is None:
+            counters.policy_hits += 1
+            counters.policy_bytes += length
+        else:
+            counters.hits[index] += 1
+            counters.bytes[index] += length
         if decision.verdict == "accept":
             self.stats.accepted += 1
         else:
@@ -158,7 +164,9 @@ class Engine:
     def remember(self, known: tuple, decision: Decision, statement_rules: list[Rule]) -> None:
         if len(self.known) >= KNOWN_LIMIT:
             self.known.clear()
-        self.known[known] = (decision, statement_rules, self.compiled.counters[decision.chain])
+        index = decision.rule.index if decision.rule is not None else None
+        counters = self.compiled.counters[decision.chain]
+        self.known[known] = (decision, statement_rules, counters, index)
 
     def place(self, pkt: Packet, hook: str, iif: str | None, oif: str | None) -> tuple:
         """The chain a packet takes and its interfaces, by route lookup where not given."""
