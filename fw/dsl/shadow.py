@@ -9,34 +9,44 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from fw.analysis.fields import FieldTest, field_test, implied_protocols, test_covers
 from fw.analysis.intervals import IntervalSet
 from fw.dsl.diagnostics import Collector
-from fw.model import CHAINS, Rule, RuleSet
+from fw.engine.classify import accepted_values, interface_ids
+from fw.model import CHAINS, IcmpTypeMatch, Match, PortMatch, Rule, RuleSet, TcpFlagsMatch
+
+Fields = dict[str, IntervalSet]
 
 
-def rule_tests(rule: Rule) -> dict[tuple, list[FieldTest]]:
-    tests: dict[tuple, list[FieldTest]] = defaultdict(list)
+def implied_protocol(match: Match) -> int | None:
+    """`tcp dport 80` implies `proto tcp`: so `proto tcp accept` covers it."""
+    if isinstance(match, PortMatch):
+        return match.proto
+    if isinstance(match, TcpFlagsMatch):
+        return 6
+    if isinstance(match, IcmpTypeMatch):
+        return 1 if match.family == 4 else 58
+    return None
+
+
+def rule_fields(rule: Rule, ifaces: dict[str, int]) -> Fields:
+    """What each field a rule tests may hold, in the classifier's own encoding (negation
+    applied, several tests of one field intersected): covering is then set inclusion."""
+    fields: Fields = {}
     for match in rule.matches:
-        test = field_test(match)
-        tests[test.key].append(test)
-        proto = implied_protocols(match)
+        name, values = accepted_values(match, ifaces)
+        fields[name] = fields[name] & values if name in fields else values
+        proto = implied_protocol(match)
         if proto is not None:
-            tests[("proto",)].append(FieldTest(("proto",), False, IntervalSet.span(proto, proto)))
-    return tests
+            implied = IntervalSet.span(proto, proto)
+            fields["proto"] = fields["proto"] & implied if "proto" in fields else implied
+    return fields
 
 
-def point_value(test: FieldTest):
-    values = test.values
-    return values.ranges()[0][0] if isinstance(values, IntervalSet) else next(iter(values))
-
-
-def covers(earlier: dict, later: dict) -> bool:
-    return all(
-        any(test_covers(a, b) for b in later.get(key, ()))
-        for key, tests in earlier.items()
-        for a in tests
-    )
+def covers(earlier: Fields, later: Fields) -> bool:
+    """Every packet the later rule matches, the earlier one matches too (field by field; a
+    field only the earlier rule tests is never assumed covered)."""
+    return all(name in later and values.issuperset(later[name])
+               for name, values in earlier.items())
 
 
 class ShadowIndex:
@@ -45,42 +55,41 @@ class ShadowIndex:
     def __init__(self) -> None:
         self.buckets: dict[tuple, dict[tuple, list]] = defaultdict(lambda: defaultdict(list))
 
-    def add(self, rule: Rule, tests: dict) -> None:
-        points = tuple(sorted(k for k, ts in tests.items() if any(t.is_point() for t in ts)))
-        values = tuple(point_value(next(t for t in tests[k] if t.is_point())) for k in points)
-        self.buckets[(frozenset(tests), points)][values].append((rule, tests))
+    def add(self, rule: Rule, fields: Fields) -> None:
+        points = tuple(sorted(name for name, values in fields.items() if values.is_point()))
+        values = tuple(fields[name].ranges()[0][0] for name in points)
+        self.buckets[(frozenset(fields), points)][values].append((rule, fields))
 
-    def first_cover(self, tests: dict) -> Rule | None:
+    def first_cover(self, fields: Fields) -> Rule | None:
         found: Rule | None = None
-        for (keys, points), by_value in self.buckets.items():
-            values = self.point_values(tests, points) if keys <= tests.keys() else None
+        for (names, points), by_value in self.buckets.items():
+            values = self.point_values(fields, points) if names <= fields.keys() else None
             for rule, earlier in by_value.get(values, ()) if values is not None else ():
-                if covers(earlier, tests) and (found is None or rule.index < found.index):
+                if covers(earlier, fields) and (found is None or rule.index < found.index):
                     found = rule
                     break
         return found
 
     @staticmethod
-    def point_values(tests: dict, points: tuple) -> tuple | None:
-        values = []
-        for key in points:
-            point = next((t for t in tests[key] if t.is_point()), None)
-            if point is None:
-                return None
-            values.append(point_value(point))
-        return tuple(values)
+    def point_values(fields: Fields, points: tuple) -> tuple | None:
+        """The later rule's values in the earlier rules' single-value fields: a covered rule
+        must hold exactly that value there."""
+        if not all(fields[name].is_point() for name in points):
+            return None
+        return tuple(fields[name].ranges()[0][0] for name in points)
 
 
 def shadow_warnings(ruleset: RuleSet, out: Collector) -> None:
+    ifaces = interface_ids(ruleset.rules(), ())
     for chain in CHAINS:
         index = ShadowIndex()
         for rule in ruleset.chains[chain]:
-            tests = rule_tests(rule)
-            earlier = index.first_cover(tests)
+            fields = rule_fields(rule, ifaces)
+            earlier = index.first_cover(fields)
             if earlier is not None:
                 out.warning(shadow_message(earlier, rule), rule.span)
             if rule.verdict is not None:
-                index.add(rule, tests)
+                index.add(rule, fields)
 
 
 def shadow_message(earlier: Rule, rule: Rule) -> str:
