@@ -8,9 +8,10 @@ from rich.text import Text
 from fw.commands.common import engine_for
 from fw.commands.output import print_json, stdout
 from fw.engine.decision import Decision
-from fw.engine.engine import Engine
+from fw.engine.engine import HOOKS, Engine
 from fw.engine.packet import decode
 from fw.engine.views import rule_ref, summary
+from fw.errors import FwlabError
 from fw.packetspec import parse_packet
 
 VERDICT_STYLE = {"accept": "bold green", "drop": "bold red", "reject": "bold magenta"}
@@ -19,6 +20,8 @@ STEP = 0.001  # seconds between the packets of a flow given with --after
 
 def run_explain(rules: str, packet: str, *, after: list[str], hook: str, iif: str | None,
                 oif: str | None, topology: str | None, as_json: bool) -> int:
+    if hook not in HOOKS:
+        raise FwlabError(f"--hook {hook!r}: hooks are {', '.join(HOOKS)}")
     engine = engine_for(rules, topology)
     earlier = [judge(engine, text, hook, None, None, i * STEP, False) for i, text in
                enumerate(after)]
