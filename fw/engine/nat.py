@@ -66,13 +66,12 @@ def make_plan(conn: Conn, direction: int, kind: str) -> Plan:
         conn.reply if direction == ORIGINAL else conn.orig)
     old = (src, sport & PORT_MASK, dst, dport & PORT_MASK)
     new = (new_src, new_sport & PORT_MASK, new_dst, new_dport & PORT_MASK)
-    echo = proto in (ICMP, 58)
-    src_moves = old[:2] != new[:2]
-    dst_port_at, src_port_at = (4, None) if echo and not src_moves else (2, 0)
-    if echo:
-        src_port_at = 4 if src_moves else None
-    dst_step = (FieldRewrite(proto, "dst", old[2:], new[2:], None if echo and src_moves
-                             else dst_port_at) if old[2:] != new[2:] else None)
+    src_moves, dst_moves = old[:2] != new[:2], old[2:] != new[2:]
+    if proto in (ICMP, 58):  # one echo id field (offset 4) for both ends: one step writes it
+        src_port_at, dst_port_at = (4, None) if src_moves else (None, 4)
+    else:
+        src_port_at, dst_port_at = 0, 2
+    dst_step = FieldRewrite(proto, "dst", old[2:], new[2:], dst_port_at) if dst_moves else None
     src_step = FieldRewrite(proto, "src", old[:2], new[:2], src_port_at) if src_moves else None
     change = NatChange(kind if direction == ORIGINAL else "reply", 4, old, new)
     return Plan(dst_step, new[2:], src_step, change)
