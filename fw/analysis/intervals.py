@@ -1,91 +1,68 @@
-"""Sets of integers as sorted, merged, closed intervals.
-
-Ports, addresses (as ints), protocol numbers and ICMP types are all integers, so one small set
-type answers every "does this match cover that one" question without enumerating values.
-"""
+"""Sets of integers as an object: the engine's classifier and the shadow check use this face of
+the interval algebra in fw/analysis/space.py (one implementation; space.py works on the bare
+tuples because the exposure walk does millions of operations)."""
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Iterable
+
+from fw.analysis import space
 
 
 class IntervalSet:
-    __slots__ = ("_his", "_los")
+    __slots__ = ("_ranges",)
 
     def __init__(self, ranges: Iterable[tuple[int, int]] = ()) -> None:
-        merged: list[list[int]] = []
-        for lo, hi in sorted(ranges):
-            if merged and lo <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], hi)
-            else:
-                merged.append([lo, hi])
-        self._los = tuple(r[0] for r in merged)
-        self._his = tuple(r[1] for r in merged)
+        self._ranges: space.Ranges = space.norm(ranges)
 
     @classmethod
     def span(cls, lo: int, hi: int) -> IntervalSet:
-        return cls([(lo, hi)])
+        return cls(((lo, hi),))
+
+    @classmethod
+    def of(cls, ranges: space.Ranges) -> IntervalSet:
+        """Wrap ranges that are already merged (no second normalisation)."""
+        made = cls.__new__(cls)
+        made._ranges = ranges
+        return made
 
     def ranges(self) -> list[tuple[int, int]]:
-        return list(zip(self._los, self._his, strict=True))
+        return list(self._ranges)
 
     def __contains__(self, value: int) -> bool:
-        i = bisect_right(self._los, value) - 1
-        return i >= 0 and value <= self._his[i]
+        return space.contains(self._ranges, value)
 
     def count(self) -> int:
         """How many integers the set holds (not how many ranges); IPv6 sets may be huge."""
-        return sum(hi - lo + 1 for lo, hi in self.ranges())
+        return space.count(self._ranges)
 
     def is_point(self) -> bool:
-        return len(self._los) == 1 and self._los[0] == self._his[0]
+        return len(self._ranges) == 1 and self._ranges[0][0] == self._ranges[0][1]
 
     def __bool__(self) -> bool:
-        return bool(self._los)
+        return bool(self._ranges)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, IntervalSet) and self.ranges() == other.ranges()
+        return isinstance(other, IntervalSet) and self._ranges == other._ranges
 
     def __hash__(self) -> int:
-        return hash((self._los, self._his))
+        return hash(self._ranges)
 
     def __repr__(self) -> str:
-        return f"IntervalSet({self.ranges()})"
-
-    def covers_range(self, lo: int, hi: int) -> bool:
-        i = bisect_right(self._los, lo) - 1
-        return i >= 0 and hi <= self._his[i]
+        return f"IntervalSet({list(self._ranges)})"
 
     def issuperset(self, other: IntervalSet) -> bool:
-        return all(self.covers_range(lo, hi) for lo, hi in other.ranges())
+        return space.covers(self._ranges, other._ranges)
 
     def __and__(self, other: IntervalSet) -> IntervalSet:
-        out = []
-        for lo, hi in self.ranges():
-            for olo, ohi in other.ranges():
-                if olo <= hi and lo <= ohi:
-                    out.append((max(lo, olo), min(hi, ohi)))
-        return IntervalSet(out)
+        return IntervalSet.of(space.inter(self._ranges, other._ranges))
 
     def __or__(self, other: IntervalSet) -> IntervalSet:
-        return IntervalSet(self.ranges() + other.ranges())
+        return IntervalSet.of(space.union(self._ranges, other._ranges))
 
-    def isdisjoint(self, other: IntervalSet) -> bool:
-        return not (self & other)
+    def __sub__(self, other: IntervalSet) -> IntervalSet:
+        return IntervalSet.of(space.sub(self._ranges, other._ranges))
 
     def complement(self, lo: int, hi: int) -> IntervalSet:
         """Everything in [lo, hi] not in this set."""
-        out, start = [], lo
-        for rlo, rhi in self.ranges():
-            if rlo > start:
-                out.append((start, min(rlo - 1, hi)))
-            start = max(start, rhi + 1)
-        if start <= hi:
-            out.append((start, hi))
-        return IntervalSet(out)
-
-    def __sub__(self, other: IntervalSet) -> IntervalSet:
-        if not self:
-            return self
-        return self & other.complement(self._los[0], self._his[-1])
+        return IntervalSet.of(space.complement(self._ranges, lo, hi))

@@ -170,10 +170,6 @@ def count(a: Ranges) -> int:
     return sum(hi - lo + 1 for lo, hi in a)
 
 
-def hull(a: Ranges) -> tuple[int, int] | None:
-    return (a[0][0], a[-1][1]) if a else None
-
-
 # -- boxes -----------------------------------------------------------------------------------
 
 def make_box(tag: object = None, **fields: Ranges) -> Box:
@@ -181,10 +177,6 @@ def make_box(tag: object = None, **fields: Ranges) -> Box:
     if missing:
         raise ValueError(f"a box needs every field; missing {missing}")
     return (*(fields[name] for name in FIELDS), tag)
-
-
-def is_empty(box: Box) -> bool:
-    return any(not box[i] for i in range(TAG))
 
 
 def intersect(box: Box, rule: RuleBox) -> Box | None:
@@ -216,11 +208,6 @@ def difference(box: Box, rule: RuleBox) -> list[Box]:
         if not current[i]:
             break
     return pieces
-
-
-def box_contains(box: Box, values: Sequence[int]) -> bool:
-    """Does the box hold this point (one encoded value per field, -1 for a missing one)?"""
-    return all(contains(box[i], values[i]) for i in range(TAG))
 
 
 # -- first match -----------------------------------------------------------------------------

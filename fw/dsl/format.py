@@ -12,10 +12,8 @@ from fw.model import (
     IcmpTypeMatch,
     IfaceMatch,
     Match,
-    NatRule,
     PortMatch,
     ProtoMatch,
-    Rule,
     TcpFlagsMatch,
 )
 
@@ -53,23 +51,3 @@ def flags_text(set_bits: int, clear_bits: int) -> str:
     parts = [name for bit, name in FLAG_NAMES.items() if set_bits & bit]
     parts += [f"!{name}" for bit, name in FLAG_NAMES.items() if clear_bits & bit]
     return ",".join(parts)
-
-
-def rule_text(rule: Rule) -> str:
-    parts = [match_text(m) for m in rule.matches]
-    for statement in rule.statements:
-        prefix = f' prefix "{statement.prefix}"' if statement.prefix else ""
-        parts.append(f"{statement.kind}{prefix}")
-    parts += [rule.verdict] if rule.verdict else []
-    parts += [f'comment "{rule.comment}"'] if rule.comment else []
-    return " ".join(parts)
-
-
-def nat_rule_text(rule: NatRule) -> str:
-    parts = [match_text(m) for m in rule.matches]
-    target = f" to {rule.to_addr}" if rule.to_addr else ""
-    target += f":{rule.to_ports}" if rule.to_ports else ""
-    parts.append(f"{rule.action}{target}")
-    if rule.action != "dnat":
-        parts.append(f"mapping {rule.mapping} filtering {rule.filtering}")
-    return " ".join(parts)
