@@ -296,31 +296,17 @@ class Daemon:
             chain=decision.chain,
             rule=rule_ref(decision.rule),
             reason=decision.reason,
-            ct_state=decision.ct_state,
-            hook=hook,
-            iif=decision.iif,
-            oif=decision.oif,
-            packet=packet_summary(payload),
             reply_sent=decision.reply is not None if decision.verdict == "reject" else None,
+            **packet_fields(decision, hook, packet_summary(payload)),
         )
 
     def _log_statements(self, decision: Any, payload: bytes, hook: str) -> None:
         if not self.packet_lines.allow(time.monotonic()):
             return
-        summary = packet_summary(payload)
+        fields = packet_fields(decision, hook, packet_summary(payload))
         for ev in decision.logs:
-            self._log_event(
-                "log",
-                prefix=ev.prefix,
-                chain=ev.chain,
-                rule=rule_ref(ev.rule),
-                verdict=ev.verdict,
-                ct_state=decision.ct_state,
-                hook=hook,
-                iif=decision.iif,
-                oif=decision.oif,
-                packet=summary,
-            )
+            self._log_event("log", prefix=ev.prefix, chain=ev.chain, rule=rule_ref(ev.rule),
+                            verdict=ev.verdict, **fields)
 
     def _log_event(self, event: str, **fields: Any) -> None:
         if self.log is None:
@@ -475,6 +461,12 @@ class Daemon:
 
 
 # -- entry point (`fwlab run`) -----------------------------------------------------------------
+
+
+def packet_fields(decision: Any, hook: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """What every per-packet log line says about the packet and where it was met."""
+    return {"ct_state": decision.ct_state, "hook": hook, "iif": decision.iif,
+            "oif": decision.oif, "packet": summary}
 
 
 def run(

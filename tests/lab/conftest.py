@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -215,20 +216,24 @@ class Consumer:
         return lines[-1] if lines else {}
 
 
-@pytest.fixture
-def consumer() -> Iterator[Callable[..., Consumer]]:
-    started: list[Consumer] = []
+def started_processes(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """A fixture body: `make(...)` objects with a `.proc`, each killed (by PID) at the end."""
+    started: list[Any] = []
 
-    def start(lab: labns.LabHandle, *args: str) -> Consumer:
-        c = Consumer(lab, *args)
-        started.append(c)
-        return c
+    def start(*args: Any, **kwargs: Any) -> Any:
+        started.append(make(*args, **kwargs))
+        return started[-1]
 
     yield start
-    for c in started:
-        if c.proc.poll() is None:
-            c.proc.kill()
-            c.proc.communicate(timeout=5)
+    for item in started:
+        if item.proc.poll() is None:
+            item.proc.kill()
+            item.proc.communicate(timeout=5)
+
+
+@pytest.fixture
+def consumer() -> Iterator[Callable[..., Consumer]]:
+    yield from started_processes(Consumer)
 
 
 # -- labs run by the `fwlab` command (engine daemon and all) ------------------------------------
@@ -395,18 +400,7 @@ class Listener:
 
 @pytest.fixture
 def listener() -> Iterator[Callable[..., Listener]]:
-    started: list[Listener] = []
-
-    def start(lab: CliLab, host: str, proto: str, addr: str, port: int, life: float = 20):
-        srv = Listener(lab, host, proto, addr, port, life)
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        if srv.proc.poll() is None:
-            srv.proc.kill()
-            srv.proc.communicate(timeout=5)
+    yield from started_processes(Listener)
 
 
 def talk(
