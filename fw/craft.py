@@ -11,8 +11,8 @@ import functools
 import ipaddress
 import struct
 
+from fw.core.protocols import ICMP, ICMPV6, TCP, UDP
 from fw.engine.checksum import internet_checksum, l4_checksum
-from fw.engine.packet import ICMP, ICMPV6, TCP, UDP
 
 Address = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 

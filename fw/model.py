@@ -12,21 +12,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fw.core.vocab import CtState, NatBehaviour
 from fw.errors import Span
 
 Mode = Literal["stateful", "stateless"]
 ChainName = Literal["input", "forward", "output"]
 Verdict = Literal["accept", "drop", "reject"]
-CtState = Literal["new", "established", "related", "invalid"]
-NatBehaviour = Literal["endpoint-independent", "address-dependent", "address-port-dependent"]
 
 CHAINS: tuple[ChainName, ...] = ("input", "forward", "output")
-PROTOCOLS: dict[str, int] = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
-TCP_FLAGS: dict[str, int] = {
-    "fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08,
-    "ack": 0x10, "urg": 0x20, "ecn": 0x40, "ece": 0x40, "cwr": 0x80,
-}
-CT_STATES: tuple[CtState, ...] = ("new", "established", "related", "invalid")
 
 
 def span_field() -> Span | None:
@@ -154,8 +147,8 @@ class NatRule(Node):
     matches: tuple[Match, ...] = ()
     to_addr: IPv4Address | None = None
     to_ports: PortRange | None = None
-    mapping: NatBehaviour = "endpoint-independent"
-    filtering: NatBehaviour = "address-port-dependent"
+    mapping: NatBehaviour = NatBehaviour.ENDPOINT_INDEPENDENT
+    filtering: NatBehaviour = NatBehaviour.ADDRESS_PORT_DEPENDENT
     comment: str | None = None
     text: str = Field(default="", exclude=True, repr=False)
     span: Span | None = span_field()

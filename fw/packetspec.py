@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fw import craft
+from fw.core.icmp_types import ICMP_TYPES, ICMPV6_TYPES
 from fw.errors import PacketSpecError
-from fw.icmp_types import ICMP_TYPES, ICMPV6_TYPES
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

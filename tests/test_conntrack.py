@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fw.core.protocols import ACK, FIN, ICMP, PSH, RST, SYN, TCP, UDP
 from fw.engine.conntrack import (
     Conn,
     ConnTable,
@@ -20,7 +21,7 @@ from fw.engine.conntrack import (
     reverse_packed,
     unpack,
 )
-from fw.engine.packet import ACK, FIN, ICMP, PSH, RST, SYN, TCP, UDP, Packet
+from fw.engine.packet import Packet
 from fw.engine.tcp_states import TcpState
 from fw.engine.timers import Timers
 

@@ -9,6 +9,7 @@ import pytest
 from fw import craft
 from fw.dsl import load_ruleset
 from fw.engine.engine import Engine
+from fw.views import engine_status
 from tests.flows import Clock, Tcp, Udp, send
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,5 +164,5 @@ class TestMechanics:
 
     def test_counters(self, stateful: Engine) -> None:
         Tcp(stateful, f"{CLIENT}:40000", f"{SERVER}:80").client("S")
-        rules_seen = stateful.status()["chains"]["forward"]["rules"]
+        rules_seen = engine_status(stateful)["chains"]["forward"]["rules"]
         assert [r["hits"] for r in rules_seen][:3] == [0, 0, 1]

@@ -13,6 +13,8 @@ from fw.analysis import space
 from fw.analysis.exposure import SYN, analyse
 from fw.analysis.exposure_text import exposure_json
 from fw.cli import app
+from fw.core import ranges
+from fw.core.fields import FIELDS, F
 from fw.dsl import load_ruleset
 from fw.engine.engine import Engine
 from tests.golden import compare
@@ -95,17 +97,17 @@ def test_inside_prefix_and_interfaces() -> None:
 
 def test_space_operations() -> None:
     a = ((0, 9), (20, 29), (40, 49))
-    assert space.inter(a, ((5, 25),)) == ((5, 9), (20, 25))
-    assert space.sub(a, ((5, 25),)) == ((0, 4), (26, 29), (40, 49))
-    assert space.sub(a, ((0, 100),)) == ()
-    assert space.covers(a, ((21, 28),)) and not space.covers(a, ((8, 21),))
-    assert space.overlaps(a, ((10, 19), (45, 45))) and not space.overlaps(a, ((10, 19),))
-    assert space.complement(a, 0, 60) == ((10, 19), (30, 39), (50, 60))
-    assert space.norm([(5, 6), (0, 4), (8, 9)]) == ((0, 6), (8, 9))
-    box = space.make_box(**{f: ((0, 9),) for f in space.FIELDS})
-    rule = ((space.F["dport"], ((3, 5),)), (space.F["saddr"], ((0, 0),)))
+    assert ranges.inter(a, ((5, 25),)) == ((5, 9), (20, 25))
+    assert ranges.sub(a, ((5, 25),)) == ((0, 4), (26, 29), (40, 49))
+    assert ranges.sub(a, ((0, 100),)) == ()
+    assert ranges.covers(a, ((21, 28),)) and not ranges.covers(a, ((8, 21),))
+    assert ranges.overlaps(a, ((10, 19), (45, 45))) and not ranges.overlaps(a, ((10, 19),))
+    assert ranges.complement(a, 0, 60) == ((10, 19), (30, 39), (50, 60))
+    assert ranges.norm([(5, 6), (0, 4), (8, 9)]) == ((0, 6), (8, 9))
+    box = space.make_box(**{f: ((0, 9),) for f in FIELDS})
+    rule = ((F["dport"], ((3, 5),)), (F["saddr"], ((0, 0),)))
     pieces = space.difference(box, rule)
-    assert sum(space.count(p[space.F["dport"]]) * space.count(p[space.F["saddr"]])
+    assert sum(ranges.count(p[F["dport"]]) * ranges.count(p[F["saddr"]])
                for p in pieces) == 100 - 3
 
 

@@ -20,10 +20,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fw.analysis import space
 from fw.analysis.exposure import ACK, SYN, TCP, UDP, Probe, analyse
+from fw.core import ranges
+from fw.core.protocols import LINK_CONTROL_ICMPV6
 from fw.dsl import load_ruleset
-from fw.engine.engine import LINK_CONTROL_ICMPV6, Engine
+from fw.engine.engine import Engine
 from fw.engine.packet import decode
 
 # the engine applies dnat before the filter chains (fw/engine/nat.py): random sets include it
@@ -184,15 +185,15 @@ def in_report(exposure, probe: Probe) -> bool:
     src = int(ipaddress.ip_address(probe.src))
     for name in class_of(probe):
         c = exposure[name]
-        if not space.contains(c.addresses.get(fam, ()), dst):
+        if not ranges.contains(c.addresses.get(fam, ()), dst):
             return False
-        if not space.contains(c.sources.get(fam, ()), src):
+        if not ranges.contains(c.sources.get(fam, ()), src):
             return False
         if name == "icmp":
-            if not space.contains(c.types.get(fam, ()), probe.icmp_type):
+            if not ranges.contains(c.types.get(fam, ()), probe.icmp_type):
                 return False
-        elif not (space.contains(c.ports, probe.dport)
-                  and space.contains(c.source_ports, probe.sport)):
+        elif not (ranges.contains(c.ports, probe.dport)
+                  and ranges.contains(c.source_ports, probe.sport)):
             return False
     return True
 

@@ -23,8 +23,9 @@ from scapy.layers.inet6 import (
 )
 from scapy.packet import Raw
 
+from fw.core.protocols import ACK, SYN
 from fw.engine import packet as packet_mod
-from fw.engine.packet import ACK, SYN, Packet, decode
+from fw.engine.packet import Packet, decode
 
 V4 = st.integers(0, 2**32 - 1).map(lambda i: str(ipaddress.IPv4Address(i)))
 V6 = st.integers(0, 2**128 - 1).map(lambda i: str(ipaddress.IPv6Address(i)))

@@ -12,10 +12,11 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 
 from fw import craft
+from fw.core.icmp_types import ICMP_CODES, ICMP_TYPES, ICMPV6_TYPES, type_name
+from fw.core.protocols import ACK, FIN, PSH, SYN
 from fw.engine.checksum import verify
-from fw.engine.packet import ACK, FIN, PSH, SYN, decode
+from fw.engine.packet import decode
 from fw.errors import FwlabError, PacketSpecError
-from fw.icmp_types import ICMP_CODES, ICMP_TYPES, ICMPV6_TYPES, type_name
 from fw.packetspec import parse_packet
 
 

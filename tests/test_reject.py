@@ -9,8 +9,9 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 
 from fw import craft
+from fw.core.protocols import ACK, RST
 from fw.engine.checksum import verify
-from fw.engine.packet import ACK, RST, decode
+from fw.engine.packet import decode
 from fw.engine.reject import build_reject
 
 CLIENT, SERVER = "192.0.2.2", "203.0.113.10"

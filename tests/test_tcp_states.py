@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fw.core.protocols import ACK, CWR, ECE, FIN, PSH, RST, SYN, TCP, URG
 from fw.engine import tcp_states as ts
 from fw.engine import tcp_window as tw
 from fw.engine.conntrack import Conn
-from fw.engine.packet import ACK, CWR, ECE, FIN, PSH, RST, SYN, TCP, URG, Packet
+from fw.engine.packet import Packet
 from fw.engine.tcp_states import FlagClass, Outcome, TcpState
 from fw.engine.tcp_window import WindowResult
 

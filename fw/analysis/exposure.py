@@ -33,29 +33,51 @@ from dataclasses import dataclass, field
 
 from fw import craft
 from fw.analysis import space
-from fw.analysis.space import TAG, Box, F, Ranges, RuleBox
-from fw.engine.classify import MISSING, accepted_values, interface_ids
-from fw.engine.engine import LINK_CONTROL_ICMPV6
+from fw.analysis.space import TAG, Box, RuleBox
+from fw.core import ranges
+from fw.core.fields import (
+    CT_STATE_ID,
+    MISSING,
+    F,
+    accepted_values,
+    decode_low,
+    field_list,
+    interface_ids,
+    network_range,
+    packet_values,
+)
+from fw.core.fields import addr_domain as _addr_pair
+from fw.core.fields import port_domain as _port_pair
+from fw.core.protocols import (
+    ACK,
+    ADDRESS_BITS,
+    ECHO_REQUEST,
+    EPHEMERAL,
+    ICMP,
+    ICMP_OF_FAMILY,
+    ICMPV6,
+    LINK_CONTROL_ICMPV6,
+    MULTICAST,
+    SYN,
+    TCP,
+    UDP,
+    opens_tcp_connection,
+)
+from fw.core.ranges import Ranges
+from fw.core.vocab import CtState
 from fw.engine.routing import Routing, default_routing
 from fw.errors import FwlabError
-from fw.model import CT_STATES, Match, NatRule, Rule, RuleSet
+from fw.model import Match, NatRule, Rule, RuleSet
 
-TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
-FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
-ICMP_PROTO = {4: ICMP, 6: ICMPV6}
-ECHO_REQUEST = {4: 8, 6: 128}
 CLASSES = ("tcp_syn", "tcp_any", "udp", "icmp")
-EPHEMERAL = (32768, 60999)  # Linux's default ip_local_port_range: the clients' source ports
-NEW, INVALID = CT_STATES.index("new"), CT_STATES.index("invalid")
-BITS = {4: 32, 6: 128}
+NEW, INVALID = CT_STATE_ID[CtState.NEW], CT_STATE_ID[CtState.INVALID]
 
-# a SYN the table accepts as the start of a connection (conntrack._new + tcp_valid_flags)
-NEW_TCP_FLAGS = space.norm((f, f) for f in range(256) if f & (SYN | ACK | RST | FIN) == SYN)
-SYN_NO_ACK = space.norm((f, f) for f in range(256) if f & SYN and not f & ACK)
+# a SYN the table accepts as the start of a connection (the engine's own test)
+NEW_TCP_FLAGS = ranges.norm((f, f) for f in range(256) if opens_tcp_connection(f))
+SYN_NO_ACK = ranges.norm((f, f) for f in range(256) if f & SYN and not f & ACK)
 ALL_FLAGS = ((0, 255),)
-NONE = space.point(MISSING)
+NONE = ranges.point(MISSING)
 
-MULTICAST = {4: ("224.0.0.0/4", "255.255.255.255/32"), 6: ("ff00::/8", "fe80::/10")}
 SAMPLE_SENDER = {4: "198.51.100.66", 6: "2001:db8:ffff::66"}
 
 
@@ -63,26 +85,14 @@ class ExposureError(FwlabError):
     """The question cannot be asked: unknown interface, bad prefix."""
 
 
-# -- encodings (classify.py's) ---------------------------------------------------------------
+# -- encodings (fw/core/fields.py's, as one-range sets) ---------------------------------------
 
 def addr_domain(family: int) -> Ranges:
-    base = family << 128
-    return ((base, base | ((1 << BITS[family]) - 1)),)
-
-
-def encode_net(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, int]:
-    base = net.version << 128
-    return base | int(net.network_address), base | int(net.broadcast_address)
+    return (_addr_pair(family),)
 
 
 def port_domain(proto: int) -> Ranges:
-    return ((proto << 16, proto << 16 | 0xFFFF),)
-
-
-def decode_low(ranges: Ranges, bits: int) -> Ranges:
-    """Strip the encoding's high part (proto << 16, family << 128) off values of one kind."""
-    mask = (1 << bits) - 1
-    return space.norm((lo & mask, hi & mask) for lo, hi in ranges)
+    return (_port_pair(proto),)
 
 
 def family_of(box: Box) -> int:
@@ -106,19 +116,19 @@ def routed_sets(routing: Routing) -> dict[str, Ranges]:
     assigned: dict[int, Ranges] = {4: (), 6: ()}
     out: dict[str, Ranges] = {}
     for route in routing.routes:
-        size = 1 << (BITS[route.family] - route.prefixlen)
+        size = 1 << (ADDRESS_BITS[route.family] - route.prefixlen)
         lo = route.family << 128 | route.network
         whole = ((lo, lo + size - 1),)
-        part = space.sub(whole, assigned[route.family])
-        out[route.iface] = space.union(out.get(route.iface, ()), part)
-        assigned[route.family] = space.union(assigned[route.family], whole)
+        part = ranges.sub(whole, assigned[route.family])
+        out[route.iface] = ranges.union(out.get(route.iface, ()), part)
+        assigned[route.family] = ranges.union(assigned[route.family], whole)
     return out
 
 
 def not_forwarded(routing: Routing) -> Ranges:
     local = [(f << 128 | a, f << 128 | a) for addrs in routing.addresses.values() for f, a in addrs]
-    multi = [encode_net(ipaddress.ip_network(n)) for nets in MULTICAST.values() for n in nets]
-    return space.norm(local + multi)
+    multi = [network_range(ipaddress.ip_network(n)) for nets in MULTICAST.values() for n in nets]
+    return ranges.norm(local + multi)
 
 
 def sides(routing: Routing, inside: str | None = None, outside: str | None = None) -> Sides:
@@ -137,16 +147,16 @@ def sides(routing: Routing, inside: str | None = None, outside: str | None = Non
         except ValueError:
             raise ExposureError(f"--inside {inside}: neither an interface of the firewall "
                                 f"({', '.join(names)}) nor an address prefix") from None
-        wanted = (encode_net(net),)
+        wanted = (network_range(net),)
     excluded = not_forwarded(routing)
     by_oif = {}
     for iface, addrs in routed.items():
-        part = space.sub(space.inter(addrs, wanted), excluded)
+        part = ranges.sub(ranges.inter(addrs, wanted), excluded)
         if part:
             by_oif[iface] = part
     if not by_oif:
         raise ExposureError(f"--inside {inside}: no address of it is routed through the firewall")
-    return Sides(outside, inside, by_oif, space.inter(excluded, wanted))
+    return Sides(outside, inside, by_oif, ranges.inter(excluded, wanted))
 
 
 # -- rules as boxes --------------------------------------------------------------------------
@@ -157,8 +167,8 @@ def rule_box(matches: Sequence[Match], ifaces: dict[str, int]) -> RuleBox | None
     for match in matches:
         name, values = accepted_values(match, ifaces)
         i = F[name]
-        ranges = tuple(values.ranges())
-        per[i] = space.inter(per[i], ranges) if i in per else ranges
+        held = tuple(values.ranges())
+        per[i] = ranges.inter(per[i], held) if i in per else held
         if not per[i]:
             return None
     return tuple(sorted(per.items(), key=lambda item: SPLIT_ORDER.index(item[0])))
@@ -173,13 +183,13 @@ SPLIT_ORDER = [F[n] for n in ("iif", "oif", "proto", "ct_state", "tcp_flags", "i
 
 def unsolicited(stateful: bool, family: int, iif: int, daddr: Ranges) -> list[Box]:
     """Every packet from the outside that belongs to no connection, as boxes."""
-    base = dict(iif=space.point(iif), oif=NONE, saddr=addr_domain(family), daddr=daddr)
+    base = dict(iif=ranges.point(iif), oif=NONE, saddr=addr_domain(family), daddr=daddr)
     none = dict(sport=NONE, dport=NONE, tcp_flags=NONE, icmp_type=NONE)
     boxes = []
 
     def add(proto: int, ct: int, **fields: Ranges) -> None:
-        values = {**base, **none, "proto": space.point(proto), **fields,
-                  "ct_state": space.point(ct if stateful else MISSING)}
+        values = {**base, **none, "proto": ranges.point(proto), **fields,
+                  "ct_state": ranges.point(ct if stateful else MISSING)}
         boxes.append(space.make_box(**values))
 
     for proto in (TCP, UDP):
@@ -188,17 +198,17 @@ def unsolicited(stateful: bool, family: int, iif: int, daddr: Ranges) -> list[Bo
             add(UDP, NEW, **ports)
         elif stateful:
             add(TCP, NEW, **ports, tcp_flags=NEW_TCP_FLAGS)
-            add(TCP, INVALID, **ports, tcp_flags=space.sub(ALL_FLAGS, NEW_TCP_FLAGS))
+            add(TCP, INVALID, **ports, tcp_flags=ranges.sub(ALL_FLAGS, NEW_TCP_FLAGS))
         else:
             add(TCP, MISSING, **ports, tcp_flags=ALL_FLAGS)
-    proto = ICMP_PROTO[family]
+    proto = ICMP_OF_FAMILY[family]
     types = ((proto << 8, proto << 8 | 255),)
     if family == 6:
-        types = space.sub(types, space.norm((proto << 8 | t,) * 2 for t in LINK_CONTROL_ICMPV6))
-    echo = space.point(proto << 8 | ECHO_REQUEST[family])
+        types = ranges.sub(types, ranges.norm((proto << 8 | t,) * 2 for t in LINK_CONTROL_ICMPV6))
+    echo = ranges.point(proto << 8 | ECHO_REQUEST[family])
     if stateful:
         add(proto, NEW, icmp_type=echo)
-        add(proto, INVALID, icmp_type=space.sub(types, echo))
+        add(proto, INVALID, icmp_type=ranges.sub(types, echo))
     else:
         add(proto, MISSING, icmp_type=types)
     return boxes
@@ -245,28 +255,19 @@ class Exposure:
     def point(self, probe: Probe) -> list[int]:
         """The probe as field values before NAT, as the forward chain would see them if not
         translated (oif is left out of membership: it follows from the destination)."""
-        fam, proto = probe.family, probe.proto
-        ports = proto in (TCP, UDP)
-        stateful = self.ruleset.stateful
-        if not stateful:
-            ct = MISSING
-        elif proto == TCP:
-            ct = NEW if space.contains(NEW_TCP_FLAGS, probe.flags) else INVALID
-        elif proto == UDP:
-            ct = NEW
+        values = packet_values(ProbeFields.of(probe), self.ifaces[self.sides.outside], MISSING,
+                               self.unsolicited_state(probe))
+        return field_list(values)
+
+    def unsolicited_state(self, probe: Probe) -> CtState | None:
+        """The ct state the engine gives this packet with an empty table (None: stateless)."""
+        if not self.ruleset.stateful:
+            return None
+        if probe.proto == TCP:
+            opens = opens_tcp_connection(probe.flags)
         else:
-            ct = NEW if probe.icmp_type == ECHO_REQUEST[fam] else INVALID
-        return [
-            self.ifaces[self.sides.outside], MISSING,
-            fam << 128 | int(ipaddress.ip_address(probe.src)),
-            fam << 128 | int(ipaddress.ip_address(probe.dst)),
-            proto,
-            proto << 16 | probe.sport if ports else MISSING,
-            proto << 16 | probe.dport if ports else MISSING,
-            probe.flags if proto == TCP else MISSING,
-            proto << 8 | probe.icmp_type if proto in (ICMP, ICMPV6) else MISSING,
-            ct,
-        ]
+            opens = probe.proto == UDP or probe.icmp_type == ECHO_REQUEST[probe.family]
+        return CtState.NEW if opens else CtState.INVALID
 
     def accepts(self, probe: Probe) -> bool:
         """Does the analysis say this unsolicited packet from the outside gets in?"""
@@ -275,11 +276,11 @@ class Exposure:
             tag = box[TAG]
             checks = [i for i in range(TAG) if i != F["oif"]]
             if tag is not None:
-                if not (space.contains(tag.daddr, values[F["daddr"]])
-                        and space.contains(tag.dport, values[F["dport"]])):
+                if not (ranges.contains(tag.daddr, values[F["daddr"]])
+                        and ranges.contains(tag.dport, values[F["dport"]])):
                     continue
                 checks = [i for i in checks if i not in (F["daddr"], F["dport"])]
-            if all(space.contains(box[i], values[i]) for i in checks):
+            if all(ranges.contains(box[i], values[i]) for i in checks):
                 return True
         return False
 
@@ -294,24 +295,24 @@ class Exposure:
             proto = part[F["proto"]][0][0]
             key = F["icmp_type"] if name == "icmp" else F["dport"]
             value = proto << 8 | port if name == "icmp" else proto << 16 | port
-            if not (space.contains(part[F["daddr"]], addr) and space.contains(part[key], value)):
+            if not (ranges.contains(part[F["daddr"]], addr) and ranges.contains(part[key], value)):
                 continue
             return self._probe(part, proto, addr, value)
         return None
 
     def _probe(self, part: Box, proto: int, daddr: int, dport: int) -> Probe:
         fam = daddr >> 128
-        low = (1 << BITS[fam]) - 1
+        low = (1 << ADDRESS_BITS[fam]) - 1
         tag = part[TAG]
         if tag is not None:
             own = [fam << 128 | a for f, a in self.routing.addresses.get(self.sides.outside, ())
                    if f == fam]
-            daddr = next((a for a in own if space.contains(tag.daddr, a)), tag.daddr[0][0])
+            daddr = next((a for a in own if ranges.contains(tag.daddr, a)), tag.daddr[0][0])
             if tag.dport != NONE:
                 dport = tag.dport[0][0]
         sample = fam << 128 | int(ipaddress.ip_address(SAMPLE_SENDER[fam]))
         saddr = part[F["saddr"]]
-        src = sample if space.contains(saddr, sample) else saddr[0][0]
+        src = sample if ranges.contains(saddr, sample) else saddr[0][0]
         ports = proto in (TCP, UDP)
         return Probe(
             family=fam, proto=proto,
@@ -321,6 +322,29 @@ class Exposure:
             flags=part[F["tcp_flags"]][0][0] if proto == TCP else 0,
             icmp_type=(part[F["icmp_type"]][0][0] & 0xFF) if not ports else -1,
         )
+
+
+@dataclass(frozen=True)
+class ProbeFields:
+    """A probe as fw.core.fields.packet_values reads a packet (addresses as ints)."""
+
+    family: int
+    src: int
+    dst: int
+    proto: int
+    sport: int
+    dport: int
+    tcp_flags: int
+    icmp_type: int
+    l4_offset: int = 0
+
+    @classmethod
+    def of(cls, probe: Probe) -> ProbeFields:
+        ports = probe.proto in (TCP, UDP)
+        return cls(probe.family, int(ipaddress.ip_address(probe.src)),
+                   int(ipaddress.ip_address(probe.dst)), probe.proto,
+                   probe.sport if ports else -1, probe.dport if ports else -1, probe.flags,
+                   probe.icmp_type if probe.proto in (ICMP, ICMPV6) else -1)
 
 
 @dataclass(frozen=True)
@@ -358,15 +382,15 @@ def analyse(ruleset: RuleSet, routing: Routing | None = None, *, inside: str | N
     iif = ifaces[where.outside]
     stateful = ruleset.stateful
     forwards = [n for n in ruleset.nat if n.action == "dnat"] if stateful else []
-    oif_of = {name: space.point(ifaces[name]) for name in where.by_oif}
+    oif_of = {name: ranges.point(ifaces[name]) for name in where.by_oif}
 
     direct: list[Box] = []
     translated: list[Box] = []
     for family in (4, 6):
         boxes = unsolicited(stateful, family, iif, addr_domain(family))
         if forwards and family == 4:
-            new = [b for b in boxes if b[F["ct_state"]] == space.point(NEW)]
-            direct += [b for b in boxes if b[F["ct_state"]] != space.point(NEW)]
+            new = [b for b in boxes if b[F["ct_state"]] == ranges.point(NEW)]
+            direct += [b for b in boxes if b[F["ct_state"]] != ranges.point(NEW)]
             forwarded, untouched = port_forwards(new, forwards, routing, where, ifaces)
             translated += forwarded
             direct += untouched
@@ -375,7 +399,7 @@ def analyse(ruleset: RuleSet, routing: Routing | None = None, *, inside: str | N
     region = translated[:]
     for box in direct:
         for name, addrs in where.by_oif.items():
-            daddr = space.inter(box[F["daddr"]], addrs)
+            daddr = ranges.inter(box[F["daddr"]], addrs)
             if daddr:
                 region.append(replace(box, oif=oif_of[name], daddr=daddr))
 
@@ -398,7 +422,7 @@ def port_forwards(new: list[Box], forwards: list[NatRule], routing: Routing, whe
     dnat rule that matches with the real iif; failing that, for a packet to one of the
     firewall's own addresses on another interface, the first that matches as if it had arrived
     there (NAT loopback)."""
-    oif_of = {name: space.point(ifaces[name]) for name in where.by_oif}
+    oif_of = {name: ranges.point(ifaces[name]) for name in where.by_oif}
     rule_boxes = [rule_box(n.matches, ifaces) for n in forwards]
     live = [k for k, rb in enumerate(rule_boxes) if rb is not None]
     rbs = [rule_boxes[k] for k in live]
@@ -408,14 +432,14 @@ def port_forwards(new: list[Box], forwards: list[NatRule], routing: Routing, whe
         out += translate(boxes_k, k, forwards[k], where, oif_of)
     iif = new[0][F["iif"]] if new else NONE
     for owner, addrs in routing.addresses.items():
-        own = space.norm((4 << 128 | a, 4 << 128 | a) for f, a in addrs if f == 4)
+        own = ranges.norm((4 << 128 | a, 4 << 128 | a) for f, a in addrs if f == 4)
         if owner == where.outside or not own:
             continue
         there = []
         for box in untouched:
-            daddr = space.inter(box[F["daddr"]], own)
+            daddr = ranges.inter(box[F["daddr"]], own)
             if daddr:
-                there.append(replace(box, daddr=daddr, iif=space.point(ifaces[owner])))
+                there.append(replace(box, daddr=daddr, iif=ranges.point(ifaces[owner])))
         decided, _ = space.first_match(rbs, there)  # what none takes is the firewall's: input
         for k, boxes_k in zip(live, decided, strict=True):
             back = [replace(b, iif=iif) for b in boxes_k]
@@ -437,15 +461,15 @@ def translate(boxes: list[Box], k: int, rule: NatRule, where: Sides, oif_of: dic
     if rule.to_addr is None:
         return []
     to = 4 << 128 | int(rule.to_addr)
-    oif = next((name for name, addrs in where.by_oif.items() if space.contains(addrs, to)), None)
+    oif = next((name for name, addrs in where.by_oif.items() if ranges.contains(addrs, to)), None)
     if oif is None:
         return []
     out = []
     for box in boxes:
-        fields = {"daddr": space.point(to), "oif": oif_of[oif]}
+        fields = {"daddr": ranges.point(to), "oif": oif_of[oif]}
         if rule.to_ports is not None:
             proto = box[F["proto"]][0][0]
-            fields["dport"] = space.point(proto << 16 | rule.to_ports.lo)
+            fields["dport"] = ranges.point(proto << 16 | rule.to_ports.lo)
         tag = Forwarded(k, box[F["daddr"]], box[F["dport"]])
         out.append(replace(box, tag=tag, **fields))
     return out
@@ -454,10 +478,10 @@ def translate(boxes: list[Box], k: int, rule: NatRule, where: Sides, oif_of: dic
 # -- projections -----------------------------------------------------------------------------
 
 CLASS_FILTER: dict[str, RuleBox] = {
-    "tcp_syn": ((F["proto"], space.point(TCP)), (F["tcp_flags"], SYN_NO_ACK)),
-    "tcp_any": ((F["proto"], space.point(TCP)),),
-    "udp": ((F["proto"], space.point(UDP)),),
-    "icmp": ((F["proto"], space.norm([(ICMP, ICMP), (ICMPV6, ICMPV6)])),),
+    "tcp_syn": ((F["proto"], ranges.point(TCP)), (F["tcp_flags"], SYN_NO_ACK)),
+    "tcp_any": ((F["proto"], ranges.point(TCP)),),
+    "udp": ((F["proto"], ranges.point(UDP)),),
+    "icmp": ((F["proto"], ranges.norm([(ICMP, ICMP), (ICMPV6, ICMPV6)])),),
 }
 
 
@@ -483,15 +507,15 @@ class ClassExposure:
     @property
     def count(self) -> int:
         if self.name == "icmp":
-            return sum(space.count(t) for t in self.types.values())
-        return space.count(self.ports)
+            return sum(ranges.count(t) for t in self.types.values())
+        return ranges.count(self.ports)
 
     @property
     def exposed(self) -> bool:
         return any(self.addresses.values())
 
     def ephemeral_share(self) -> float:
-        return space.count(space.clip(self.ports, *EPHEMERAL)) / (EPHEMERAL[1] - EPHEMERAL[0] + 1)
+        return ranges.count(ranges.clip(self.ports, *EPHEMERAL)) / (EPHEMERAL[1] - EPHEMERAL[0] + 1)
 
 
 def project(exposure: Exposure, name: str) -> ClassExposure:
@@ -503,7 +527,7 @@ def project(exposure: Exposure, name: str) -> ClassExposure:
         if part is None:
             continue
         fam = family_of(part)
-        bits = BITS[fam]
+        bits = ADDRESS_BITS[fam]
         per_family["addr"].setdefault(fam, []).extend(decode_low(part[F["daddr"]], bits))
         per_family["src"].setdefault(fam, []).extend(decode_low(part[F["saddr"]], bits))
         if name == "icmp":
@@ -514,12 +538,12 @@ def project(exposure: Exposure, name: str) -> ClassExposure:
         tag = part[TAG]
         if tag is not None:
             use = out.forwards.setdefault(tag.nat, ForwardUse(exposure.forwards[tag.nat]))
-            use.daddr = space.union(use.daddr, tag.daddr)
+            use.daddr = ranges.union(use.daddr, tag.daddr)
             if tag.dport != NONE:
-                use.dport = space.union(use.dport, decode_low(tag.dport, 16))
-    out.ports = space.norm(parts["ports"])
-    out.source_ports = space.norm(parts["sports"])
-    out.addresses = {f: space.norm(v) for f, v in sorted(per_family["addr"].items())}
-    out.sources = {f: space.norm(v) for f, v in sorted(per_family["src"].items())}
-    out.types = {f: space.norm(v) for f, v in sorted(per_family["types"].items())}
+                use.dport = ranges.union(use.dport, decode_low(tag.dport, 16))
+    out.ports = ranges.norm(parts["ports"])
+    out.source_ports = ranges.norm(parts["sports"])
+    out.addresses = {f: ranges.norm(v) for f, v in sorted(per_family["addr"].items())}
+    out.sources = {f: ranges.norm(v) for f, v in sorted(per_family["src"].items())}
+    out.types = {f: ranges.norm(v) for f, v in sorted(per_family["types"].items())}
     return out

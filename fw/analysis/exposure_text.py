@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import ipaddress
 
-from fw.analysis import space
-from fw.analysis.exposure import (
-    LINK_CONTROL_ICMPV6,
-    ClassExposure,
-    Exposure,
-    ForwardUse,
-    Ranges,
-    decode_low,
-)
-from fw.engine.views import rule_ref
-from fw.icmp_types import type_name
+from fw.analysis.exposure import ClassExposure, Exposure, ForwardUse
+from fw.core import ranges
+from fw.core.fields import decode_low
+from fw.core.icmp_types import type_name
+from fw.core.protocols import LINK_CONTROL_ICMPV6
+from fw.core.ranges import Ranges
+from fw.core.text import rule_ref
 
 
-def port_ranges_text(ranges: Ranges) -> list[str]:
-    return [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges]
+def port_ranges_text(held: Ranges) -> list[str]:
+    return [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in held]
 
 
-def address_ranges_text(family: int, ranges: Ranges) -> list[str]:
+def address_ranges_text(family: int, held: Ranges) -> list[str]:
     """Prefixes where a range is one, `a-b` otherwise; the whole family is `0.0.0.0/0`/`::/0`."""
     make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
     out = []
-    for lo, hi in ranges:
+    for lo, hi in held:
         first, last = make(lo), make(hi)
         nets = list(ipaddress.summarize_address_range(first, last))
         if len(nets) > 1:
@@ -35,7 +31,7 @@ def address_ranges_text(family: int, ranges: Ranges) -> list[str]:
     return out
 
 
-def inside_text(exposure: Exposure, family: int, ranges: Ranges) -> list[str]:
+def inside_text(exposure: Exposure, family: int, held: Ranges) -> list[str]:
     """Exposed inside addresses; an inside prefix exposed but for the firewall's own address in
     it (which packets reach through `input`, never `forward`) is shown whole."""
     base = family << 128
@@ -43,24 +39,24 @@ def inside_text(exposure: Exposure, family: int, ranges: Ranges) -> list[str]:
     for lo, hi in exposure.sides.excluded:
         value = lo - base
         if lo == hi and lo >> 128 == family and (
-                space.contains(ranges, value - 1) or space.contains(ranges, value + 1)):
+                ranges.contains(held, value - 1) or ranges.contains(held, value + 1)):
             fill.append((value, value))
-    return address_ranges_text(family, space.union(ranges, space.norm(fill)))
+    return address_ranges_text(family, ranges.union(held, ranges.norm(fill)))
 
 
 ALL_TYPES = {4: ((0, 255),),
-             6: space.sub(((0, 255),), space.norm((t, t) for t in LINK_CONTROL_ICMPV6))}
+             6: ranges.sub(((0, 255),), ranges.norm((t, t) for t in LINK_CONTROL_ICMPV6))}
 
 
 def icmp_types_text(types: dict[int, Ranges]) -> list[str]:
     """Names; `icmp any` / `icmpv6 any` for every type (ICMPv6: every one the engine filters)."""
     out = []
-    for fam, ranges in types.items():
+    for fam, held in types.items():
         word = "icmp" if fam == 4 else "icmpv6"
-        if ranges == ALL_TYPES[fam]:
+        if held == ALL_TYPES[fam]:
             out.append(f"{word} any")
             continue
-        for lo, hi in ranges:
+        for lo, hi in held:
             if hi - lo > 8:
                 out.append(f"{word} {lo}-{hi}")
             else:

@@ -1,173 +1,29 @@
 """Sets of packets as unions of boxes, and a chain's first-match walk over them.
 
-A *box* is a product of per-field integer sets, in the encoding of fw/engine/classify.py (a port
+A *box* is a product of per-field integer sets, in the encoding of fw/core/fields.py (a port
 is `proto << 16 | port`, an address `family << 128 | addr`, a missing field is -1), so a rule's
 matches become a box by the very function the engine uses (`accepted_values`) and the two can
 never disagree on what a match means. A rule is a conjunction of per-field tests, so one rule is
 one box; first-match semantics is a walk that keeps the region not yet decided as disjoint boxes
 and subtracts each rule's box from it (a box difference splits into at most one box per field).
 
-Field sets here are tuples of merged `(lo, hi)` pairs rather than IntervalSets: the walk does
+Field sets here are the bare tuples of fw/core/ranges.py rather than IntervalSets: the walk does
 millions of intersections, most of them a small set against a set with thousands of holes, which
 a bisect answers without touching the rest.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 
+from fw.core.fields import FIELDS
+from fw.core.ranges import Ranges, count, covers, inter, norm, overlaps, sub
 from fw.errors import FwlabError
 
-Ranges = tuple[tuple[int, int], ...]
-
-FIELDS = ("iif", "oif", "saddr", "daddr", "proto", "sport", "dport", "tcp_flags", "icmp_type",
-          "ct_state")
-F = {name: i for i, name in enumerate(FIELDS)}
 TAG = len(FIELDS)  # a box is FIELDS' sets followed by one opaque tag, carried along unchanged
 
 Box = tuple  # (Ranges * len(FIELDS)) + (tag,)
 RuleBox = tuple[tuple[int, Ranges], ...]  # ((field index, accepted values), ...): tested fields
-
-
-# -- sets ------------------------------------------------------------------------------------
-
-def norm(ranges: Iterable[tuple[int, int]]) -> Ranges:
-    out: list[list[int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            if hi > out[-1][1]:
-                out[-1][1] = hi
-        else:
-            out.append([lo, hi])
-    return tuple((lo, hi) for lo, hi in out)
-
-
-def point(value: int) -> Ranges:
-    return ((value, value),)
-
-
-def _hi(pair: tuple[int, int]) -> int:
-    return pair[1]
-
-
-def _lo(pair: tuple[int, int]) -> int:
-    return pair[0]
-
-
-def _window(a: Ranges, lo: int, hi: int) -> tuple[int, int]:
-    """Indexes [i, j) of the pairs of a that overlap [lo, hi]."""
-    return bisect_left(a, lo, key=_hi), bisect_right(a, hi, key=_lo)
-
-
-def clip(a: Ranges, lo: int, hi: int) -> Ranges:
-    """a ∩ [lo, hi]."""
-    i, j = _window(a, lo, hi)
-    if i >= j:
-        return ()
-    if i + 1 == j:
-        return ((max(a[i][0], lo), min(a[i][1], hi)),)
-    first, last = a[i], a[j - 1]
-    return ((max(first[0], lo), first[1]), *a[i + 1:j - 1], (last[0], min(last[1], hi)))
-
-
-def inter(a: Ranges, b: Ranges) -> Ranges:
-    if not a or not b:
-        return ()
-    if len(b) == 1:
-        return clip(a, *b[0])
-    if len(a) == 1:
-        return clip(b, *a[0])
-    if len(a) > 8 * len(b) or len(b) > 8 * len(a):
-        small, big = (a, b) if len(a) < len(b) else (b, a)
-        return tuple(p for lo, hi in small for p in clip(big, lo, hi))
-    out, i, j = [], 0, 0
-    while i < len(a) and j < len(b):
-        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if lo <= hi:
-            out.append((lo, hi))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return tuple(out)
-
-
-def cut(a: Ranges, lo: int, hi: int) -> Ranges:
-    """a − [lo, hi]."""
-    i, j = _window(a, lo, hi)
-    if i >= j:
-        return a
-    keep = []
-    if a[i][0] < lo:
-        keep.append((a[i][0], lo - 1))
-    if a[j - 1][1] > hi:
-        keep.append((hi + 1, a[j - 1][1]))
-    return (*a[:i], *keep, *a[j:])
-
-
-def sub(a: Ranges, b: Ranges) -> Ranges:
-    """a − b."""
-    if not a or not b:
-        return a
-    if len(b) <= 4 or len(b) * 8 < len(a):
-        for lo, hi in b:
-            a = cut(a, lo, hi)
-            if not a:
-                break
-        return a
-    return inter(a, complement(b, a[0][0], a[-1][1]))
-
-
-def complement(a: Ranges, lo: int, hi: int) -> Ranges:
-    out, start = [], lo
-    for rlo, rhi in a:
-        if rlo > start:
-            out.append((start, min(rlo - 1, hi)))
-        start = max(start, rhi + 1)
-        if start > hi:
-            break
-    if start <= hi:
-        out.append((start, hi))
-    return tuple(out)
-
-
-def union(a: Ranges, b: Ranges) -> Ranges:
-    if not a:
-        return b
-    if not b:
-        return a
-    return norm((*a, *b))
-
-
-def overlaps(a: Ranges, b: Ranges) -> bool:
-    if not a or not b:
-        return False
-    if len(a) < len(b):
-        a, b = b, a
-    for lo, hi in b:
-        i, j = _window(a, lo, hi)
-        if i < j:
-            return True
-    return False
-
-
-def covers(a: Ranges, b: Ranges) -> bool:
-    """b ⊆ a."""
-    for lo, hi in b:
-        i = bisect_left(a, lo, key=_hi)
-        if i >= len(a) or a[i][0] > lo or a[i][1] < hi:
-            return False
-    return True
-
-
-def contains(a: Ranges, value: int) -> bool:
-    i = bisect_left(a, value, key=_hi)
-    return i < len(a) and a[i][0] <= value
-
-
-def count(a: Ranges) -> int:
-    return sum(hi - lo + 1 for lo, hi in a)
 
 
 # -- boxes -----------------------------------------------------------------------------------

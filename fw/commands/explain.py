@@ -7,12 +7,14 @@ from rich.text import Text
 
 from fw.commands.common import engine_for
 from fw.commands.output import print_json, stdout
-from fw.engine.decision import Decision
+from fw.core.text import rule_ref
+from fw.dsl.format import match_text
+from fw.engine.decision import Decision, TraceStep
 from fw.engine.engine import HOOKS, Engine
 from fw.engine.packet import decode
-from fw.engine.views import rule_ref, summary
 from fw.errors import FwlabError
 from fw.packetspec import parse_packet
+from fw.views import nat_change_json, nat_change_text, summary
 
 VERDICT_STYLE = {"accept": "bold green", "drop": "bold red", "reject": "bold magenta"}
 STEP = 0.001  # seconds between the packets of a flow given with --after
@@ -42,9 +44,9 @@ def decision_json(text: str, d: Decision) -> dict:
     return {
         "packet": text, "verdict": d.verdict, "chain": d.chain, "rule": rule_ref(d.rule),
         "ct_state": d.ct_state, "reason": d.reason, "iif": d.iif, "oif": d.oif,
-        "nat": [nat.as_json() for nat in d.nat],
+        "nat": [nat_change_json(nat) for nat in d.nat],
         "trace": [{"line": s.rule.span.line if s.rule.span else None, "text": s.rule.text,
-                   "matched": s.matched, "failed": s.failed} for s in d.trace],
+                   "matched": s.matched, "failed": failed_text(s)} for s in d.trace],
     }
 
 
@@ -66,7 +68,7 @@ def show(engine: Engine, packet: str, d: Decision, earlier: list[tuple[str, Deci
     stdout.print(Text.assemble(("ct state ", "bold"), d.ct_state or "- (stateless rule set)"))
     stdout.print(Text.assemble(("why      ", "bold"), d.reason))
     for nat in d.nat:
-        stdout.print(Text.assemble(("nat      ", "bold"), str(nat)))
+        stdout.print(Text.assemble(("nat      ", "bold"), nat_change_text(nat)))
     if d.trace:
         stdout.print(trace_table(d))
 
@@ -87,8 +89,12 @@ def trace_table(d: Decision) -> Table:
         if step.matched:
             outcome = Text(f"matches -> {step.rule.verdict or 'continue'}", style="green")
         else:
-            outcome = Text(f"no: {step.failed}", style="dim")
+            outcome = Text(f"no: {failed_text(step)}", style="dim")
         table.add_row(line, step.rule.text, outcome)
     if d.rule is None:
         table.add_row("", f"policy {d.chain}", Text(d.verdict, style=VERDICT_STYLE[d.verdict]))
     return table
+
+
+def failed_text(step: TraceStep) -> str | None:
+    return match_text(step.failed) if step.failed is not None else None

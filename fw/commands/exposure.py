@@ -14,11 +14,11 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from fw.analysis import space
 from fw.analysis.exposure import CLASSES, EPHEMERAL, ClassExposure, Exposure, analyse
 from fw.analysis.exposure_text import class_json, icmp_types_text, inside_text, port_ranges_text
 from fw.commands.common import routing_from
 from fw.commands.output import print_json, stdout
+from fw.core import ranges
 from fw.dsl import load_ruleset
 from fw.errors import FwlabError
 
@@ -115,8 +115,8 @@ def compare_live(result: Result, live: dict, ports: tuple[int, int] = (1, 65535)
         got = live.get(name)
         if got is None:
             continue
-        computed = space.clip(result.exposure[name].ports, *ports)
-        want = {"count": space.count(computed), "ranges": port_ranges_text(computed)}
+        computed = ranges.clip(result.exposure[name].ports, *ports)
+        want = {"count": ranges.count(computed), "ranges": port_ranges_text(computed)}
         if got["count"] != want["count"] or got["ranges"] != want["ranges"]:
             out.append(f"{result.file}: {name}: computed {want['count']} "
                        f"({', '.join(want['ranges']) or 'none'}), measured {got['count']} "
@@ -264,7 +264,7 @@ def write_plot(results: list[Result], path: str) -> str:
         c = r.exposure[name]
         bars = [(lo, max(hi - lo + 1, MIN_WIDTH)) for lo, hi in c.ports]
         ax.broken_barh(bars, (y - 0.35, 0.7), color=colour, zorder=2)
-        if c.exposed and space.count(c.ports) <= 8:
+        if c.exposed and ranges.count(c.ports) <= 8:
             for lo, hi in c.ports:
                 ax.annotate(port_ranges_text(((lo, hi),))[0], (lo + MIN_WIDTH, y),
                             xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)

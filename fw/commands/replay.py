@@ -13,12 +13,13 @@ from rich.text import Text
 from fw.commands.common import engine_for
 from fw.commands.explain import VERDICT_STYLE
 from fw.commands.output import print_json_line, rows_table, stdout
+from fw.core.text import rule_ref
 from fw.engine.decision import Decision
 from fw.engine.engine import Engine
 from fw.engine.packet import decode
-from fw.engine.views import rule_ref, summary
 from fw.errors import CaptureError
 from fw.pcap import Frame, RawWriter, read_frames
+from fw.views import engine_status, nat_change_json, nat_rows, summary
 
 
 @dataclass
@@ -125,7 +126,7 @@ def row_json(frame: Frame, d: Decision) -> dict:
         "index": frame.index, "time": frame.time, "packet": summary(decode(frame.data)),
         "verdict": d.verdict, "chain": d.chain, "rule": rule_ref(d.rule),
         "ct_state": d.ct_state, "reason": d.reason,
-        "nat": [n.as_json() for n in d.nat] or None,
+        "nat": [nat_change_json(n) for n in d.nat] or None,
     }
 
 
@@ -143,7 +144,7 @@ def show_summary(replay: Replay, rows: int) -> None:
 
 def show_mappings(engine: Engine, now: float, as_json: bool) -> None:
     """The NAT mapping table as the capture left it (ages and timeouts at its last packet)."""
-    rows = engine.nat_entries(now)
+    rows = nat_rows(engine.nat, now)
     if as_json:
         print_json_line({"nat_mappings": rows})
     elif rows:
@@ -157,7 +158,7 @@ def hits_table(engine: Engine) -> Table:
     table = Table(title="hits per rule", title_justify="left", box=None, pad_edge=False)
     for column in ("chain", "line", "rule", "packets", "bytes"):
         table.add_column(column, justify="right" if column in ("packets", "bytes") else "left")
-    for chain, data in engine.status()["chains"].items():
+    for chain, data in engine_status(engine)["chains"].items():
         for rule in data["rules"]:
             if rule["hits"]:
                 table.add_row(chain, str(rule["line"]), rule["text"], f"{rule['hits']:,}",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fw.icmp_types import type_name
+from fw.core.icmp_types import type_name
+from fw.core.protocols import PROTO_NAMES, TCP_FLAGS
 from fw.model import (
-    TCP_FLAGS,
     AddrMatch,
     CtStateMatch,
     IcmpTypeMatch,
@@ -17,7 +17,6 @@ from fw.model import (
     TcpFlagsMatch,
 )
 
-PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 FLAG_NAMES = {bit: name for name, bit in TCP_FLAGS.items() if name != "ecn"}
 
 

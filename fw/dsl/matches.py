@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from lark import Token, Tree
 
+from fw.core.protocols import PROTOCOLS, TCP_FLAGS
 from fw.dsl.spans import span_of, token_span
 from fw.dsl.values import (
     ValueError_,
@@ -19,8 +20,6 @@ from fw.dsl.values import (
     to_protocols,
 )
 from fw.model import (
-    PROTOCOLS,
-    TCP_FLAGS,
     AddrMatch,
     CtStateMatch,
     IcmpTypeMatch,

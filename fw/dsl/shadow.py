@@ -9,23 +9,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from fw.analysis.intervals import IntervalSet
+from fw.core.fields import accepted_values, implied_protocol, interface_ids
+from fw.core.ranges import IntervalSet
 from fw.dsl.diagnostics import Collector
-from fw.engine.classify import accepted_values, interface_ids
-from fw.model import CHAINS, IcmpTypeMatch, Match, PortMatch, Rule, RuleSet, TcpFlagsMatch
+from fw.model import CHAINS, Rule, RuleSet
 
 Fields = dict[str, IntervalSet]
-
-
-def implied_protocol(match: Match) -> int | None:
-    """`tcp dport 80` implies `proto tcp`: so `proto tcp accept` covers it."""
-    if isinstance(match, PortMatch):
-        return match.proto
-    if isinstance(match, TcpFlagsMatch):
-        return 6
-    if isinstance(match, IcmpTypeMatch):
-        return 1 if match.family == 4 else 58
-    return None
 
 
 def rule_fields(rule: Rule, ifaces: dict[str, int]) -> Fields:

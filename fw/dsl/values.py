@@ -11,9 +11,11 @@ from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
 
+from fw.core.icmp_types import ICMP_TYPES, ICMPV6_TYPES
+from fw.core.protocols import PROTOCOLS
+from fw.core.vocab import CT_STATES
 from fw.errors import FwlabError, Span
-from fw.icmp_types import ICMP_TYPES, ICMPV6_TYPES
-from fw.model import CT_STATES, PROTOCOLS, PortRange
+from fw.model import PortRange
 
 Kind = Literal["address", "number", "name"]
 KIND_BY_TOKEN: dict[str, Kind] = {

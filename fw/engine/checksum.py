@@ -11,7 +11,8 @@ is not all zero, so incremental and full checksums agree bit for bit.
 
 from __future__ import annotations
 
-from fw.engine.packet import ICMP, ICMPV6, TCP, UDP, Packet
+from fw.core.protocols import ICMP, ICMPV6, TCP, UDP
+from fw.engine.packet import Packet
 
 _IP_CSUM = 10
 _L4_CSUM = {TCP: 16, UDP: 6, ICMP: 2, ICMPV6: 2}  # checksum offset inside the L4 header

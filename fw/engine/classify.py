@@ -6,11 +6,8 @@ at every rule's interval edges; each piece holds the bitmap of the rules that ac
 AND of Python ints: the lowest set bit among rules with a verdict is the first match, as in the
 bit-vector classifiers of the literature (Lakshman & Stiliadis) and nftables' set lookups.
 
-Field values are encoded so that one integer says everything a rule can ask: a port is
-`proto << 16 | port` (so `tcp dport 80` never matches UDP), an address `family << 128 | addr`, an
-ICMP type `proto << 8 | type`; a value that does not exist for the packet is -1, which only
-rules that do not test the field accept. Negation is the complement within the field's own
-domain, as nftables' protocol dependencies make `tcp dport != 80` match TCP only.
+Field values are encoded as fw/core/fields.py says (one integer per field, -1 for a value the
+packet lacks), the same encoding the shadow check and the analysis use.
 """
 
 from __future__ import annotations
@@ -19,73 +16,9 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from fw.analysis.intervals import IntervalSet
-from fw.model import (
-    CT_STATES,
-    AddrMatch,
-    CtStateMatch,
-    IcmpTypeMatch,
-    IfaceMatch,
-    Match,
-    PortMatch,
-    ProtoMatch,
-    Rule,
-    TcpFlagsMatch,
-)
-
-MISSING = -1
-ADDR_BITS = 128
-
-
-def addr_value(family: int, addr: int) -> int:
-    return (family << ADDR_BITS) | addr
-
-
-def addr_domain(family: int) -> tuple[int, int]:
-    top = (1 << 32) - 1 if family == 4 else (1 << 128) - 1
-    return addr_value(family, 0), addr_value(family, top)
-
-
-def accepted_values(match: Match, ifaces: dict[str, int]) -> tuple[str, IntervalSet]:
-    """The field a match tests and the encoded values it accepts (negation applied)."""
-    field, values, domain = encode(match, ifaces)
-    if match.negate:
-        values = values.complement(*domain)
-    return field, values
-
-
-def encode(match: Match, ifaces: dict[str, int]) -> tuple[str, IntervalSet, tuple[int, int]]:
-    if isinstance(match, IfaceMatch):
-        ids = IntervalSet((ifaces[n], ifaces[n]) for n in match.names)
-        return match.kind, ids, (MISSING, len(ifaces))
-    if isinstance(match, AddrMatch):
-        ranges = (encoded_prefix(match.family, p) for p in match.prefixes)
-        return match.kind, IntervalSet(ranges), addr_domain(match.family)
-    if isinstance(match, ProtoMatch):
-        return "proto", IntervalSet((p, p) for p in match.protos), (0, 255)
-    if isinstance(match, PortMatch):
-        base = match.proto << 16
-        ranges = ((base | r.lo, base | r.hi) for r in match.ranges)
-        return match.kind, IntervalSet(ranges), (base, base | 0xFFFF)
-    if isinstance(match, TcpFlagsMatch):
-        flags = (f for f in range(256) if f & match.set == match.set and not f & match.clear)
-        return "tcp_flags", IntervalSet((f, f) for f in flags), (0, 255)
-    if isinstance(match, IcmpTypeMatch):
-        base = (1 if match.family == 4 else 58) << 8
-        return (
-            "icmp_type",
-            IntervalSet((base | t, base | t) for t in match.types),
-            (base, base | 255),
-        )
-    if isinstance(match, CtStateMatch):
-        ids = IntervalSet((CT_STATES.index(s), CT_STATES.index(s)) for s in match.states)
-        return "ct_state", ids, (0, len(CT_STATES) - 1)
-    raise TypeError(match)  # pragma: no cover - the Match union is closed
-
-
-def encoded_prefix(family: int, prefix) -> tuple[int, int]:
-    lo, hi = int(prefix.network_address), int(prefix.broadcast_address)
-    return addr_value(family, lo), addr_value(family, hi)
+from fw.core.fields import MISSING, accepted_values
+from fw.core.ranges import IntervalSet
+from fw.model import Rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +104,3 @@ def compile_chain(
     tables = tuple(build_field_table(f, sets, everyone) for f, sets in per_field.items())
     verdicts = sum(1 << i for i, rule in enumerate(rules) if decides(rule))
     return CompiledChain(tuple(rules), tables, verdicts, everyone)
-
-
-def interface_ids(rules: Sequence, known: Sequence[str]) -> dict[str, int]:
-    """Every interface name a rule or the topology mentions gets a number (0, 1, ...)."""
-    names = dict.fromkeys(known)
-    for rule in rules:
-        for match in rule.matches:
-            if isinstance(match, IfaceMatch):
-                names.update(dict.fromkeys(match.names))
-    return {name: i for i, name in enumerate(names)}

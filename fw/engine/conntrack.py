@@ -27,15 +27,17 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
+from fw.core.protocols import ACK, FIN, ICMP, ICMPV6, RST, SYN, TCP, UDP
+from fw.core.vocab import CtState
 from fw.engine import tcp_states
-from fw.engine.packet import ACK, FIN, ICMP, ICMPV6, RST, SYN, TCP, UDP
 from fw.engine.tcp_states import ACK_ONLY, Outcome, TcpState, track_established_ack
 from fw.engine.timers import Timers
 
 if TYPE_CHECKING:
+    from fw.engine.nat import Binding
     from fw.engine.packet import Packet
 
-NEW, ESTABLISHED, RELATED, INVALID = "new", "established", "related", "invalid"
+NEW, ESTABLISHED, RELATED, INVALID = CtState
 ORIGINAL, REPLY = 0, 1
 FlowKey = tuple[int, int, int, int, int]  # (proto, src, sport, dst, dport)
 
@@ -146,7 +148,8 @@ class Conn:
     seen_reply: bool = False
     assured: bool = False
     tcp: array | None = None  # tcp_window's tracking words
-    nat: object | None = None  # reserved for the NAT layer
+    nat: Binding | None = None  # how NAT translates it (fw/engine/nat.py), if it does
+    memo: dict | None = None  # verdicts remembered for its established packets (engine.py)
     orig_packets: int = 0
     orig_bytes: int = 0
     reply_packets: int = 0
@@ -199,7 +202,7 @@ class CtVerdict:
     learning from it (the kernel's "ignored" packets, e.g. a SYN in ESTABLISHED).
     """
 
-    state: str
+    state: CtState
     conn: Conn | None = None
     direction: int = ORIGINAL
     reason: str = ""

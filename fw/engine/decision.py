@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from fw.model import Rule
+from fw.model import Match, Rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +24,7 @@ class TraceStep:
 
     rule: Rule
     matched: bool
-    failed: str | None  # the text of the first failing match, e.g. "tcp dport 80"
+    failed: Match | None  # the first match that failed (views print it: "tcp dport 80")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,22 +37,13 @@ class NatChange:
     before: tuple[int, int, int, int]
     after: tuple[int, int, int, int]
 
-    def as_json(self) -> dict:
-        from fw.engine.views import endpoint
 
-        def ends(t: tuple[int, int, int, int]) -> dict:
-            return {"src": endpoint(self.family, t[0], t[1]),
-                    "dst": endpoint(self.family, t[2], t[3])}
+class Decision(NamedTuple):
+    """Immutable: a remembered decision is handed out for many packets, so nobody may change
+    it; a stage that changes the outcome makes a new one (`_replace`). A named tuple rather
+    than a frozen dataclass because every translated packet makes one, and a tuple is built in
+    one step where a frozen dataclass sets each field through object.__setattr__."""
 
-        return {"kind": self.kind, "from": ends(self.before), "to": ends(self.after)}
-
-    def __str__(self) -> str:
-        a, b = self.as_json()["from"], self.as_json()["to"]
-        return f"{self.kind}: {a['src']} -> {a['dst']}  =>  {b['src']} -> {b['dst']}"
-
-
-@dataclass(slots=True)
-class Decision:
     verdict: str  # accept / drop / reject
     chain: str
     rule: Rule | None  # None: the chain's policy (or the engine itself, see reason)
@@ -64,11 +56,15 @@ class Decision:
     logs: tuple[LogEvent, ...] = ()
     nat: tuple[NatChange, ...] = ()
     trace: tuple[TraceStep, ...] = ()
+    statements: tuple[Rule, ...] = ()  # verdict-less rules that matched first (counted too)
 
     def translated(self, packet: bytes, nat: tuple[NatChange, ...]) -> Decision:
-        """This decision for a translated packet (a remembered decision is shared: copy it)."""
-        return Decision(self.verdict, self.chain, self.rule, self.ct_state, self.reason, self.iif,
-                        self.oif, packet, self.reply, self.logs, nat, self.trace)
+        """This decision for a packet NAT rewrote (built in one step: it is the NAT hot path)."""
+        return tuple.__new__(Decision, (*self[:7], packet, self[8], self[9], nat, *self[11:]))
+
+    def untranslated(self) -> Decision:
+        """The verdict alone, to remember for the connection's later packets."""
+        return self if self.packet is None and not self.nat else self._replace(packet=None, nat=())
 
     @property
     def accepted(self) -> bool:

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fw.engine.conntrack import ConnTable, CtVerdict
-from fw.engine.decision import Decision, LogEvent
-from fw.engine.evaluate import CompiledRuleSet, packet_values
+from fw.core.fields import packet_values
+from fw.core.protocols import ICMPV6, LINK_CONTROL_ICMPV6, is_multicast
+from fw.core.vocab import CtState, Hook, Verdict
+from fw.engine.conntrack import Conn, ConnTable, CtVerdict
+from fw.engine.decision import Decision, LogEvent, NatChange
+from fw.engine.evaluate import CompiledRuleSet
 from fw.engine.fragments import FragmentTable, fragment_key
 from fw.engine.nat import Nat
-from fw.engine.packet import ICMPV6, Packet, decode
+from fw.engine.packet import Packet, decode
 from fw.engine.reject import build_reject
 from fw.engine.routing import Routing, default_routing
 from fw.model import Rule, RuleSet
 
-HOOKS = ("prerouting", "input", "forward", "output")
-# IPv6's ARP: neighbour discovery and MLD. ARP never reaches the queue, so neither do these
-# get judged; without them no IPv6 host could even find the firewall.
-LINK_CONTROL_ICMPV6 = frozenset({130, 131, 132, 133, 134, 135, 136, 137, 143})
+HOOKS = tuple(Hook)
+LINK_CONTROL = "IPv6 neighbour discovery / MLD: link-layer control is not filtered (as ARP)"
+NAT_EXHAUSTED = "NAT: no outside port left in the range (exhaustion)"
+TABLE_FULL = "connection table full (no unreplied entry to evict)"
 
 
 @dataclass(slots=True)
@@ -53,7 +56,6 @@ class Engine:
         self.conntrack = ConnTable(conntrack_limit, liberal=liberal)
         self.fragments = FragmentTable()
         self.stats = EngineStats()
-        self.known: dict[tuple, tuple[Decision, list[Rule]]] = {}
         self.nat = Nat(ruleset.nat, self.routing, self.compiled.ifaces, self.conntrack, seed)
 
     @property
@@ -61,10 +63,12 @@ class Engine:
         return self.compiled.ruleset
 
     def reload(self, ruleset: RuleSet) -> None:
-        """Swap rule sets atomically; connections in the table survive."""
+        """Swap rule sets atomically; connections in the table survive, their remembered
+        verdicts do not (they were the old rules' verdicts)."""
         self.compiled = CompiledRuleSet(ruleset, self.routing.interfaces)
         self.stateful = ruleset.stateful
-        self.known.clear()
+        for conn in self.conntrack:
+            conn.memo = None
         self.nat.load_rules(ruleset.nat, self.compiled.ifaces)
 
     # -- per packet ------------------------------------------------------------------------
@@ -73,110 +77,110 @@ class Engine:
         self,
         data: bytes | bytearray,
         *,
-        hook: str = "prerouting",
+        hook: str = Hook.PREROUTING,
         iif: str | None = None,
         oif: str | None = None,
         now: float = 0.0,
         trace: bool = False,
     ) -> Decision:
+        """The stages in order: decode, link control, fragments, conntrack (and a verdict
+        remembered on the connection), DNAT, filter, SNAT, confirm. Every path leaves through
+        `leave`, where counting and fragment bookkeeping happen once for all."""
+        if hook not in HOOKS:
+            raise ValueError(f"unknown hook {hook!r}; hooks are {', '.join(HOOKS)}")
         pkt = decode(data)
-        stats = self.stats
-        stats.packets += 1
-        if pkt.invalid is not None:
-            stats.malformed += 1
-        elif pkt.proto == ICMPV6 and pkt.icmp_type in LINK_CONTROL_ICMPV6:
+        first_fragment = fragment_key(pkt) if pkt.more_fragments and not pkt.frag_offset else None
+        decision = self.decide(pkt, hook, iif, oif, now, trace)
+        return self.leave(pkt, decision, first_fragment, now)
+
+    def decide(self, pkt: Packet, hook: str, iif, oif, now: float, trace: bool) -> Decision:
+        if pkt.invalid is None and pkt.proto == ICMPV6 and pkt.icmp_type in LINK_CONTROL_ICMPV6:
             return self.link_control(pkt, hook, iif, oif)
         if pkt.frag_offset:
-            decision = self.fragments.follow(pkt, now)
-            if decision is not None:
-                stats.fragments_followed += 1
-                return self.tally(decision, pkt)
-        first_fragment = fragment_key(pkt) if pkt.more_fragments and not pkt.frag_offset else None
+            followed = self.fragments.follow(pkt, now)
+            if followed is not None:
+                self.stats.fragments_followed += 1
+                return followed
         ct = self.conntrack.lookup(pkt, now) if self.stateful else None
-        known = None
-        if ct is not None and ct.state == "established" and not ct.pending and not trace:
-            # Packets of one established connection, one direction and one set of TCP flags
-            # differ in nothing a rule can test: their verdict is computed once, and most
-            # packets skip the rule walk (design.md).
-            known = (ct.conn.id, ct.direction, pkt.tcp_flags, hook, iif, oif)
-            remembered = self.known.get(known)
+        if ct is None or ct.conn is None:
+            return self.judge(pkt, hook, iif, oif, ct, trace)
+        memo_key = self.memo_key(ct, pkt, hook, iif, oif) if not trace else None
+        if memo_key is not None:
+            memo = ct.conn.memo
+            remembered = memo.get(memo_key) if memo is not None else None
             if remembered is not None:
                 return self.repeat(remembered, pkt, ct, now)
-        nat = self.nat if ct is not None and ct.conn is not None and pkt.family == 4 else None
-        changes = nat.before(pkt, ct, self.input_iface(pkt, hook, iif) if ct.pending else iif,
-                             now) if nat else []
-        chain, iif, oif = self.place(pkt, hook, iif, oif)
-        decision, statement_rules = self.judge(pkt, chain, iif, oif, ct, trace)
-        if known is not None and decision.verdict != "reject":
-            self.remember(known, decision, statement_rules)
+        decision = self.tracked(pkt, hook, iif, oif, ct, now, trace)
+        if memo_key is not None and decision.verdict != Verdict.REJECT and not ct.pending:
+            self.remember(ct.conn, memo_key, decision)
+        return decision
+
+    def tracked(self, pkt: Packet, hook: str, iif, oif, ct: CtVerdict, now: float,
+                trace: bool) -> Decision:
+        """A packet conntrack knows or may start: DNAT, the filter, SNAT, confirmation."""
+        nat = self.nat if pkt.family == 4 else None
+        changes: list[NatChange] = []
+        if nat is not None:
+            entry_iif = self.input_iface(pkt, hook, iif) if ct.pending else iif
+            changes = nat.before(pkt, ct, entry_iif, now)
+        decision = self.judge(pkt, hook, iif, oif, ct, trace)
         if nat is not None and decision.accepted:
-            self.source_nat(nat, pkt, ct, decision, changes, now)
-        decision = with_nat(self.finish(pkt, decision, ct, now), pkt, changes)
-        if first_fragment is not None:
-            self.fragments.remember(first_fragment, decision, now)
-        return self.tally(decision, pkt)
+            after = nat.after(pkt, ct, decision.iif, decision.oif, now)
+            if after is None:
+                decision = decision._replace(verdict=Verdict.DROP, reason=NAT_EXHAUSTED)
+            else:
+                changes.extend(after)
+        if decision.accepted and ct.pending and not self.conntrack.confirm(ct, now):
+            decision = decision._replace(verdict=Verdict.DROP, reason=TABLE_FULL)
+        if changes:
+            decision = decision.translated(bytes(pkt.raw), tuple(changes))
+        return decision
 
-    def link_control(self, pkt: Packet, hook: str, iif, oif) -> Decision:
-        self.stats.link_control += 1
-        chain, iif, oif = self.place(pkt, hook, iif, oif)
-        return self.tally(Decision("accept", chain, None, None, LINK_CONTROL, iif, oif), pkt)
+    @staticmethod
+    def memo_key(ct: CtVerdict, pkt: Packet, hook: str, iif, oif) -> tuple | None:
+        """Packets of one established connection, one direction and one set of TCP flags
+        differ in nothing a rule can test: their verdict is computed once and kept on the
+        connection (so it expires with it), and most packets skip the rule walk."""
+        if ct.state != CtState.ESTABLISHED or ct.pending:
+            return None
+        return (ct.direction, pkt.tcp_flags, hook, iif, oif)
 
-    def input_iface(self, pkt: Packet, hook: str, iif: str | None) -> str | None:
-        if hook == "output" or iif is not None or not pkt.family:
-            return iif
-        return self.routing.route(pkt.family, pkt.src)
-
-    def source_nat(self, nat: Nat, pkt: Packet, ct: CtVerdict, decision: Decision,
-                   changes: list, now: float) -> None:
-        """Source translation after the filter accepted; no outside port left: drop."""
-        after = nat.after(pkt, ct, decision.iif, decision.oif, now)
-        if after is None:
-            decision.verdict = "drop"
-            decision.reason = "NAT: no outside port left in the range (exhaustion)"
-        else:
-            changes.extend(after)
-
-    def repeat(self, remembered: tuple, pkt: Packet, ct: CtVerdict, now: float) -> Decision:
-        """A packet of an established connection judged like the last one of its kind, and
-        translated like it (the filter saw nothing of it, so NAT's two steps are one). Most
-        packets end here, so the counting is done in place rather than through tally()."""
-        decision, statement_rules, counters, index = remembered
-        length = pkt.length
-        for rule in statement_rules:
-            counters.count(rule, length)
-        if index is None:
-            counters.policy_hits += 1
-            counters.policy_bytes += length
-        else:
-            counters.hits[index] += 1
-            counters.bytes[index] += length
-        if decision.verdict == "accept":
-            self.stats.accepted += 1
-        else:
-            self.stats.dropped += 1
+    def repeat(self, remembered: Decision, pkt: Packet, ct: CtVerdict, now: float) -> Decision:
+        """Judged like the last packet of its kind, and translated like it (the filter saw
+        nothing of it, so NAT's two steps are one)."""
         conn = ct.conn
         if conn.nat is not None and pkt.family == 4:
             change = self.nat.translate_known(pkt, conn, ct.direction, now)
             if change is not None:
-                return decision.translated(bytes(pkt.raw), (change,))
-        return decision
+                return remembered.translated(bytes(pkt.raw), (change,))
+        return remembered
 
-    def remember(self, known: tuple, decision: Decision, statement_rules: list[Rule]) -> None:
-        if len(self.known) >= KNOWN_LIMIT:
-            self.known.clear()
-        index = decision.rule.index if decision.rule is not None else None
-        counters = self.compiled.counters[decision.chain]
-        self.known[known] = (decision, statement_rules, counters, index)
+    @staticmethod
+    def remember(conn: Conn, key: tuple, decision: Decision) -> None:
+        memo = conn.memo
+        if memo is None:
+            memo = conn.memo = {}
+        elif len(memo) >= MEMO_LIMIT:
+            memo.clear()
+        memo[key] = decision.untranslated()
+
+    def link_control(self, pkt: Packet, hook: str, iif, oif) -> Decision:
+        self.stats.link_control += 1
+        chain, iif, oif = self.place(pkt, hook, iif, oif)
+        return Decision(Verdict.ACCEPT, chain, None, None, LINK_CONTROL, iif, oif)
+
+    def input_iface(self, pkt: Packet, hook: str, iif: str | None) -> str | None:
+        if hook == Hook.OUTPUT or iif is not None or not pkt.family:
+            return iif
+        return self.routing.route(pkt.family, pkt.src)
 
     def place(self, pkt: Packet, hook: str, iif: str | None, oif: str | None) -> tuple:
         """The chain a packet takes and its interfaces, by route lookup where not given."""
-        if hook not in HOOKS:
-            raise ValueError(f"unknown hook {hook!r}; hooks are {', '.join(HOOKS)}")
         routing, family = self.routing, pkt.family
-        if hook == "output":
+        if hook == Hook.OUTPUT:
             return "output", None, oif or routing.route(family, pkt.dst)
         iif = self.input_iface(pkt, hook, iif)
-        chain = hook if hook != "prerouting" else self.chain_for(pkt)
+        chain = hook if hook != Hook.PREROUTING else self.chain_for(pkt)
         if chain == "forward" and oif is None and family:
             oif = routing.route(family, pkt.dst)
         return chain, iif, oif if chain == "forward" else None
@@ -185,56 +189,68 @@ class Engine:
         """Packets to one of the firewall's addresses, or to multicast, are its own input."""
         if not pkt.family:
             return "forward"
-        if self.routing.is_local(pkt.family, pkt.dst) or is_multicast(pkt):
+        if self.routing.is_local(pkt.family, pkt.dst) or is_multicast(pkt.family, pkt.dst):
             return "input"
         return "forward"
 
-    def judge(self, pkt: Packet, chain: str, iif, oif, ct: CtVerdict | None, trace: bool):
+    def judge(self, pkt: Packet, hook: str, iif, oif, ct: CtVerdict | None,
+              trace: bool) -> Decision:
+        """The filter: the chain's first deciding rule, the statements that matched before it."""
+        chain, iif, oif = self.place(pkt, hook, iif, oif)
         compiled = self.compiled
         ct_state = ct.state if ct is not None else None
         values = packet_values(pkt, compiled.iface_id(iif), compiled.iface_id(oif), ct_state)
         table = compiled.chains[chain]
         mask = table.matching(values)
         rule = table.first_decider(mask)
-        statement_rules = table.statement_rules(mask, rule)
-        for matched in statement_rules:
-            compiled.counters[chain].count(matched, pkt.length)
-        logs = log_events(chain, statement_rules, rule)
+        statements = tuple(table.statement_rules(mask, rule))
         verdict, reason = self.verdict_of(chain, rule, pkt, ct)
         steps = tuple(compiled.trace(chain, values, rule)) if trace else ()
-        decision = Decision(verdict, chain, rule, ct_state, reason, iif, oif, logs=logs,
-                            trace=steps)
-        return decision, statement_rules
+        reply = build_reject(pkt) if verdict == Verdict.REJECT else None
+        return Decision(verdict, chain, rule, ct_state, reason, iif, oif, reply=reply,
+                        logs=log_events(chain, statements, rule), trace=steps,
+                        statements=statements)
 
     def verdict_of(self, chain: str, rule: Rule | None, pkt: Packet, ct: CtVerdict | None):
         if rule is not None:
             return rule.verdict, f"rule {rule.index + 1} of {chain} matched"
         if pkt.invalid is not None and self.ruleset.stateful:
-            return "drop", f"malformed packet ({pkt.invalid}) and no rule accepts it"
+            return Verdict.DROP, f"malformed packet ({pkt.invalid}) and no rule accepts it"
         policy = self.compiled.policy(chain)
-        why = f": {ct.reason}" if ct is not None and ct.state == "invalid" and ct.reason else ""
+        why = f": {ct.reason}" if ct is not None and ct.state == CtState.INVALID and ct.reason \
+            else ""
         return policy, f"no rule matched: policy {chain} {policy}{why}"
 
-    def finish(self, pkt: Packet, decision: Decision, ct: CtVerdict | None, now: float):
-        """Confirm a new connection, build a reject's reply."""
-        confirming = decision.accepted and ct is not None and ct.pending
-        if confirming and not self.conntrack.confirm(ct, now):
-            decision.verdict = "drop"
-            decision.reason = "connection table full (no unreplied entry to evict)"
-        if decision.verdict == "reject":
-            decision.reply = build_reject(pkt)
-        return decision
+    # -- the one exit ----------------------------------------------------------------------
 
-    def tally(self, decision: Decision, pkt: Packet) -> Decision:
+    def leave(self, pkt: Packet, decision: Decision, first_fragment: tuple | None,
+              now: float) -> Decision:
+        """Count the packet (engine totals, rule and policy counters) and keep a first
+        fragment's verdict for the fragments after it, whatever path decided it."""
         stats = self.stats
-        if decision.verdict == "accept":
+        stats.packets += 1
+        if pkt.invalid is not None:
+            stats.malformed += 1
+        verdict = decision.verdict
+        if verdict == Verdict.ACCEPT:
             stats.accepted += 1
-        elif decision.verdict == "drop":
+        elif verdict == Verdict.DROP:
             stats.dropped += 1
         else:
             stats.rejected += 1
         if decision.reason is not LINK_CONTROL:
-            self.compiled.counters[decision.chain].count(decision.rule, pkt.length)
+            counters, length = self.compiled.counters[decision.chain], pkt.length
+            for rule in decision.statements:
+                counters.count(rule, length)
+            rule = decision.rule
+            if rule is None:
+                counters.policy_hits += 1
+                counters.policy_bytes += length
+            else:  # Counters.count inlined: every packet comes here
+                counters.hits[rule.index] += 1
+                counters.bytes[rule.index] += length
+        if first_fragment is not None:
+            self.fragments.remember(first_fragment, decision, now)
         return decision
 
     # -- timers ----------------------------------------------------------------------------
@@ -250,46 +266,13 @@ class Engine:
         self.nat.expire(now)
         return gone
 
-    # -- views -----------------------------------------------------------------------------
 
-    def status(self) -> dict:
-        from fw.engine.views import engine_status
-
-        return engine_status(self)
-
-    def conntrack_entries(self, now: float) -> list[dict]:
-        from fw.engine.views import conntrack_rows
-
-        return conntrack_rows(self.conntrack, now)
-
-    def nat_entries(self, now: float) -> list[dict]:
-        from fw.engine.views import nat_rows
-
-        return nat_rows(self.nat, now)
+MEMO_LIMIT = 64  # remembered verdicts per connection: flag combinations are few
 
 
-KNOWN_LIMIT = 65_536
-
-
-def with_nat(decision: Decision, pkt: Packet, changes: list) -> Decision:
-    """The decision with this packet's translation; a shared (remembered) decision is copied."""
-    if not changes:
-        return decision
-    return decision.translated(bytes(pkt.raw), tuple(changes))
-
-
-def log_events(chain: str, statement_rules: list[Rule], decider: Rule | None):
+def log_events(chain: str, statement_rules: tuple[Rule, ...], decider: Rule | None):
     rules = [*statement_rules, *([decider] if decider is not None else [])]
     return tuple(LogEvent(r.log_prefix, chain, r, r.verdict) for r in rules if r.logs)
-
-
-LINK_CONTROL = "IPv6 neighbour discovery / MLD: link-layer control is not filtered (as ARP)"
-
-
-def is_multicast(pkt: Packet) -> bool:
-    if pkt.family == 4:
-        return pkt.dst >> 28 == 0xE or pkt.dst == 0xFFFFFFFF
-    return pkt.dst >> 120 == 0xFF or pkt.dst >> 118 == 0x3FA  # ff00::/8, fe80::/10
 
 
 __all__ = ["Engine"]

@@ -5,18 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fw.dsl.format import match_text
-from fw.engine.classify import (
-    MISSING,
-    CompiledChain,
-    accepted_values,
-    addr_value,
-    compile_chain,
-    interface_ids,
-)
+from fw.core.fields import MISSING, accepted_values, interface_ids
+from fw.engine.classify import CompiledChain, compile_chain
 from fw.engine.decision import TraceStep
-from fw.engine.packet import ICMP, ICMPV6, TCP, Packet
-from fw.model import CHAINS, CT_STATES, Rule, RuleSet
+from fw.model import CHAINS, Match, Rule, RuleSet
 
 
 @dataclass(slots=True)
@@ -39,28 +31,6 @@ class Counters:
         else:
             self.hits[rule.index] += 1
             self.bytes[rule.index] += size
-
-
-def packet_values(pkt: Packet, iif: int, oif: int, ct_state: str | None) -> dict[str, int]:
-    """The packet as the classifier's encoded field values (see classify.py)."""
-    proto = pkt.proto
-    values = {
-        "iif": iif,
-        "oif": oif,
-        "proto": proto,
-        "ct_state": CT_STATES.index(ct_state) if ct_state else MISSING,
-    }
-    if pkt.family:
-        values["saddr"] = addr_value(pkt.family, pkt.src)
-        values["daddr"] = addr_value(pkt.family, pkt.dst)
-    if pkt.sport >= 0:
-        values["sport"] = proto << 16 | pkt.sport
-        values["dport"] = proto << 16 | pkt.dport
-    if proto == TCP and pkt.l4_offset >= 0 and pkt.sport >= 0:
-        values["tcp_flags"] = pkt.tcp_flags
-    if proto in (ICMP, ICMPV6) and pkt.icmp_type >= 0:
-        values["icmp_type"] = proto << 8 | pkt.icmp_type
-    return values
 
 
 @dataclass
@@ -92,9 +62,9 @@ class CompiledRuleSet:
                 break
         return steps
 
-    def first_failure(self, rule: Rule, values: dict[str, int]) -> str | None:
+    def first_failure(self, rule: Rule, values: dict[str, int]) -> Match | None:
         for match in rule.matches:
             name, accepted = accepted_values(match, self.ifaces)
             if values.get(name, MISSING) not in accepted:
-                return match_text(match)
+                return match
         return None

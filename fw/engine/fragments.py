@@ -11,7 +11,6 @@ only rules that need nothing from the transport header.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import replace
 
 from fw.engine.checksum import rewrite_v4
 from fw.engine.decision import Decision
@@ -50,7 +49,8 @@ class FragmentTable:
         first = entry[0]
         verdict = "drop" if first.verdict == "reject" else first.verdict
         packet = translated_like(later, first) if verdict == "accept" else None
-        return replace(first, verdict=verdict, reply=None, packet=packet, logs=(), trace=(),
+        return first._replace(verdict=verdict, reply=None, packet=packet, logs=(), trace=(),
+                       statements=(),
                        reason=f"later fragment: follows its first fragment ({first.reason})")
 
 

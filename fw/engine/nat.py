@@ -22,13 +22,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fw.core.fields import packet_values
+from fw.core.protocols import ICMP, TCP, UDP
 from fw.engine.checksum import FieldRewrite, rewrite_v4, rewrite_v4_icmp_inner
 from fw.engine.classify import compile_chain
 from fw.engine.conntrack import ORIGINAL, REPLY, Conn, ConnTable, CtVerdict, key_of, reverse
 from fw.engine.decision import NatChange
-from fw.engine.evaluate import packet_values
 from fw.engine.nat_mappings import Mapping, MappingTable
-from fw.engine.packet import ICMP, TCP, UDP, Packet
+from fw.engine.packet import Packet
 from fw.engine.routing import Routing
 from fw.model import NatRule
 

@@ -12,8 +12,13 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
-FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+from fw.core.protocols import (
+    ICMP,
+    ICMPV6,
+    SYN,
+    TCP,
+    UDP,
+)
 
 ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST = 0, 8
 ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129

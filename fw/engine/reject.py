@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import struct
 
+from fw.core.protocols import ACK, FIN, ICMP, ICMPV6, RST, SYN, TCP
 from fw.engine.checksum import internet_checksum, l4_checksum
-from fw.engine.packet import ACK, FIN, ICMP, ICMPV6, RST, SYN, TCP, Packet
+from fw.engine.packet import Packet
 
 TTL = 64  # Linux's default ip_default_ttl / hop_limit for locally generated packets
 V4_MIN_MTU, V6_MIN_MTU = 576, 1280

@@ -22,8 +22,8 @@ from array import array
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol
 
+from fw.core.protocols import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
 from fw.engine import tcp_window as tw
-from fw.engine.packet import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
 from fw.engine.tcp_window import (
     END,
     F_DATA_UNACKNOWLEDGED,

@@ -23,10 +23,10 @@ from array import array
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from fw.engine.packet import ACK as _ACK
-from fw.engine.packet import FIN as _FIN
-from fw.engine.packet import RST as _RST
-from fw.engine.packet import SYN as _SYN
+from fw.core.protocols import ACK as _ACK
+from fw.core.protocols import FIN as _FIN
+from fw.core.protocols import RST as _RST
+from fw.core.protocols import SYN as _SYN
 
 if TYPE_CHECKING:
     from fw.engine.packet import Packet

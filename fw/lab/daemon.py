@@ -40,7 +40,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fw.engine.views import rule_ref
+from fw import views
+from fw.core.text import rule_ref
 from fw.errors import FwlabError, LabError, RulesError
 from fw.lab import netns as labns
 from fw.lab.engine_glue import load_rules, render_diagnostics, routing_for, rules_path
@@ -389,9 +390,9 @@ class Daemon:
             with self.lock:
                 now = self.clock()
                 rows = (
-                    self.engine.conntrack_entries(now)
+                    views.conntrack_rows(self.engine.conntrack, now)
                     if cmd == "conntrack"
-                    else self.engine.nat_entries(now)
+                    else views.nat_rows(self.engine.nat, now)
                 )
             return {"ok": True, "entries": rows}
         if cmd == "reload":
@@ -400,7 +401,7 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         with self.lock:
-            engine = self.engine.status()
+            engine = views.engine_status(self.engine)
             counters = self.adapter.counters()
         kernel = self.adapter.stats()
         return {

@@ -14,8 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fw.dsl.format import PROTO_NAMES
-from fw.engine.views import address_text
+from fw.core.protocols import PROTO_NAMES
+from fw.core.text import address_text
 
 LOG_LINES_PER_SECOND = 200.0
 LOG_BURST = 1000.0

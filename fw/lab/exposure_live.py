@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fw.analysis.exposure import Exposure
 from fw.analysis.exposure_text import port_ranges_text
-from fw.analysis.intervals import IntervalSet
+from fw.core.ranges import IntervalSet
 from fw.errors import LabError
 from fw.lab.topology import Topology, default_topology, load_topology
 

@@ -24,7 +24,8 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from fw import craft
-from fw.engine.packet import ACK, SYN, TCP, UDP, decode
+from fw.core.protocols import ACK, SYN, TCP, UDP
+from fw.engine.packet import decode
 
 ETH_P_ALL = 0x0003
 CLASSES = ("tcp_syn", "tcp_any", "udp")

@@ -1,29 +1,22 @@
-"""JSON-able views of the engine's state, for `status`, `conntrack` and replay summaries."""
+"""The engine's data as people and scripts read it: status, conntrack and NAT tables, packet
+summaries, NAT changes. The engine returns data and never formats; the commands and the daemon
+call these (so presentation sits above the engine, never inside it)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import ip_address
 from typing import TYPE_CHECKING
 
-from fw.dsl.format import PROTO_NAMES
-from fw.icmp_types import type_name
+from fw.core.icmp_types import type_name
+from fw.core.protocols import PROTO_NAMES, TCP, flag_letters
+from fw.core.text import address_text, endpoint, tuple_text
 from fw.model import CHAINS
 
 if TYPE_CHECKING:
     from fw.engine.conntrack import Conn, ConnTable
+    from fw.engine.decision import NatChange
     from fw.engine.engine import Engine
-
-
-def rule_ref(rule) -> dict | None:
-    """A rule as logs and scripts see it: chain, index, file, line, text; None is the policy."""
-    if rule is None:
-        return None
-    span = rule.span
-    return {"chain": getattr(rule, "chain", None), "index": rule.index,
-            "file": span.file if span else None, "line": span.line if span else None,
-            "text": rule.text or None}
 
 
 def engine_status(engine: Engine) -> dict:
@@ -54,18 +47,6 @@ def chain_counters(engine: Engine, chain: str) -> dict:
     }
 
 
-def endpoint(family: int, addr: int, port: int) -> str:
-    text = address_text(family or (6 if addr >> 32 else 4), addr)
-    return f"[{text}]:{port}" if family == 6 else f"{text}:{port}"
-
-
-def tuple_text(family: int, key: tuple) -> str:
-    proto, src, sport, dst, dport = key
-    if proto in (1, 58):  # ICMP echo: the 'ports' are the identifier
-        return f"{address_text(family, src)} -> {address_text(family, dst)} id {sport & 0xFFFF}"
-    return f"{endpoint(family, src, sport)} -> {endpoint(family, dst, dport)}"
-
-
 def conn_row(conn: Conn, now: float) -> dict:
     return {
         "id": conn.id,
@@ -84,21 +65,6 @@ def conntrack_rows(table: ConnTable, now: float) -> list[dict]:
     return [conn_row(conn, now) for conn in table]
 
 
-FLAG_LETTERS = "FSRPAUEC"
-
-
-def flag_letters(flags: int) -> str:
-    return "".join(letter for bit, letter in enumerate(FLAG_LETTERS) if flags & (1 << bit))
-
-
-@lru_cache(maxsize=65536)
-def address_text(family: int, addr: int) -> str:
-    """Addresses repeat packet after packet; ipaddress formatting is slow enough to cache."""
-    if not family:
-        return "?"
-    return str(IPv4Address(addr) if family == 4 else IPv6Address(addr))
-
-
 def summary(pkt) -> str:
     """A packet in one line, in the form `explain` accepts back (tcpdump-like)."""
     if not pkt.family:
@@ -108,7 +74,7 @@ def summary(pkt) -> str:
     if pkt.sport >= 0:
         text = f"{name} {endpoint(pkt.family, pkt.src, pkt.sport)} -> "
         text += endpoint(pkt.family, pkt.dst, pkt.dport)
-        if pkt.proto == 6:
+        if pkt.proto == TCP:
             text += f" flags {flag_letters(pkt.tcp_flags) or '.'}"
     elif pkt.icmp_type >= 0:
         text = f"{name} {src} -> {dst} type {type_name(pkt.family, pkt.icmp_type)}"
@@ -134,3 +100,17 @@ def nat_rows(nat, now: float) -> list[dict]:
             "connections": len(m.conns),
         })
     return rows
+
+
+def nat_change_json(change: NatChange) -> dict:
+    def ends(t: tuple[int, int, int, int]) -> dict:
+        return {"src": endpoint(change.family, t[0], t[1]),
+                "dst": endpoint(change.family, t[2], t[3])}
+
+    return {"kind": change.kind, "from": ends(change.before), "to": ends(change.after)}
+
+
+def nat_change_text(change: NatChange) -> str:
+    view = nat_change_json(change)
+    a, b = view["from"], view["to"]
+    return f"{change.kind}: {a['src']} -> {a['dst']}  =>  {b['src']} -> {b['dst']}"
