@@ -7,12 +7,20 @@ link types nobody knows, and files cut in the middle of a block.
 
 from __future__ import annotations
 
+import gzip
 import struct
+
+from fw import craft
 
 # link-layer headers that carry an IPv4 packet, by link type
 ETHERNET = bytes.fromhex("020000000001" "020000000002" "0800")
 SLL2 = bytes.fromhex("0800 0000 00000002 0001 01 06 020000000002 0000")
 NULL_V4 = struct.pack("<I", 2)  # BSD loopback: the address family in host (here little) order
+SYN = craft.tcp("192.0.2.2", "203.0.113.10", 40000, 80, "S")
+SYN6 = craft.tcp("2001:db8:1::2", "2001:db8:2::10", 40000, 80, "S")
+SYNACK = craft.tcp("203.0.113.10", "203.0.113.1", 80, 40000, "SA", ack=1)
+ICMP_ERROR = craft.icmp("203.0.113.10", "203.0.113.1", 3, 3,
+                        payload=craft.udp("203.0.113.1", "203.0.113.10", 5353, 53))
 
 
 def pcap(records: list[tuple[float, bytes]], linktype: int = 1) -> bytes:
@@ -49,3 +57,23 @@ def epb(interface: int, when: float, data: bytes) -> bytes:
 def spb(data: bytes) -> bytes:
     """A Simple Packet Block: no interface (the first one is meant), no timestamp."""
     return block(3, struct.pack("<I", len(data)) + data)
+
+
+def several_interfaces() -> bytes:
+    """Ethernet, raw IP, BSD loopback and Linux SLL2 interfaces, then an untimed packet."""
+    return (shb() + idb(1) + idb(101) + idb(0) + idb(276)
+            + epb(0, 100.0, ETHERNET + SYN) + epb(1, 100.5, SYN6)
+            + epb(2, 101.0, NULL_V4 + SYN) + epb(3, 101.5, SLL2 + SYN)
+            + spb(ETHERNET + SYN))
+
+
+def seeds() -> list[bytes]:
+    """Well-formed captures of each kind the reader knows, for fuzzers to damage."""
+    conversation = [(1.0, ETHERNET + SYN), (1.1, ETHERNET + SYNACK), (1.2, ETHERNET + ICMP_ERROR)]
+    return [
+        pcap(conversation),
+        pcap([(2.0, SYN6), (2.5, SYN)], linktype=101),
+        several_interfaces(),
+        shb() + idb(147) + epb(0, 3.0, SYN) + idb(113) + epb(1, 3.5, bytes(16) + SYN),
+        gzip.compress(pcap(conversation), mtime=0),
+    ]

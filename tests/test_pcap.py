@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from fw import craft
 from fw.errors import CaptureError
 from fw.pcap import read_frames
 from tests import captures as cap
 from tests.cli import fwlab
 
 RULES = "rules/stateful-web.fw"
-SYN = craft.tcp("192.0.2.2", "203.0.113.10", 40000, 80, "S")
-SYN6 = craft.tcp("2001:db8:1::2", "2001:db8:2::10", 40000, 80, "S")
+SYN, SYN6 = cap.SYN, cap.SYN6
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> str:
@@ -27,23 +25,15 @@ def write(tmp_path: Path, name: str, data: bytes) -> str:
     return str(path)
 
 
-def several_interfaces() -> bytes:
-    """Ethernet, raw IP, BSD loopback and Linux SLL2 interfaces, then an untimed packet."""
-    return (cap.shb() + cap.idb(1) + cap.idb(101) + cap.idb(0) + cap.idb(276)
-            + cap.epb(0, 100.0, cap.ETHERNET + SYN) + cap.epb(1, 100.5, SYN6)
-            + cap.epb(2, 101.0, cap.NULL_V4 + SYN) + cap.epb(3, 101.5, cap.SLL2 + SYN)
-            + cap.spb(cap.ETHERNET + SYN))
-
-
 def test_each_pcapng_packet_is_read_with_its_interfaces_link_type(tmp_path: Path) -> None:
-    frames = list(read_frames(write(tmp_path, "multi.pcapng", several_interfaces())))
+    frames = list(read_frames(write(tmp_path, "multi.pcapng", cap.several_interfaces())))
     assert [f.data for f in frames] == [SYN, SYN6, SYN, SYN, SYN]
     assert [f.time for f in frames] == [100.0, 100.5, 101.0, 101.5, 101.5]  # SPB: no time
 
 
 def test_a_pcapng_of_several_link_types_replays(tmp_path: Path, in_repo: Path) -> None:
     result = fwlab("replay", "--json", RULES, write(tmp_path, "multi.pcapng",
-                                                    several_interfaces()))
+                                                    cap.several_interfaces()))
     assert result.code == 0, result.err
     packets = [json.loads(line)["packet"] for line in result.out.splitlines()]
     assert packets[1] == "tcp [2001:db8:1::2]:40000 -> [2001:db8:2::10]:80 flags S"
