@@ -34,6 +34,7 @@ class Frame:
     index: int
     time: float
     data: bytes  # from the IP header on; b"" when the frame carries no IP packet
+    not_ip: str = ""  # then what it carries instead: "ethertype 0x0806", "link type 147"
 
 
 def open_reader(path: str):
@@ -62,7 +63,9 @@ def read_frames(path: str) -> Iterator[Frame]:
         for data, meta in iter_records(reader):
             check_record(path, index, data, meta)
             when = timestamp(meta, when)
-            yield Frame(index, when, ip_payload(data, linktype(reader, meta)))
+            link = linktype(reader, meta)
+            payload = ip_payload(data, link)
+            yield Frame(index, when, payload, "" if payload else not_ip(data, link))
             index += 1
     except CutShort as exc:
         raise CaptureError(f"{path}: capture cut short after packet {index} "
@@ -129,13 +132,29 @@ def timestamp(meta, previous: float) -> float:
 def ip_payload(data: bytes, linktype: int) -> bytes:
     """Strip the link-layer header (Ethernet with VLAN tags, SLL, SLL2, loopback)."""
     if linktype == 1:
-        offset, ethertype = 12, int.from_bytes(data[12:14], "big")
-        while ethertype in (0x8100, 0x88A8) and len(data) >= offset + 6:
-            offset += 4
-            ethertype = int.from_bytes(data[offset : offset + 2], "big")
-        return data[offset + 2 :] if ethertype in IP_ETHERTYPES else b""
+        offset, ethertype = ethernet_type(data)
+        return data[offset:] if ethertype in IP_ETHERTYPES else b""
     header = LINK_HEADERS.get(linktype)
     return data[header:] if header is not None else b""
+
+
+def ethernet_type(data: bytes) -> tuple[int, int]:
+    """Where an Ethernet frame's payload starts and its ethertype, past any VLAN tags."""
+    offset, ethertype = 12, int.from_bytes(data[12:14], "big")
+    while ethertype in (0x8100, 0x88A8) and len(data) >= offset + 6:
+        offset += 4
+        ethertype = int.from_bytes(data[offset : offset + 2], "big")
+    return offset + 2, ethertype
+
+
+def not_ip(data: bytes, linktype: int) -> str:
+    """Why a frame gave no IP packet, for the replay's packet column; '' if it should have."""
+    if linktype == 1:
+        ethertype = ethernet_type(data)[1]
+        if ethertype < 0x0600:
+            return f"802.3 frame of {ethertype} bytes"
+        return "" if ethertype in IP_ETHERTYPES else f"ethertype 0x{ethertype:04x}"
+    return "" if linktype in LINK_HEADERS else f"link type {linktype}"
 
 
 def check_record(path: str, index: int, data: bytes, meta) -> None:

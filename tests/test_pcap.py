@@ -46,7 +46,16 @@ def test_an_unknown_link_type_still_gets_a_verdict(tmp_path: Path, in_repo: Path
     data = cap.shb() + cap.idb(linktype) + cap.epb(0, 1.0, b"\x88" * 40)
     result = fwlab("replay", "--json", RULES, write(tmp_path, "odd.pcapng", data))
     assert result.code == 0, result.err
-    assert json.loads(result.out)["verdict"] == "drop"
+    row = json.loads(result.out)
+    assert (row["packet"], row["verdict"]) == (f"not IP (link type {linktype})", "drop")
+
+
+def test_an_ethernet_frame_without_ip_says_what_it_carries(tmp_path: Path) -> None:
+    arp = cap.ETHERNET[:12] + bytes.fromhex("0806") + bytes(28)
+    llc = cap.ETHERNET[:12] + bytes.fromhex("0026") + bytes(38)
+    frames = list(read_frames(write(tmp_path, "l2.pcap", cap.pcap([(1.0, arp), (2.0, llc)]))))
+    assert [(f.data, f.not_ip) for f in frames] == [
+        (b"", "ethertype 0x0806"), (b"", "802.3 frame of 38 bytes")]
 
 
 def test_pcap_link_type_upper_bits_are_fcs_details_not_another_type(tmp_path: Path) -> None:
