@@ -34,6 +34,8 @@ _LIMITS = {"seq": 0xFFFFFFFF, "ack": 0xFFFFFFFF, "window": 0xFFFF, "len": 60000,
 _LIMITS |= {"code": 255, "id": 0xFFFF}
 _QUOTE_ROOM = {4: 576 - 28, 6: 1280 - 48}  # what an ICMP error may quote, as Linux does
 _ICMP_ERRORS = {4: {3, 4, 5, 11, 12}, 6: {1, 2, 3, 4}}
+MAX_QUOTING = 8  # an error quoting an error quoting ...: 576 bytes hold no more than about 19
+_SHOWN = 120  # characters of the description an error message repeats
 
 
 class _Spec:
@@ -43,7 +45,15 @@ class _Spec:
         self.text = text
 
     def error(self, word: str, why: str) -> PacketSpecError:
-        return PacketSpecError(f"bad packet {self.text!r}: {word!r} {why}")
+        return PacketSpecError(f"bad packet {self.shown()!r}: {_cut(word)!r} {why}")
+
+    def shown(self) -> str:
+        return _cut(self.text)
+
+
+def _cut(text: str) -> str:
+    """A long description or word shortened, so that the message stays one readable line."""
+    return text if len(text) <= _SHOWN else f"{text[: _SHOWN - 3]}..."
 
 
 def parse_packet(text: str) -> bytes:
@@ -52,6 +62,10 @@ def parse_packet(text: str) -> bytes:
     words = spec.text.replace("->", " -> ").split()
     if not words:
         raise PacketSpecError("bad packet '': empty description (e.g. 'tcp 1.2.3.4:80 -> ...')")
+    depth = words.count("quoting")
+    if depth > MAX_QUOTING:
+        raise spec.error("quoting", f"is nested {depth} deep; at most {MAX_QUOTING} "
+                                    "(an ICMP error quoting an ICMP error ...)")
     return _parse(spec, words)
 
 

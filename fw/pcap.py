@@ -7,18 +7,26 @@ were handed out, so a replay still judges everything that could be read.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
+import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from fw.errors import CaptureError
+from fw.userfiles import UnreadableFile, open_regular
 
 SNAPLEN = 262_144
 LINKTYPE_RAW = 101
-# link type -> bytes before the IP header (None: read the ethertype like Ethernet)
-LINK_HEADERS: dict[int, int] = {0: 4, 1: 14, 12: 0, 101: 0, 113: 16, 228: 0, 229: 0, 276: 20}
+LINKTYPE_MASK = 0xFFFF  # the upper bits of a pcap header's link type carry FCS details
+# link type -> bytes before the IP header (Ethernet is read by ethertype, VLAN tags skipped)
+LINK_HEADERS: dict[int, int] = {
+    0: 4, 12: 0, 101: 0, 108: 4, 113: 16, 228: 0, 229: 0, 276: 20,
+}
 IP_ETHERTYPES = (0x0800, 0x86DD)
+DAMAGE = (struct.error, ValueError, OverflowError, OSError, zlib.error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,51 +34,97 @@ class Frame:
     index: int
     time: float
     data: bytes  # from the IP header on; b"" when the frame carries no IP packet
+    not_ip: str = ""  # then what it carries instead: "ethertype 0x0806", "link type 147"
 
 
 def open_reader(path: str):
+    """A scapy raw reader on the file, which must be a regular file (see fw.userfiles)."""
     logging.getLogger("scapy").setLevel(logging.ERROR)  # we report damage ourselves, once
     from scapy.error import Scapy_Exception
     from scapy.utils import RawPcapReader
 
-    if os.path.isdir(path):
-        raise CaptureError(f"{path}: is a directory, not a capture")
     try:
-        return RawPcapReader(path)
-    except FileNotFoundError:
-        raise CaptureError(f"{path}: no such file") from None
-    except (Scapy_Exception, OSError, EOFError) as exc:
+        f = open_regular(path)
+    except UnreadableFile as exc:
+        raise CaptureError(str(exc)) from None
+    try:
+        return RawPcapReader(f)
+    except (Scapy_Exception, EOFError, *DAMAGE) as exc:
+        f.close()
         raise CaptureError(f"{path}: not a pcap or pcapng capture ({exc})") from None
 
 
 def read_frames(path: str) -> Iterator[Frame]:
     """Every frame as raw IP; CaptureError at the end if the file was damaged."""
     reader = open_reader(path)
+    raw = reader.f.fileobj if isinstance(reader.f, gzip.GzipFile) else None
+    index, when = 0, 0.0
     try:
-        index = 0
         for data, meta in iter_records(reader):
-            linktype = getattr(meta, "linktype", None) or reader.linktype
             check_record(path, index, data, meta)
-            yield Frame(index, timestamp(meta), ip_payload(data, linktype))
+            when = timestamp(meta, when)
+            link = linktype(reader, meta)
+            payload = ip_payload(data, link)
+            yield Frame(index, when, payload, "" if payload else not_ip(data, link))
             index += 1
-        check_tail(path, reader, index)
+    except CutShort as exc:
+        raise CaptureError(f"{path}: capture cut short after packet {index} "
+                           f"({exc.left} bytes of a damaged record at the end)") from None
+    except DamagedBlock as exc:
+        raise CaptureError(f"{path}: damaged after packet {index} ({exc})") from None
     finally:
         reader.close()
+        if raw is not None:
+            raw.close()
+
+
+class DamagedBlock(Exception):
+    """scapy met a block it cannot read past (read_frames says where)."""
+
+
+class CutShort(Exception):
+    """scapy stopped before the end of the file: what is left is not a whole record."""
+
+    def __init__(self, left: int) -> None:
+        super().__init__(left)
+        self.left = left
 
 
 def iter_records(reader) -> Iterator[tuple[bytes, object]]:
+    """scapy's packet records. It ends a file with EOFError, and a damaged one too: the position
+    where the failed read started tells them apart (a pcapng is read block by block for that,
+    since one packet read may pass over several blocks that are not packets)."""
+    from scapy.error import Scapy_Exception
+
+    read = getattr(reader, "_read_block", reader._read_packet)
+    size = None if isinstance(reader.f, gzip.GzipFile) else os.fstat(reader.f.fileno()).st_size
     while True:
+        start = reader.f.tell()
         try:
-            record = reader._read_packet(SNAPLEN)
+            record = read(SNAPLEN)
         except EOFError:
+            if size is not None and start < size:
+                raise CutShort(size - start) from None
             return
-        if record is None:
-            return
-        yield record
+        except (Scapy_Exception, *DAMAGE) as exc:
+            raise DamagedBlock(str(exc) or type(exc).__name__) from None
+        if record is not None:
+            yield record
 
 
-def timestamp(meta) -> float:
+def linktype(reader, meta) -> int:
+    """pcapng gives each packet its interface's link type; pcap has one, in the file header."""
+    value = getattr(meta, "linktype", None)
+    if value is None:
+        value = reader.linktype
+    return value & LINKTYPE_MASK
+
+
+def timestamp(meta, previous: float) -> float:
+    """Seconds; a pcapng Simple Packet Block has no time, so it keeps the previous one."""
     if hasattr(meta, "tshigh"):
+        if meta.tshigh is None:
+            return previous
         return ((meta.tshigh << 32) | meta.tslow) / (meta.tsresol or 1_000_000)
     return meta.sec + meta.usec / 1_000_000
 
@@ -78,13 +132,29 @@ def timestamp(meta) -> float:
 def ip_payload(data: bytes, linktype: int) -> bytes:
     """Strip the link-layer header (Ethernet with VLAN tags, SLL, SLL2, loopback)."""
     if linktype == 1:
-        offset, ethertype = 12, int.from_bytes(data[12:14], "big")
-        while ethertype in (0x8100, 0x88A8) and len(data) >= offset + 6:
-            offset += 4
-            ethertype = int.from_bytes(data[offset : offset + 2], "big")
-        return data[offset + 2 :] if ethertype in IP_ETHERTYPES else b""
+        offset, ethertype = ethernet_type(data)
+        return data[offset:] if ethertype in IP_ETHERTYPES else b""
     header = LINK_HEADERS.get(linktype)
     return data[header:] if header is not None else b""
+
+
+def ethernet_type(data: bytes) -> tuple[int, int]:
+    """Where an Ethernet frame's payload starts and its ethertype, past any VLAN tags."""
+    offset, ethertype = 12, int.from_bytes(data[12:14], "big")
+    while ethertype in (0x8100, 0x88A8) and len(data) >= offset + 6:
+        offset += 4
+        ethertype = int.from_bytes(data[offset : offset + 2], "big")
+    return offset + 2, ethertype
+
+
+def not_ip(data: bytes, linktype: int) -> str:
+    """Why a frame gave no IP packet, for the replay's packet column; '' if it should have."""
+    if linktype == 1:
+        ethertype = ethernet_type(data)[1]
+        if ethertype < 0x0600:
+            return f"802.3 frame of {ethertype} bytes"
+        return "" if ethertype in IP_ETHERTYPES else f"ethertype 0x{ethertype:04x}"
+    return "" if linktype in LINK_HEADERS else f"link type {linktype}"
 
 
 def check_record(path: str, index: int, data: bytes, meta) -> None:
@@ -92,15 +162,6 @@ def check_record(path: str, index: int, data: bytes, meta) -> None:
     if caplen is not None and len(data) < min(caplen, SNAPLEN):
         raise CaptureError(f"{path}: capture cut short in packet {index + 1} "
                            f"({len(data)} of {caplen} bytes)")
-
-
-def check_tail(path: str, reader, count: int) -> None:
-    """RawPcapReader stops quietly at a partial record header; say so instead."""
-    f = getattr(reader, "f", None)
-    size = os.path.getsize(path)
-    if f is not None and not path.endswith(".gz") and hasattr(f, "tell") and f.tell() < size:
-        raise CaptureError(f"{path}: capture cut short after packet {count} "
-                           f"({size - f.tell()} bytes of a damaged record at the end)")
 
 
 class RawWriter:

@@ -17,7 +17,7 @@ from fw.core.protocols import ACK, FIN, PSH, SYN
 from fw.engine.checksum import verify
 from fw.engine.packet import decode
 from fw.errors import FwlabError, PacketSpecError
-from fw.packetspec import parse_packet
+from fw.packetspec import MAX_QUOTING, parse_packet
 
 
 def ip_int(text: str) -> int:
@@ -178,6 +178,24 @@ def test_empty_description() -> None:
 def test_any_text_parses_or_raises_fwlab_error(text: str) -> None:
     with contextlib.suppress(FwlabError):
         parse_packet(text)
+
+
+def nested(depth: int) -> str:
+    error = "icmp 198.51.100.1 -> 192.0.2.2 type time-exceeded quoting "
+    return error * depth + "udp 192.0.2.2:4 -> 198.51.100.1:53"
+
+
+def test_quoting_nests_up_to_the_limit() -> None:
+    assert len(parse_packet(nested(MAX_QUOTING))) > len(parse_packet(nested(1)))
+
+
+@pytest.mark.parametrize("depth", [MAX_QUOTING + 1, 1000, 100_000])
+def test_deeper_quoting_is_one_short_line_not_a_recursion_error(depth: int) -> None:
+    with pytest.raises(PacketSpecError) as info:
+        parse_packet(nested(depth))
+    message = str(info.value)
+    assert f"'quoting' is nested {depth} deep; at most {MAX_QUOTING}" in message
+    assert "\n" not in message and len(message) < 250
 
 
 # --- the ICMP name tables -------------------------------------------------------------------

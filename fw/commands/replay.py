@@ -113,8 +113,13 @@ def rule_cell(d: Decision) -> str:
     return f"{span.file}:{span.line}" if span else d.rule.text
 
 
+def describe(frame: Frame) -> str:
+    """The packet in one line; a frame that carries no IP packet says what it carries."""
+    return f"not IP ({frame.not_ip})" if frame.not_ip else summary(decode(frame.data))
+
+
 def row_cells(frame: Frame, d: Decision, elapsed: float) -> list:
-    text = summary(decode(frame.data))
+    text = describe(frame)
     if d.packet is not None:
         text += f"\n  => {summary(decode(d.packet))}"
     return [str(frame.index), f"{elapsed:.6f}", text,
@@ -123,7 +128,7 @@ def row_cells(frame: Frame, d: Decision, elapsed: float) -> list:
 
 def row_json(frame: Frame, d: Decision) -> dict:
     return {
-        "index": frame.index, "time": frame.time, "packet": summary(decode(frame.data)),
+        "index": frame.index, "time": frame.time, "packet": describe(frame),
         "verdict": d.verdict, "chain": d.chain, "rule": rule_ref(d.rule),
         "ct_state": d.ct_state, "reason": d.reason,
         "nat": [nat_change_json(n) for n in d.nat] or None,

@@ -12,8 +12,8 @@ from pathlib import Path
 from lark import Token, Tree
 
 from fw.dsl.diagnostics import Collector
+from fw.dsl.includes import MAX_DEPTH, MAX_LINES, IncludeTooDeep, SourceFiles, resolved
 from fw.dsl.matches import MatchBuilder, mentions_ip6
-from fw.dsl.parse import parse_text
 from fw.dsl.spans import span_of, token_span, unquote
 from fw.dsl.values import (
     KIND_BY_TOKEN,
@@ -24,7 +24,7 @@ from fw.dsl.values import (
     suggest,
     to_port_range,
 )
-from fw.errors import FwlabError, RulesError, Span
+from fw.errors import FwlabError, Span
 from fw.model import (
     CHAINS,
     ChainName,
@@ -58,46 +58,47 @@ class Builder:
     nat: list[NatRule] = field(default_factory=list)
     stack: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    sources: SourceFiles = field(default_factory=SourceFiles)
+    lines: int = 0  # of every file loaded so far, each inclusion counted
 
     # -- files -------------------------------------------------------------------------------
 
     def load(self, path: str, include_span: Span | None = None) -> None:
-        text = self.read(path, include_span)
-        if text is None:
+        source = self.sources.get(path)
+        if source.problem is not None:
+            self.unreadable(path, source.problem, include_span)
             return
-        self.stack.append(str(Path(path).resolve()))
+        self.out.sources.texts[path] = source.text
+        self.lines += source.lines
+        self.stack.append(resolved(path))
         self.files.append(path)
         try:
-            tree = parse_text(text, path)
-        except RulesError as exc:
-            self.out.error(exc.message, exc.span)
-        else:
-            self.walk(tree, path, top=include_span is None)
+            if source.syntax is not None:
+                self.out.error(source.syntax.message, source.syntax.span)
+            else:
+                self.walk(source.tree, path, top=include_span is None)
         finally:
             self.stack.pop()
-
-    def read(self, path: str, include_span: Span | None) -> str | None:
-        """The file's text, or None after reporting why it cannot be read."""
-        try:
-            data = Path(path).read_bytes()
-            text = data.decode("utf-8")
-        except IsADirectoryError:
-            return self.unreadable(path, "is a directory", include_span)
-        except OSError as exc:
-            return self.unreadable(path, (exc.strerror or str(exc)).lower(), include_span)
-        except UnicodeDecodeError as exc:
-            return self.unreadable(path, f"is not UTF-8 text (byte {exc.start})", include_span)
-        if "\x00" in text:
-            return self.unreadable(path, "is not a text file (it holds NUL bytes)", include_span)
-        self.out.sources.texts[path] = text
-        return text
 
     def unreadable(self, path: str, why: str, include_span: Span | None) -> None:
         if include_span:
             self.out.error(f"cannot include '{path}': {why}", include_span)
         else:
             self.out.error(f"cannot read the file: {why}", Span(path, 0, 0))
-        return None
+
+    def within_limits(self, target: str, span: Span) -> bool:
+        """Whether including `target` here stays within MAX_DEPTH and MAX_LINES; says why not."""
+        try:
+            lines = self.sources.cost(target, self.stack)
+        except IncludeTooDeep as exc:
+            self.out.error(f"includes nest more than {MAX_DEPTH} files deep "
+                           f"(at '{exc.path}')", span)
+            return False
+        if self.lines + lines > MAX_LINES:
+            self.out.error(f"including '{target}' takes the rule set past the limit of "
+                           f"{MAX_LINES:,} lines (each inclusion of a file counts)", span)
+            return False
+        return True
 
     def walk(self, tree: Tree, path: str, top: bool) -> None:
         items = [c for c in tree.children if isinstance(c, Tree)]
@@ -142,14 +143,15 @@ class Builder:
     def item_include(self, item: Tree, path: str) -> None:
         token: Token = item.children[0]
         span = token_span(token, path)
-        target = Path(path).parent / unquote(token)
-        resolved = str(target.resolve())
-        if resolved in self.stack:
-            chain = [*self.stack[self.stack.index(resolved) :], resolved]
+        target = str(Path(path).parent / unquote(token))
+        key = resolved(target)
+        if key in self.stack:
+            chain = [*self.stack[self.stack.index(key) :], key]
             names = " -> ".join(Path(p).name for p in chain)
             self.out.error(f"include cycle: {names}", span)
             return
-        self.load(str(target), span)
+        if self.within_limits(target, span):
+            self.load(target, span)
 
     def item_policy(self, item: Tree, path: str) -> None:
         chain, verdict = item.children

@@ -43,6 +43,7 @@ from pydantic import (
 )
 
 from fw.errors import TopologyError
+from fw.userfiles import UnreadableFile, read_text
 
 __all__ = [
     "DOCUMENTATION_NETWORKS",
@@ -436,9 +437,9 @@ def load_topology(path: str | Path) -> Topology:
     """Read and validate a topology file; every problem is a one-line TopologyError."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TopologyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        text = read_text(path)  # a regular file of at most 16 MB, never a FIFO or a device
+    except UnreadableFile as exc:
+        raise TopologyError(f"{path}: cannot read: {exc.why}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
