@@ -106,6 +106,23 @@ def exposure(
                                   as_json=as_json, plot=plot, live=live, ports=ports))
 
 
+OutOpt = Annotated[str | None, typer.Option("-o", "--out", help="Write here (default: stdout).")]
+
+
+@app.command()
+def export(
+    rules: RulesArg,
+    out: OutOpt = None,
+    approximate: Annotated[bool, typer.Option(
+        help="Export NAT behaviours the kernel cannot give as its nearest one (with a warning)."
+    )] = False,
+) -> None:
+    """Print the nftables script (`nft -f`) that means the same as a rule file."""
+    from fw.commands.export import run_export
+
+    raise typer.Exit(run_export(rules, out=out, approximate=approximate))
+
+
 from fw.commands.lab import register as _register_lab  # noqa: E402
 
 _register_lab(app)
