@@ -19,6 +19,7 @@ from tests.golden import compare
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = sorted((ROOT / "rules").glob("*.fw"))
+EXTRA = sorted((ROOT / "tests/golden/export-extra").glob("*.fw"))
 REFUSED = sorted((ROOT / "tests/golden/export-refused").glob("*.fw"))
 
 
@@ -31,6 +32,11 @@ def test_every_example_exports_as_its_golden_script(path: Path, in_repo: Path) -
     result = exported(path)
     assert result.warnings == []
     compare(ROOT / "tests/golden/export" / f"{path.stem}.nft", result.text)
+
+
+@pytest.mark.parametrize("path", EXTRA, ids=lambda p: p.stem)
+def test_features_beyond_the_examples_export_as_golden(path: Path, in_repo: Path) -> None:
+    compare(path.with_suffix(".nft"), exported(path).text)
 
 
 @pytest.mark.parametrize("path", REFUSED, ids=lambda p: p.stem)

@@ -47,7 +47,8 @@ def nat_table(ruleset: RuleSet, table: str, *, approximate: bool,
 
 
 def nat_chain(name: str, hook: str, rules: list[str]) -> list[str]:
-    priority = "srcnat" if hook == "postrouting" else "dstnat"
+    # nft 1.0.6 knows `dstnat` in prerouting only; -100 is its value, and the output hook's
+    priority = {"postrouting": "srcnat", "prerouting": "dstnat"}.get(hook, "-100")
     head = f"type nat hook {hook} priority {priority}; policy accept;"
     return [f"\tchain {name} {{", f"\t\t{head}", *(f"\t\t{r}" for r in rules), "\t}"]
 
@@ -108,10 +109,21 @@ def hairpin_snat(ruleset: RuleSet, dnat: list[NatRule]) -> list[str]:
 def snat_lines(rule: NatRule, note: str | None) -> list[str]:
     matches = [match_expr(m) for m in rule.matches]
     action = "masquerade" if rule.action == "masquerade" else f"snat to {rule.to_addr}"
+    protos = implies_proto(rule.matches)
     if rule.to_ports is not None:
-        to = f"{action}{' to ' if rule.action == 'masquerade' else ''}:{rule.to_ports}"
-        return [words(matches, to, joined_comment(rule.comment, note))]
-    return masquerade_lines(matches, action, rule.comment, note, implies_proto(rule.matches))
+        return ranged_lines(matches, action, rule.comment, note, protos, str(rule.to_ports))
+    return masquerade_lines(matches, action, rule.comment, note, protos)
+
+
+def ranged_lines(matches: list[str], action: str, comment: str | None, note: str | None,
+                 protos: set[int] | None, ports: str) -> list[str]:
+    """`snat to A:P-Q`: the engine takes TCP/UDP ports and ICMP ids from the range; nft wants
+    the protocol matched before a port range, so one rule each, then the rest without one."""
+    text = joined_comment(comment, note)
+    lines = [words([*matches, f"meta l4proto {names}"], f"{action}:{ports}", text)
+             for names, numbers in (("{ tcp, udp }", {6, 17}), ("icmp", {1}))
+             if protos is None or protos & numbers]
+    return [*lines, words(matches, action, text)]
 
 
 def masquerade_lines(matches: list[str], action: str, comment: str | None, note: str | None,

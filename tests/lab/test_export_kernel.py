@@ -16,6 +16,7 @@ from fw.export.nft import to_nft
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = [*sorted((ROOT / "rules").glob("*.fw")),
+           *sorted((ROOT / "tests/golden/export-extra").glob("*.fw")),
            *sorted((ROOT / "tests/golden/export-refused").glob("*.fw"))]
 
 pytestmark = [pytest.mark.lab,
