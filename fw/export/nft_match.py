@@ -70,7 +70,9 @@ def match_expr(match: Match) -> str:
         types = [type_name(match.family, t) for t in sorted(set(match.types))]
         return f"{word} type {op(match)}{nft_set(types)}"
     if isinstance(match, CtStateMatch):
-        return f"ct state {op(match)}{','.join(match.states)}"
+        # `ct state != a,b` compares the whole value with a|b (always true): negate a set
+        states = ",".join(match.states) if not match.negate else nft_set(list(match.states))
+        return f"ct state {op(match)}{states}"
     raise TypeError(match)  # pragma: no cover - the Match union is closed
 
 
