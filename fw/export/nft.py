@@ -25,11 +25,11 @@ from fw.model import CHAINS, Rule, RuleSet
 TABLE = "fwlab"
 NAT_TABLE = "fwlab_nat"
 REJECT_CHAIN = "fwlab_reject"
+LINK_CONTROL_NOTE = "fwlab: neighbour discovery and MLD are not filtered (as ARP)"
 LINK_CONTROL = (
     "icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, "
     "nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, "
-    "nd-redirect, mld2-listener-report } accept "
-    'comment "fwlab: neighbour discovery and MLD are not filtered (as ARP)"'
+    f'nd-redirect, mld2-listener-report }} accept comment "{LINK_CONTROL_NOTE}"'
 )
 TCP, ICMP_ANY = 6, "reject with icmpx port-unreachable"
 
