@@ -6,6 +6,8 @@ of the table at that point. Problems are collected, not raised, so `check` repor
 
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +67,7 @@ class Builder:
         text = self.read(path, include_span)
         if text is None:
             return
+        path = source_name(path)
         self.stack.append(str(Path(path).resolve()))
         self.files.append(path)
         try:
@@ -79,7 +82,7 @@ class Builder:
     def read(self, path: str, include_span: Span | None) -> str | None:
         """The file's text, or None after reporting why it cannot be read."""
         try:
-            data = Path(path).read_bytes()
+            data = stdin_bytes() if path == "-" else Path(path).read_bytes()
             text = data.decode("utf-8")
         except IsADirectoryError:
             return self.unreadable(path, "is a directory", include_span)
@@ -89,7 +92,7 @@ class Builder:
             return self.unreadable(path, f"is not UTF-8 text (byte {exc.start})", include_span)
         if "\x00" in text:
             return self.unreadable(path, "is not a text file (it holds NUL bytes)", include_span)
-        self.out.sources.texts[path] = text
+        self.out.sources.texts[source_name(path)] = text
         return text
 
     def unreadable(self, path: str, why: str, include_span: Span | None) -> None:
@@ -396,6 +399,20 @@ class Builder:
         )
 
 
+STDIN = "<stdin>"
+
+
+@functools.cache
+def stdin_bytes() -> bytes:
+    """`-` names standard input, read once: a command may load the same rule file twice."""
+    return sys.stdin.buffer.read()
+
+
+def source_name(path: str) -> str:
+    """How messages name a rule file: its path, or <stdin> for `-`."""
+    return STDIN if path == "-" else path
+
+
 CHAIN_WORDS: dict[ChainName, str] = {
     "input": "packets to the firewall",
     "forward": "packets through the firewall",
@@ -433,4 +450,4 @@ def build(path: str, out: Collector) -> RuleSet | None:
     except FwlabError as exc:  # pragma: no cover - every known problem is collected above
         out.error(exc.message, exc.span)
         return None
-    return builder.finish(path) if builder.files else None
+    return builder.finish(source_name(path)) if builder.files else None
