@@ -17,6 +17,8 @@ from fw.export.nft_match import implies_proto
 from fw.model import AddrMatch, Match
 
 MAX_DEPTH = 16
+ENDINGS = frozenset({"accept", "drop", "reject", "jump", "goto", "return", "continue", "dnat",
+                     "snat", "masquerade", "notrack"})
 TCP_RESET = {"type": "tcp reset"}
 PORT_UNREACHABLE = tuple({"type": t, "expr": "port-unreachable"}
                          for t in ("icmpx", "icmp", "icmpv6"))
@@ -123,8 +125,10 @@ def take(expr: dict, matches: list[Match], statements: list[str], ending: dict |
         if nat:
             raise Unsupported("log in a nat rule (fwlab's nat rules take no statements)")
         statements.append(log_text(body))
-    else:
+    elif kind in ENDINGS:
         return expr
+    else:
+        raise Unsupported(f"the statement '{kind}'")
     return None
 
 
