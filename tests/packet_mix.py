@@ -23,7 +23,21 @@ V4_HOSTS = ["192.0.2.2", "192.0.2.10", "192.0.2.11", "192.0.2.50", "192.0.2.130"
 V6_HOSTS = ["2001:db8:1::2", "2001:db8:1::80", "2001:db8:1::1", "2001:db8:2::1",
             "2001:db8:2::10", "2001:db8:3::66"]
 PORTS = [22, 25, 53, 67, 80, 123, 443, 993, 3074, 5000, 8080, 1234, 33000, 40000, 61000]
-TCP_FLAGS = ["S", "S", "SA", "A", "PA", "PA", "FA", "R", "RA", "F", "SF", "", "U"]
+TYPICAL = [("192.0.2.2", "203.0.113.10"), ("192.0.2.10", "198.51.100.80"),
+           ("192.0.2.50", "203.0.113.66"), ("203.0.113.66", "203.0.113.1"),
+           ("203.0.113.66", "192.0.2.50"), ("203.0.113.10", "198.51.100.25"),
+           ("192.0.2.2", "203.0.113.1"), ("2001:db8:1::2", "2001:db8:2::10"),
+           ("2001:db8:3::66", "2001:db8:1::80"), ("192.0.2.2", "192.0.2.1")]
+CLIENT_PORTS = [40000, 40000, 33000, 50000, 1234, 700, 3074, 8080]
+TCP_FLAGS = ["S", "SA", "A", "PA", "FA", "R", "RA", "F", "SF", "", "U"]
+# Conversations as (side, what): the usual shapes; the mix then perturbs them.
+SCRIPTS = {
+    "tcp": [(0, "S"), (1, "SA"), (0, "A"), (0, "PA"), (1, "PA"), (0, "A"), (0, "FA"),
+            (1, "FA"), (0, "A")],
+    "udp": [(0, ""), (1, ""), (0, ""), (1, "")],
+    "echo": [(0, ""), (1, ""), (0, ""), (1, "")],
+    "other": [(0, ""), (1, "")],
+}
 IFACES = [None, None, None, "lan", "wan", "dmz"]
 
 
@@ -31,6 +45,8 @@ IFACES = [None, None, None, "lan", "wan", "dmz"]
 class Flow:
     proto: str
     ends: list[tuple[str, int]]  # [client, server] as the client addresses them
+    step: int = 0
+    hook: tuple[str, str | None] = ("prerouting", None)
     seq: list[int] = field(default_factory=lambda: [1000, 7000])
     seen: list[tuple[str, int] | None] = field(default_factory=lambda: [None, None])
     last: list[bytes | None] = field(default_factory=lambda: [None, None])
@@ -47,7 +63,7 @@ class Mix:
         results = []
         for _ in range(count):
             raw, hook, iif, flow, side = self.next_packet()
-            self.now += self.rng.choice([0.01, 0.2, 1.0, 1.0, 45.0, 200.0])
+            self.now += self.rng.choice([0.01] * 6 + [0.5, 2.0, 45.0, 200.0])
             decisions = [e.process(raw, hook=hook, iif=iif, now=self.now) for e in engines]
             results.append([outcome(d) for d in decisions])
             self.learn(flow, side, decisions[0], raw)
@@ -55,22 +71,34 @@ class Mix:
 
     def next_packet(self) -> tuple[bytes, str, str | None, Flow, int]:
         rng = self.rng
-        if not self.flows or rng.random() < 0.3:
-            self.flows.append(self.new_flow())
-            self.flows = self.flows[-40:]
-            flow, side = self.flows[-1], 0
-        else:
-            flow, side = rng.choice(self.flows), rng.randrange(2)
-        hook = "output" if rng.random() < 0.08 else "prerouting"
-        iif = None if hook == "output" else rng.choice(IFACES)
-        return self.build(flow, side), hook, iif, flow, side
+        live = [f for f in self.flows if f.step < len(SCRIPTS[f.proto])]
+        if not live or rng.random() < 0.15:
+            self.flows = [*self.flows[-30:], self.new_flow()]
+            live = [self.flows[-1]]
+        flow = rng.choice(live[-4:])
+        side, flags = SCRIPTS[flow.proto][flow.step]
+        flow.step += 1
+        if rng.random() < 0.15:  # a perturbation: the other side, other flags, a replay
+            side, flags = rng.randrange(2), rng.choice(TCP_FLAGS)
+            flow.step -= rng.randrange(2)
+        hook, iif = flow.hook if side == 0 else ("prerouting", None)
+        if rng.random() < 0.05:
+            hook = "output" if hook == "prerouting" else "prerouting"
+            iif = None
+        return self.build(flow, side, flags), hook, iif, flow, side
 
     def new_flow(self) -> Flow:
         rng = self.rng
-        hosts = V6_HOSTS if rng.random() < 0.25 else V4_HOSTS
-        a, b = rng.sample(hosts, 2)
         proto = rng.choice(["tcp", "tcp", "tcp", "udp", "udp", "echo", "other"])
-        return Flow(proto, [(a, rng.choice(PORTS)), (b, rng.choice(PORTS))])
+        if rng.random() < 0.5:  # what the example rule sets are about: the LAN going out, the
+            a, b = rng.choice(TYPICAL)  # internet coming in through a forward
+            flow = Flow(proto, [(a, rng.choice(CLIENT_PORTS)), (b, rng.choice(PORTS[:12]))])
+        else:
+            a, b = rng.sample(V6_HOSTS if rng.random() < 0.25 else V4_HOSTS, 2)
+            flow = Flow(proto, [(a, rng.choice(PORTS)), (b, rng.choice(PORTS))])
+        hook = "output" if rng.random() < 0.08 else "prerouting"
+        flow.hook = (hook, None if hook == "output" else rng.choice(IFACES))
+        return flow
 
     def endpoints(self, flow: Flow, side: int) -> tuple[tuple[str, int], tuple[str, int]]:
         """The sender and where it sends: a reply goes to where the other side was seen."""
@@ -78,7 +106,7 @@ class Mix:
             return flow.ends[0], flow.ends[1]
         return flow.seen[1] or flow.ends[1], flow.seen[0] or flow.ends[0]
 
-    def build(self, flow: Flow, side: int) -> bytes:
+    def build(self, flow: Flow, side: int, flags: str) -> bytes:
         rng = self.rng
         (src, sport), (dst, dport) = self.endpoints(flow, side)
         if rng.random() < 0.06 and flow.last[1 - side] is not None:
@@ -86,7 +114,7 @@ class Mix:
             return craft.icmp(src, dst, 1 if ":" in src else 3, 4 if ":" in src else 3,
                               payload=quoted)
         if flow.proto == "tcp":
-            return self.tcp(flow, side, src, sport, dst, dport)
+            return self.tcp(flow, side, flags, (src, sport), (dst, dport))
         if flow.proto == "udp":
             return craft.udp(src, dst, sport, dport, payload=b"x" * rng.randrange(4))
         if flow.proto == "echo":
@@ -96,10 +124,11 @@ class Mix:
             return craft.ip(src, dst, 47, b"\0" * 8)
         return craft.icmp(src, dst, rng.choice([3, 11, 13, 17, 5, 135, 136, 2, 1, 128]))
 
-    def tcp(self, flow: Flow, side: int, src: str, sport: int, dst: str, dport: int) -> bytes:
+    def tcp(self, flow: Flow, side: int, flags: str, src_end: tuple[str, int],
+            dst_end: tuple[str, int]) -> bytes:
         rng = self.rng
-        flags = rng.choice(TCP_FLAGS)
-        seq = flow.seq[side] if rng.random() < 0.85 else rng.randrange(1 << 32)
+        (src, sport), (dst, dport) = src_end, dst_end
+        seq = flow.seq[side] if rng.random() < 0.93 else rng.randrange(1 << 32)
         ack = flow.seq[1 - side] if "A" in flags else 0
         data = b"d" * (rng.choice([0, 0, 10]) if "S" not in flags else 0)
         flow.seq[side] = seq + len(data) + ("S" in flags) + ("F" in flags)
