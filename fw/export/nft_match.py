@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Network, IPv6Network, collapse_addresses
 
+from fw.errors import FwlabError
 from fw.icmp_types import type_name
 from fw.model import (
     TCP_FLAGS,
@@ -30,6 +31,7 @@ NFT_PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp"}
 NFT_FLAGS = {bit: name for name, bit in TCP_FLAGS.items() if name != "ece"}
 PORT_PROTOS = {6: "tcp", 17: "udp"}
 COMMENT_MAX = 128
+IFNAMSIZ = 16
 
 
 def nft_set(items: Sequence[str]) -> str:
@@ -54,7 +56,7 @@ def op(match: Match) -> str:
 
 def match_expr(match: Match) -> str:
     if isinstance(match, IfaceMatch):
-        return f"{match.kind}name {op(match)}{nft_set([quoted(n) for n in match.names])}"
+        return f"{match.kind}name {op(match)}{nft_set([iface(n, match) for n in match.names])}"
     if isinstance(match, AddrMatch):
         family = "ip" if match.family == 4 else "ip6"
         return f"{family} {match.kind} {op(match)}{nft_set(prefixes(match.prefixes))}"
@@ -74,6 +76,14 @@ def match_expr(match: Match) -> str:
         states = ",".join(match.states) if not match.negate else nft_set(list(match.states))
         return f"ct state {op(match)}{states}"
     raise TypeError(match)  # pragma: no cover - the Match union is closed
+
+
+def iface(name: str, match: IfaceMatch) -> str:
+    """Linux interface names are at most 15 bytes; nft refuses longer ones."""
+    if len(name.encode()) > IFNAMSIZ - 1:
+        raise FwlabError(f"the kernel cannot name an interface '{name}' (at most "
+                         f"{IFNAMSIZ - 1} characters)", match.span)
+    return quoted(name)
 
 
 def prefixes(nets: Iterable[IPv4Network | IPv6Network]) -> list[str]:
