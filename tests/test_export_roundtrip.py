@@ -1,4 +1,5 @@
-"""Round trip: import(export(F)) judges every packet as F does, for every file in rules/.
+"""Round trip: import(export(F)) judges every packet as F does, for every file in rules/ (and
+the export tests' extra files).
 
 export(F) as nft lists it is stored in tests/golden/export/F.json (tests/lab keeps it equal to
 what the kernel lists after loading F.nft). Thousands of generated packets (tests/packet_mix.py:
@@ -19,12 +20,14 @@ from fw.export.nft_import import import_nft
 from tests.packet_mix import Mix
 
 ROOT = Path(__file__).resolve().parent.parent
-RULES = sorted((ROOT / "rules").glob("*.fw"))
+RULES = [*sorted((ROOT / "rules").glob("*.fw")),
+         *sorted((ROOT / "tests/golden/export-extra").glob("*.fw"))]
 PACKETS = 3000
 
 
 def round_tripped(path: Path, tmp_path: Path) -> Path:
-    listed = (ROOT / "tests/golden/export" / f"{path.stem}.json").read_text()
+    golden = ROOT / "tests/golden/export" / f"{path.stem}.json"
+    listed = (golden if golden.exists() else path.with_suffix(".json")).read_text()
     result = import_nft(listed, f"{path.stem}.json")
     assert result.skipped == []
     out = tmp_path / f"{path.stem}.fw"

@@ -86,9 +86,10 @@ def hairpin_dnat(dnat: list[NatRule]) -> list[str]:
     three or more interfaces the export loops back a little more (docs/export.md)."""
     lines = []
     for rule in dnat:
-        iif = positive_iif(rule)
-        if iif is not None:
-            came_by = f"iifname != {match_expr(iif).split(' ', 1)[1]}"
+        iif = next((m for m in rule.matches if is_iif(m)), None)
+        if iif is not None:  # `iif wan`: came by another; `iif != wan`: came by wan
+            names = match_expr(iif).split(" ", 1)[1].removeprefix("!= ")
+            came_by = f"iifname {'' if iif.negate else '!= '}{names}"
             lines.append(dnat_line(rule, (came_by, HAIRPIN_DNAT), HAIRPIN_NOTE))
     return lines
 

@@ -29,6 +29,7 @@ SCRIPTS = [*sorted((ROOT / "rules").glob("*.fw")),
            *[p for p in sorted((ROOT / "tests/golden/export-refused").glob("*.fw"))
              if "nat {" in p.read_text()]]
 GOLDEN_NFT = [*sorted((ROOT / "tests/golden/export").glob("*.nft")),
+              *sorted((ROOT / "tests/golden/export-extra").glob("*.nft")),
               *sorted((ROOT / "tests/golden/import").glob("*.nft"))]
 
 pytestmark = [pytest.mark.lab,
