@@ -22,6 +22,7 @@ from fw.errors import FwlabError
 
 _names = itertools.count()
 TIMEOUT = 30
+MAX_MISSING = 32  # interfaces named by index that a stand-in may replace
 ChainKey = tuple[str, str, str]  # family, table, chain
 
 
@@ -47,6 +48,12 @@ def load_and_list(netns: str, text: str, origin: str) -> dict:
         script.write_text(text)
         cwd = Path(origin).parent if origin != "-" else Path.cwd()
         loaded = nft(netns, ["-f", str(script)], cwd)
+        for _ in range(MAX_MISSING):
+            missing = missing_interface(loaded.stderr)
+            if loaded.returncode == 0 or missing is None:
+                break
+            add_stand_in(netns, missing)
+            loaded = nft(netns, ["-f", str(script)], cwd)
         if loaded.returncode != 0:
             first = next((ln for ln in loaded.stderr.splitlines() if "Error" in ln), "")
             raise FwlabError(f"{origin}: nft cannot load it: "
@@ -55,6 +62,29 @@ def load_and_list(netns: str, text: str, origin: str) -> dict:
     if listed.returncode != 0:
         raise FwlabError(f"nft -j list ruleset failed: {listed.stderr.strip()}")
     return json.loads(listed.stdout)
+
+
+def missing_interface(stderr: str) -> str | None:
+    """`iif eth0` names an interface by index, which must exist when the rule loads: the name
+    under nft's caret, so that an interface of that name can stand in for it in the namespace."""
+    lines = stderr.splitlines()
+    for i, line in enumerate(lines[:-2]):
+        if line.endswith("Error: Interface does not exist"):
+            source, caret = lines[i + 1], lines[i + 2]
+            start = caret.index("^")
+            name = source[start:start + caret.count("^")].strip('"')
+            return name if re.fullmatch(r"[\w.-]{1,15}", name) else None
+    return None
+
+
+def add_stand_in(netns: str, name: str) -> None:
+    """A veth pair inside the namespace (this kernel has no dummy interfaces), its peer named
+    so that nft rule sets are unlikely to need the name."""
+    peer = f"fwx-peer{next(_names)}"
+    added = subprocess.run(["ip", "-n", netns, "link", "add", name, "type", "veth", "peer",
+                            "name", peer], capture_output=True, text=True, timeout=TIMEOUT)
+    if added.returncode != 0:
+        raise FwlabError(f"cannot stand in for interface {name!r}: {added.stderr.strip()}")
 
 
 def nft(netns: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -98,3 +98,28 @@ def test_nft_errors_in_text_come_back_with_their_place() -> None:
     with pytest.raises(FwlabError) as refused:
         import_nft("table inet t {\n\tchain c {\n\t\ttcp dport accept\n\t}\n}\n", "bad.nft")
     assert str(refused.value).startswith("bad.nft: nft cannot load it: bad.nft:3:")
+
+
+def test_interfaces_named_by_index_get_a_stand_in() -> None:
+    text = ('table inet f {\n\tchain input {\n\t\ttype filter hook input priority 0; policy drop;'
+            '\n\t\tiif "eth0" accept\n\t\tiif "lo" tcp dport 22 accept\n\t}\n}\n')
+    result = import_nft(text, "iif.nft")
+    assert "    iif eth0 accept\n    iif lo tcp dport 22 accept\n" in result.text
+
+
+def test_import_then_exposure_on_the_command_line() -> None:
+    """The issue's `fwlab import /etc/nftables.conf | fwlab exposure -`, on the export of
+    stateless-web.fw: the exposure is the original's."""
+    import sys
+
+    def fwlab(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fw", *args], cwd=ROOT, input=stdin,
+                              capture_output=True, text=True, timeout=120)
+
+    script = fwlab("export", "rules/stateless-web.fw").stdout
+    imported = fwlab("import", "-", stdin=script)
+    assert imported.returncode == 0, imported.stderr
+    piped = fwlab("exposure", "--json", "-", stdin=imported.stdout)
+    original = fwlab("exposure", "--json", "rules/stateless-web.fw")
+    assert piped.returncode == original.returncode == 0, piped.stderr
+    assert piped.stdout.replace('"-"', '"rules/stateless-web.fw"') == original.stdout
