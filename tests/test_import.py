@@ -88,3 +88,18 @@ def test_cli_skip_unsupported_names_each_rule_on_stderr(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert len(result.stderr.splitlines()) == 4
     assert fwlab("check", str(out)).returncode == 0
+
+
+def test_rule_lines_follow_tables_chains_and_replacement() -> None:
+    from fw.export.nft_text import rule_lines
+
+    filter_lines = rule_lines((ROOT / "tests/golden/import/filter.nft").read_text())
+    assert filter_lines[("inet", "filter", "ssh_in")] == [14, 15]
+    assert filter_lines[("inet", "filter", "input")][:3] == [25, 26, 27]
+    assert filter_lines[("ip", "nat", "postrouting")] == [57, 58]
+    exported = rule_lines((ROOT / "tests/golden/export/stateful-web.nft").read_text())
+    assert exported[("inet", "fwlab", "forward")][:3] == [15, 16, 17]
+    oneliners = rule_lines("add rule inet t c tcp dport 1 accept\n"
+                           "table ip x {\n chain c { udp dport 2 drop; accept; }\n}\n"
+                           "delete table inet t\n")
+    assert oneliners == {("ip", "x", "c"): [3, 3]}
