@@ -106,6 +106,38 @@ def exposure(
                                   as_json=as_json, plot=plot, live=live, ports=ports))
 
 
+OutOpt = Annotated[str | None, typer.Option("-o", "--out", help="Write here (default: stdout).")]
+
+
+@app.command()
+def export(
+    rules: RulesArg,
+    out: OutOpt = None,
+    approximate: Annotated[bool, typer.Option(
+        help="Export NAT behaviours the kernel cannot give as its nearest one (with a warning)."
+    )] = False,
+) -> None:
+    """Print the nftables script (`nft -f`) that means the same as a rule file."""
+    from fw.commands.export import run_export
+
+    raise typer.Exit(run_export(rules, out=out, approximate=approximate))
+
+
+@app.command("import")
+def import_(
+    source: Annotated[str, typer.Argument(
+        help="nft text, or the JSON of `nft -j list ruleset`; - for standard input.")],
+    out: OutOpt = None,
+    skip_unsupported: Annotated[bool, typer.Option(
+        help="Leave out rules fwlab cannot express (each named in a comment) instead of failing."
+    )] = False,
+) -> None:
+    """Print the rule file (.fw) that means the same as an nftables rule set."""
+    from fw.commands.importer import run_import
+
+    raise typer.Exit(run_import(source, out=out, skip_unsupported=skip_unsupported))
+
+
 from fw.commands.lab import register as _register_lab  # noqa: E402
 
 _register_lab(app)

@@ -9,8 +9,10 @@ must still be the one that was stat'ed, so a swap between the two calls is caugh
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
+import sys
 from typing import BinaryIO
 
 from fw.errors import FwlabError
@@ -52,6 +54,8 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
 def read_bytes(path: str | os.PathLike, limit: int = MAX_TEXT_BYTES) -> bytes:
     """All of a regular file, or UnreadableFile when it holds more than `limit` bytes."""
     name = os.fspath(path)
+    if name == STDIN:
+        return stdin_bytes(limit)
     with open_regular(name) as f:
         _require_size(name, os.fstat(f.fileno()).st_size, limit)
         data = f.read(limit + 1)  # st_size can lie (/proc) or grow while we read
@@ -98,3 +102,15 @@ def _reason(exc: OSError | ValueError) -> str:
     if isinstance(exc, ValueError):  # e.g. a NUL byte in the path
         return f"is not a valid path ({exc})"
     return (exc.strerror or str(exc)).lower()
+
+
+STDIN = "-"  # the name that means standard input, for every command that reads a user file
+
+
+@functools.cache
+def stdin_bytes(limit: int = MAX_TEXT_BYTES) -> bytes:
+    """Standard input, read once (a command may load the same rule file twice), within the
+    same size limit as a file."""
+    data = sys.stdin.buffer.read(limit + 1)
+    _require_size("<stdin>", len(data), limit)
+    return data

@@ -66,3 +66,15 @@ def test_binary_junk(tmp_path: Path) -> None:
     result = fwlab("check", str(junk))
     assert result.returncode == 2
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_dash_reads_the_rule_file_from_standard_input() -> None:
+    text = (ROOT / "rules/stateful-web.fw").read_text()
+    result = subprocess.run([sys.executable, "-m", "fw", "check", "-"], cwd=ROOT, input=text,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+    broken = text.replace("$web accept", "$webb accept")
+    result = subprocess.run([sys.executable, "-m", "fw", "check", "-"], cwd=ROOT, input=broken,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stdout.startswith("<stdin>:14:")

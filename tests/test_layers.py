@@ -13,6 +13,7 @@ FW = Path(__file__).resolve().parent.parent / "fw"
 # Lower numbers are lower layers. A module may import its own layer and the ones below.
 LAYERS: dict[str, int] = {
     "fw.errors": 0,
+    "fw.userfiles": 0,
     "fw.core": 1,
     "fw.model": 1,
     "fw.dsl": 2,

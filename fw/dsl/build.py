@@ -68,9 +68,10 @@ class Builder:
         if source.problem is not None:
             self.unreadable(path, source.problem, include_span)
             return
-        self.out.sources.texts[path] = source.text
-        self.lines += source.lines
         self.stack.append(resolved(path))
+        self.lines += source.lines
+        path = source_name(path)
+        self.out.sources.texts[path] = source.text
         self.files.append(path)
         try:
             if source.syntax is not None:
@@ -398,6 +399,14 @@ class Builder:
         )
 
 
+STDIN = "<stdin>"
+
+
+def source_name(path: str) -> str:
+    """How messages name a rule file: its path, or <stdin> for `-`."""
+    return STDIN if path == "-" else path
+
+
 CHAIN_WORDS: dict[ChainName, str] = {
     "input": "packets to the firewall",
     "forward": "packets through the firewall",
@@ -435,4 +444,4 @@ def build(path: str, out: Collector) -> RuleSet | None:
     except FwlabError as exc:  # pragma: no cover - every known problem is collected above
         out.error(exc.message, exc.span)
         return None
-    return builder.finish(path) if builder.files else None
+    return builder.finish(source_name(path)) if builder.files else None
