@@ -1,4 +1,4 @@
-"""The engine stays sans-IO (design.md): no module of fw.engine imports I/O or a clock."""
+"""The engine stays sans-IO (docs/design.md): no module of fw.engine imports I/O or a clock."""
 
 from __future__ import annotations
 

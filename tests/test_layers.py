@@ -1,4 +1,4 @@
-"""The package's layers, as design.md draws them, held by a test: imports point down, never up,
+"""The package's layers, as docs/design.md draws them, held by a test: imports point down, never up,
 never sideways between the three middle packages, and nowhere in a circle (lazy imports inside
 functions count too: a circle closed through one is still a circle)."""
 

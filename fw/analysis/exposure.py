@@ -1,6 +1,6 @@
 """Exposure: which unsolicited packets from the outside reach a host on the inside.
 
-The question (design.md, "Exposure"): for a rule set, the set of (protocol, inside address,
+The question (docs/design.md, "Exposure"): for a rule set, the set of (protocol, inside address,
 destination port) that some packet belonging to no connection an inside host opened is let
 through to, with what its sender must do (source addresses, source ports). Computed
 symbolically, never packet by packet:

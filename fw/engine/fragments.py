@@ -1,6 +1,6 @@
 """Later fragments follow their first fragment's verdict.
 
-Without the kernel's defragmentation (conntrack is off in the lab, design.md), later fragments
+Without the kernel's defragmentation (conntrack is off in the lab, docs/design.md), later fragments
 reach the engine bare: no ports, no flags. As Linux's nf_defrag would reunite them, the engine
 judges the packet once, on its first fragment, and lets the rest share that verdict, keyed on
 (family, src, dst, id, proto) for 30 s (Linux's ipfrag_time). A later fragment whose first was

@@ -1,6 +1,6 @@
 """The firewall's own addresses and routes: which chain a packet takes and its `oif`.
 
-In the lab the engine sees packets before the kernel's routing decision (design.md), so it
+In the lab the engine sees packets before the kernel's routing decision (docs/design.md), so it
 answers "is this for me, and where would it go" itself, from the topology.
 """
 

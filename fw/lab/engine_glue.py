@@ -1,8 +1,9 @@
 """What the engine needs from a lab: the firewall's routing table and the rules to run.
 
-The engine sees packets in prerouting, before the kernel routes them (design.md), so it does its
-own route lookup. That table must be the one the kernel of the firewall namespace has; both are
-built from the same topology (netns.up installs it, `routing_for` hands it to the engine).
+The engine sees packets in prerouting, before the kernel routes them (docs/design.md), so it
+does its own route lookup. That table must be the one the kernel of the firewall namespace
+has; both are built from the same topology (netns.up installs it, `routing_for` hands it to
+the engine).
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ _FIREWALL_SYSCTLS = {
     "net.ipv4.conf.default.send_redirects": "0",
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
-    # The engine source-translates in prerouting (design.md), so a masqueraded packet enters
+    # The engine source-translates in prerouting (docs/design.md), so a masqueraded packet enters
     # routing with the firewall's own address as its source; without accept_local the kernel
     # drops it as a martian (fib_validate_source). See docs/lab-notes.md.
     "net.ipv4.conf.all.accept_local": "1",

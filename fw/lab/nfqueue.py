@@ -8,7 +8,7 @@ What this kernel can do (details, commands and errors in docs/lab-notes.md):
 - The rules live in the `raw` table (priority -300, before anything else but defrag): first
   `CT --notrack`, then `NFQUEUE`, in PREROUTING (packets arriving, forwarded or local) and OUTPUT
   (packets the firewall namespace itself sends). The engine sees every packet before the kernel's
-  routing decision, as design.md requires for NAT.
+  routing decision, as docs/design.md requires for NAT.
 - netfilterqueue's Packet carries `hook` (NF_INET_* number) and `indev`/`outdev` (ifindexes,
   0 when there is none), so one queue serves every hook; the adapter turns them into names.
 
