@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.metadata import version
 from typing import Annotated
 
 import typer
@@ -18,8 +19,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# Dependencies only some commands need (pyproject.toml's extras): `pip install fwlab` gives
+# check, explain, replay, export, import and static exposure anywhere.
+EXTRAS = {"pyroute2": "lab", "netfilterqueue": "lab", "matplotlib": "plot"}
+
+
+def show_version(value: bool) -> None:
+    if value:
+        print(f"fwlab {version('fwlab')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def fwlab() -> None:
+def fwlab(
+    _version: Annotated[bool | None, typer.Option(
+        "--version", callback=show_version, is_eager=True, help="Print fwlab's version.")] = None,
+) -> None:
     """fwlab: see what a stateless and a stateful firewall let through, on real traffic."""
 
 
@@ -151,6 +166,14 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        stderr.print(f"fwlab: this command needs {exc.name}, installed with fwlab's '{extra}' "
+                     f"extra: pip install 'fwlab[{extra}]' (scripts/setup installs every extra)",
+                     markup=False, highlight=False)
+        sys.exit(2)
     except Exception as exc:  # a bug: still one line for the user, the traceback on request
         if os.environ.get("FWLAB_DEBUG"):
             raise

@@ -252,8 +252,9 @@ def write_plot(results: list[Result], path: str) -> str:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - a dependency in pyproject
-        raise PlotError(f"--plot needs matplotlib ({exc}); run scripts/setup") from None
+    except ImportError as exc:  # the plot extra is not installed
+        raise PlotError(f"--plot needs matplotlib ({exc}), installed with fwlab's 'plot' extra: "
+                        "pip install 'fwlab[plot]'") from None
     rows = [(r, name, label, colour) for r in results for name, label, colour in PLOT_CLASSES]
     height = 1.6 + 0.36 * len(rows)
     fig, ax = plt.subplots(figsize=(11, height))
