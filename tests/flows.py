@@ -11,10 +11,15 @@ only says what a packet is, not its arithmetic; `seq=`/`ack=` override for forge
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 
 from fw import craft
+from fw.core.icmp_types import ICMP_CODES, ICMPV6_CODES
+from fw.core.protocols import ACK, FIN, SYN, TCP, flag_letters
 from fw.engine.decision import Decision
 from fw.engine.engine import Engine
+from fw.engine.packet import decode
+from fw.packetspec import parse_packet
 
 
 @dataclass
@@ -90,3 +95,125 @@ class Udp:
 
 def send(engine: Engine, raw: bytes, clock: Clock, **kw) -> str:
     return outcome(engine.process(raw, now=clock.advance(0.01), **kw))
+
+
+# -- playbooks: a conversation and what the engine must say to each packet ---------------------
+
+class Playbook:
+    """A conversation as a script, in the spirit of mitmproxy's Playbook tests: each line is a
+    packet in `fwlab explain`'s syntax, `=>`, and what the engine must answer:
+
+        tcp 192.0.2.2:41000 -> 203.0.113.10:80 flags S
+            => accept new; nat 203.0.113.1:41000 -> 203.0.113.10:80
+        tcp 203.0.113.10:80 -> 203.0.113.1:41000 flags SA => accept established
+        udp 203.0.113.66:9 -> 192.0.2.2:7                 => reject -; reply icmp port-unreachable
+        tcp 203.0.113.66:1 -> 192.0.2.2:22 flags S        => drop new; log fwd-drop; rule 11
+
+    A step may run over several lines; it ends with its `=>` part. The first part is the
+    verdict and the ct state (`-` when stateless); after it, any of
+    `nat SRC -> DST` (where the packet leaves to), `log PREFIX` (the log statements that fired),
+    `reply tcp FLAGS` / `reply icmp NAME` (what a reject sends back) and `rule LINE` (the
+    deciding rule's line, or `policy`). TCP sequence and acknowledgement numbers follow the
+    conversation, NAT included, unless the line gives `seq`/`ack`.
+    """
+
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
+        self.engine, self.clock = engine, clock or Clock()
+        self.sequences = Sequences()
+        self.decisions: list[Decision] = []
+
+    def __call__(self, script: str) -> Playbook:
+        pending = ""
+        for raw in script.splitlines():
+            pending = f"{pending} {raw.split('#')[0].strip()}".strip()
+            if "=>" in pending:
+                self.step(pending)
+                pending = ""
+        assert not pending, f"a playbook line needs '=> outcome': {pending!r}"
+        return self
+
+    def step(self, line: str) -> Decision:
+        packet, arrow, expected = line.partition("=>")
+        assert arrow, f"a playbook line needs '=> outcome': {line!r}"
+        raw = parse_packet(self.sequences.fill(packet.strip()))
+        decision = self.engine.process(raw, now=self.clock.advance(0.01))
+        self.sequences.learn(raw, decision)
+        self.decisions.append(decision)
+        wanted = [part.strip() for part in expected.split(";")]
+        actual = [observed(decision, part) for part in wanted]
+        assert actual == wanted, f"{packet.strip()}: {decision.reason}"
+        return decision
+
+
+def observed(d: Decision, wanted: str) -> str:
+    """What the decision says, in the words of one expected part (so the parts compare)."""
+    word = wanted.split(" ", 1)[0]
+    if word == "nat":
+        if d.packet is None:
+            return "nat (none)"
+        pkt = decode(d.packet)
+        ends = endpoint_text(pkt, pkt.src, pkt.sport), endpoint_text(pkt, pkt.dst, pkt.dport)
+        return f"nat {ends[0]} -> {ends[1]}"
+    if word == "log":
+        return "log " + ",".join(e.prefix.strip() for e in d.logs)
+    if word == "reply":
+        return "reply " + reply_text(d.reply)
+    if word == "rule":
+        return f"rule {d.rule.span.line}" if d.rule is not None and d.rule.span else "rule policy"
+    return outcome(d)
+
+
+def endpoint_text(pkt, addr: int, port: int) -> str:
+    text = str(ip_address(addr))
+    if pkt.sport < 0:
+        return text
+    return f"[{text}]:{port}" if pkt.family == 6 else f"{text}:{port}"
+
+
+def reply_text(reply: bytes | None) -> str:
+    if reply is None:
+        return "(none)"
+    pkt = decode(reply)
+    if pkt.proto == TCP:
+        return f"tcp flags {flag_letters(pkt.tcp_flags)}"
+    kind = "icmp" if pkt.family == 4 else "icmpv6"
+    return f"{kind} {ICMP_CODE_NAMES[pkt.family].get(pkt.icmp_code, pkt.icmp_code)}"
+
+
+ICMP_CODE_NAMES = {4: {v: k for k, v in ICMP_CODES.items()},
+                   6: {v: k for k, v in ICMPV6_CODES.items()}}
+
+
+@dataclass
+class Sequences:
+    """Each TCP end's next sequence number, by the address and port it sends from; a NAT'd end
+    is known under its translated address too, so the far side acknowledges it right."""
+
+    next_seq: dict[tuple[int, int], int] = field(default_factory=dict)
+    alias: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+
+    def fill(self, packet: str) -> str:
+        if not packet.startswith("tcp ") or " seq " in f"{packet} ":
+            return packet
+        pkt = decode(parse_packet(packet))
+        me, peer = self.end(pkt.src, pkt.sport), self.end(pkt.dst, pkt.dport)
+        seq = self.next_seq.setdefault(me, 1000 + 100_000 * len(self.next_seq))
+        ack = self.next_seq.get(peer, 0) if pkt.tcp_flags & ACK else 0
+        extra = f" seq {seq}" + ("" if " ack " in f"{packet} " else f" ack {ack}")
+        return packet + extra
+
+    def end(self, addr: int, port: int) -> tuple[int, int]:
+        return self.alias.get((addr, port), (addr, port))
+
+    def learn(self, raw: bytes, d: Decision) -> None:
+        pkt = decode(raw)
+        if pkt.proto != TCP:
+            return
+        me = self.end(pkt.src, pkt.sport)
+        grown = pkt.payload_len + bool(pkt.tcp_flags & SYN) + bool(pkt.tcp_flags & FIN)
+        self.next_seq[me] = max(self.next_seq.get(me, 0), (pkt.seq + grown) & 0xFFFFFFFF)
+        for change in d.nat:
+            src, sport, dst, dport = change.after
+            b_src, b_sport, b_dst, b_dport = change.before
+            self.alias.setdefault((src, sport), self.end(b_src, b_sport))
+            self.alias.setdefault((dst, dport), self.end(b_dst, b_dport))
