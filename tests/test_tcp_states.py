@@ -108,7 +108,7 @@ def test_timeouts_are_linux_defaults() -> None:
         "FIN_WAIT": 120.0, "CLOSE_WAIT": 60.0, "LAST_ACK": 30.0, "TIME_WAIT": 120.0,
         "CLOSE": 10.0, "SYN_SENT2": 120.0,
     }  # fmt: skip
-    assert ts.TIMEOUTS[ts.RETRANS] == ts.TIMEOUTS[ts.UNACK] == 300.0
+    assert ts.TIMEOUTS[ts.TIMEOUT_RETRANS] == ts.TIMEOUTS[ts.TIMEOUT_UNACK] == 300.0
 
 
 # -- the tracker on its own ---------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lark import Token, Tree
 
+from fw.core.vocab import NatBehaviour
 from fw.dsl.diagnostics import Collector
 from fw.dsl.includes import MAX_DEPTH, MAX_LINES, IncludeTooDeep, SourceFiles, resolved
 from fw.dsl.matches import MatchBuilder, mentions_ip6
@@ -37,7 +38,7 @@ from fw.model import (
     Statement,
 )
 
-NAT_BEHAVIOURS = ("endpoint-independent", "address-dependent", "address-port-dependent")
+NAT_BEHAVIOURS = tuple(NatBehaviour)
 RULE_PART_ORDER = {"match": 0, "statement": 1, "verdict": 2, "comment": 3}
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from fw.core.fields import packet_values
 from fw.core.protocols import ICMP, TCP, UDP
+from fw.core.vocab import CtState, NatBehaviour
 from fw.engine.checksum import FieldRewrite, rewrite_v4, rewrite_v4_icmp_inner
 from fw.engine.classify import compile_chain
 from fw.engine.conntrack import ORIGINAL, REPLY, Conn, ConnTable, CtVerdict, key_of, reverse
@@ -104,7 +105,7 @@ class Nat:
             return self.new_destination(pkt, ct, iif, now)
         if conn.nat is None:
             return []
-        if ct.state == "related":
+        if ct.state == CtState.RELATED:
             return self.translate_error(pkt, conn, ct.direction)
         return self.rewrite(pkt, conn, ct.direction, before=True)
 
@@ -116,7 +117,8 @@ class Nat:
             return [self.set_destination(pkt, target, "dnat")]
         mapping = self.mappings.inbound(pkt.proto, (pkt.dst, endpoint_port(pkt, "dst")))
         if mapping is not None and mapping.permits((pkt.src, endpoint_port(pkt, "src"))):
-            ct.state, ct.reason = "related", f"allowed in by NAT mapping ({mapping.filtering})"
+            ct.state = CtState.RELATED
+            ct.reason = f"allowed in by NAT mapping ({mapping.filtering})"
             ct.conn.nat = Binding("mapped", mapping=mapping, outbound=REPLY)
             mapping.conns.append(ct.conn)
             return [self.set_destination(pkt, mapping.inside, "mapped")]
@@ -147,7 +149,7 @@ class Nat:
         if conn is None or pkt.family != 4:
             return []
         if not ct.pending:
-            if conn.nat is None or ct.state == "related":
+            if conn.nat is None or ct.state == CtState.RELATED:
                 return []
             self.refresh(conn, ct.direction, now)
             return self.rewrite(pkt, conn, ct.direction, before=False)
@@ -167,8 +169,8 @@ class Nat:
         ports = (rule.to_ports.lo, rule.to_ports.hi) if rule and rule.to_ports else None
         mapping = self.mappings.allocate(
             pkt.proto, (pkt.src, endpoint_port(pkt, "src")), (pkt.dst, endpoint_port(pkt, "dst")),
-            address, ports, rule.mapping if rule else "endpoint-independent",
-            rule.filtering if rule else "address-port-dependent", now)
+            address, ports, rule.mapping if rule else NatBehaviour.ENDPOINT_INDEPENDENT,
+            rule.filtering if rule else NatBehaviour.ADDRESS_PORT_DEPENDENT, now)
         if mapping is None:
             self.exhausted += 1
             return None

@@ -15,6 +15,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fw.core.vocab import NatBehaviour
+
 MAPPING_HOLD = 120.0  # seconds a mapping outlives its last outbound packet (REQ-5)
 RECHECK = 10.0  # a mapping still in use past its hold is looked at again this much later
 DEFAULT_RANGE = (32768, 60999)
@@ -40,9 +42,9 @@ class Mapping:
 
     def permits(self, remote: Endpoint) -> bool:
         """May this remote endpoint send in through the mapping (the filtering behaviour)?"""
-        if self.filtering == "endpoint-independent":
+        if self.filtering == NatBehaviour.ENDPOINT_INDEPENDENT:
             return True
-        if self.filtering == "address-dependent":
+        if self.filtering == NatBehaviour.ADDRESS_DEPENDENT:
             return any(addr == remote[0] for addr, _ in self.remotes)
         return remote in self.remotes
 
@@ -78,9 +80,9 @@ class MappingTable:
 
     @staticmethod
     def key(proto: int, inside: Endpoint, remote: Endpoint, mapping: str) -> tuple:
-        if mapping == "endpoint-independent":
+        if mapping == NatBehaviour.ENDPOINT_INDEPENDENT:
             return (proto, inside)
-        if mapping == "address-dependent":
+        if mapping == NatBehaviour.ADDRESS_DEPENDENT:
             return (proto, inside, remote[0])
         return (proto, inside, remote)
 

@@ -39,10 +39,10 @@ from fw.engine.tcp_window import (
     MAXACKWINCONST,
     MAXEND,
     MAXWIN,
+    RETRANS_COUNT,
     SCALE,
     WindowResult,
 )
-from fw.engine.tcp_window import RETRANS as W_RETRANS
 
 if TYPE_CHECKING:
     from fw.engine.packet import Packet
@@ -135,8 +135,8 @@ TRANSITIONS: tuple[tuple[tuple[TcpState, ...], ...], ...] = (
     ),
 )
 
-# Kernel defaults (seconds), indexed by TcpState; RETRANS and UNACK follow the states.
-RETRANS, UNACK = 10, 11
+# Kernel defaults (seconds), indexed by TcpState; TIMEOUT_RETRANS and TIMEOUT_UNACK follow.
+TIMEOUT_RETRANS, TIMEOUT_UNACK = 10, 11
 TIMEOUTS: tuple[float, ...] = (
     0.0,  # NONE: never stored
     120.0,  # SYN_SENT
@@ -279,8 +279,8 @@ def track_established_ack(
     test in tests/test_tcp_states.py holds it to ``track()`` on random segments.
     """
     w = conn.tcp
-    sb = 6 if direction else 0  # the sender's block of words; the receiver's is rb
-    rb = 6 - sb
+    sb = tw.DIR_WORDS if direction else 0  # the sender's block of words; the receiver's is rb
+    rb = tw.DIR_WORDS - sb
     s_maxwin = w[sb + MAXWIN]
     seq, ack, window = pkt.seq, pkt.ack, pkt.window
     end = (seq + pkt.payload_len) & _MASK  # no SYN or FIN to count
@@ -331,20 +331,20 @@ def track_established_ack(
         and w[LAST_END] == end
         and w[LAST_WIN] == window
     ):
-        retrans = w[W_RETRANS] = min(w[W_RETRANS] + 1, 255)
+        retrans = w[RETRANS_COUNT] = min(w[RETRANS_COUNT] + 1, 255)
     else:
         w[LAST_SEQ], w[LAST_ACK], w[LAST_END], w[LAST_WIN] = seq, ack, end, window
-        retrans = w[W_RETRANS] = 0
+        retrans = w[RETRANS_COUNT] = 0
     w[LAST_INDEX] = _ACK_CLASS
     w[LAST_DIR] = direction
     # _timeout: ESTABLISHED's, unless retransmitting, unacknowledged or at a zero window
     timeout = timeouts[sES]
-    if retrans >= MAX_RETRANS and timeout > timeouts[RETRANS]:
-        timeout = timeouts[RETRANS]
-    elif (s_flags | r_flags) & F_DATA_UNACKNOWLEDGED and timeout > timeouts[UNACK]:
-        timeout = timeouts[UNACK]
-    elif window == 0 and timeout > timeouts[RETRANS]:
-        timeout = timeouts[RETRANS]
+    if retrans >= MAX_RETRANS and timeout > timeouts[TIMEOUT_RETRANS]:
+        timeout = timeouts[TIMEOUT_RETRANS]
+    elif (s_flags | r_flags) & F_DATA_UNACKNOWLEDGED and timeout > timeouts[TIMEOUT_UNACK]:
+        timeout = timeouts[TIMEOUT_UNACK]
+    elif window == 0 and timeout > timeouts[TIMEOUT_RETRANS]:
+        timeout = timeouts[TIMEOUT_RETRANS]
     if conn.seen_reply and not conn.assured:
         conn.assured = True
     conn.expires = now + timeout
@@ -372,7 +372,7 @@ def _commit(
     w[tw.LAST_DIR] = direction
     conn.state = new
     if old != new and new == sFW:
-        w[direction * 6 + tw.FLAGS] |= tw.F_CLOSE_INIT
+        w[direction * tw.DIR_WORDS + tw.FLAGS] |= tw.F_CLOSE_INIT
     timeout = _timeout(w, index, new, timeouts)
     if not conn.seen_reply:
         if index == FlagClass.RST:
@@ -388,15 +388,15 @@ def _commit(
 def _timeout(w: array, index: int, new: int, timeouts: tuple[float, ...]) -> float:
     """Shorter timers for retransmitting, reset, unacknowledged or zero-window flows."""
     base = timeouts[new]
-    if w[tw.RETRANS] >= MAX_RETRANS and base > timeouts[RETRANS]:
-        return timeouts[RETRANS]
+    if w[tw.RETRANS_COUNT] >= MAX_RETRANS and base > timeouts[TIMEOUT_RETRANS]:
+        return timeouts[TIMEOUT_RETRANS]
     if index == FlagClass.RST:
         return timeouts[sCL]
-    unacked = (w[tw.FLAGS] | w[6 + tw.FLAGS]) & tw.F_DATA_UNACKNOWLEDGED
-    if unacked and base > timeouts[UNACK]:
-        return timeouts[UNACK]
-    if w[tw.LAST_WIN] == 0 and base > timeouts[RETRANS]:
-        return timeouts[RETRANS]
+    unacked = (w[tw.FLAGS] | w[tw.DIR_WORDS + tw.FLAGS]) & tw.F_DATA_UNACKNOWLEDGED
+    if unacked and base > timeouts[TIMEOUT_UNACK]:
+        return timeouts[TIMEOUT_UNACK]
+    if w[tw.LAST_WIN] == 0 and base > timeouts[TIMEOUT_RETRANS]:
+        return timeouts[TIMEOUT_RETRANS]
     return base
 
 
@@ -410,7 +410,7 @@ def _syn_sent(
     """
     if old < sTW:
         return old, new, None
-    closing = (w[tw.FLAGS] | w[6 + tw.FLAGS]) & tw.F_CLOSE_INIT
+    closing = (w[tw.FLAGS] | w[tw.DIR_WORDS + tw.FLAGS]) & tw.F_CLOSE_INIT
     aborted = w[tw.LAST_DIR] == direction and w[tw.LAST_INDEX] == FlagClass.RST
     if closing or aborted:
         return old, new, (Outcome.REOPEN, "SYN reopens a closed connection")
@@ -465,7 +465,7 @@ def _note_syn_options(w: array, pkt: Packet, old: int) -> None:
 
 def _resync(w: array, direction: int) -> None:
     """Rebuild the SYN sender's window from the ignored SYN we annotated."""
-    base = w[tw.LAST_DIR] * 6
+    base = w[tw.LAST_DIR] * tw.DIR_WORDS
     w[base + tw.END] = w[tw.LAST_END]
     w[base + tw.MAXEND] = w[tw.LAST_END]
     w[base + tw.MAXWIN] = w[tw.LAST_WIN] or 1
@@ -536,7 +536,7 @@ def _close(
     if old in (sFW, sLA, sTW, sCL, sCW):  # tcp_can_early_drop: the tuple may be reused
         return old, _SKIP_WINDOW, None
     seq = pkt.seq
-    peer = (1 - direction) * 6
+    peer = (1 - direction) * tw.DIR_WORDS
     # nf_conntrack_tcp_established(): ESTABLISHED and ASSURED
     established = conn.assured and old == sES
     if w[peer + tw.FLAGS] & tw.F_MAXACK_SET and w[tw.LAST_INDEX] != FlagClass.SYN:
@@ -580,8 +580,8 @@ def _shorten_on_invalid(
         return
     if w[tw.LAST_DIR] != direction and w[tw.LAST_INDEX] in (FlagClass.FIN, FlagClass.RST):
         remaining = conn.expires - now
-        if remaining >= 120.0 and remaining > timeouts[UNACK]:
-            conn.expires = now + timeouts[UNACK]
+        if remaining >= 120.0 and remaining > timeouts[TIMEOUT_UNACK]:
+            conn.expires = now + timeouts[TIMEOUT_UNACK]
     else:
         w[tw.LAST_INDEX] = index
         w[tw.LAST_DIR] = direction

@@ -35,12 +35,12 @@ _HALF = 0x80000000
 MAXACKWINCONST = 66000  # the kernel's bound for check IV when windows are small
 MAX_WSCALE = 14  # RFC 7323
 
-# Word offsets of one direction's block; direction 1's block starts at _DIR_WORDS.
+# Word offsets of one direction's block; direction 1's block starts at DIR_WORDS.
 END, MAXEND, MAXWIN, MAXACK, SCALE, FLAGS = range(6)
-_DIR_WORDS = 6
+DIR_WORDS = 6
 # Connection-wide words: what the kernel keeps in ip_ct_tcp beside seen[2].
 LAST_SEQ, LAST_ACK, LAST_END, LAST_WIN = 12, 13, 14, 15
-LAST_INDEX, LAST_DIR, LAST_WSCALE, LAST_FLAGS, RETRANS = 16, 17, 18, 19, 20
+LAST_INDEX, LAST_DIR, LAST_WSCALE, LAST_FLAGS, RETRANS_COUNT = 16, 17, 18, 19, 20
 WORDS = 21
 
 # Per-direction flag bits (IP_CT_TCP_FLAG_*), and two that only live in LAST_FLAGS.
@@ -119,13 +119,13 @@ def init_sender(w: array, direction: int, pkt: Packet) -> None:
     Window scaling is only in force when both SYNs carried the option (RFC 7323), so
     when the reply side lacks it, both scales drop to zero.
     """
-    base = direction * _DIR_WORDS
+    base = direction * DIR_WORDS
     end = seg_end(pkt)
     w[base + END] = end
     w[base + MAXEND] = end
     w[base + MAXWIN] = pkt.window or 1
     _options(w, base, pkt)
-    rbase = _DIR_WORDS - base
+    rbase = DIR_WORDS - base
     both = w[base + FLAGS] & w[rbase + FLAGS] & F_WINDOW_SCALE
     if direction == 1 and not both:
         w[base + SCALE] = 0
@@ -134,7 +134,7 @@ def init_sender(w: array, direction: int, pkt: Packet) -> None:
 
 def reset_dir(w: array, direction: int) -> None:
     """Forget one direction's window (kernel: nf_ct_tcp_state_reset)."""
-    base = direction * _DIR_WORDS
+    base = direction * DIR_WORDS
     w[base + END] = w[base + MAXEND] = w[base + MAXWIN] = w[base + MAXACK] = 0
     w[base + SCALE] = 0
     w[base + FLAGS] &= F_BE_LIBERAL
@@ -150,8 +150,8 @@ def in_window(
     counting. With ``liberal`` (nf_conntrack_tcp_be_liberal) out-of-window segments are
     accepted without being learnt from.
     """
-    sb = direction * _DIR_WORDS
-    rb = _DIR_WORDS - sb
+    sb = direction * DIR_WORDS
+    rb = DIR_WORDS - sb
     flags = pkt.tcp_flags
     seq = pkt.seq
     ack = pkt.ack
@@ -286,11 +286,11 @@ def _count_retrans(w: array, direction: int, seq: int, ack: int, end: int, win: 
         and w[LAST_END] == end
         and w[LAST_WIN] == win
     ):
-        w[RETRANS] = min(w[RETRANS] + 1, 255)
+        w[RETRANS_COUNT] = min(w[RETRANS_COUNT] + 1, 255)
         return
     w[LAST_DIR] = direction
     w[LAST_SEQ] = seq
     w[LAST_ACK] = ack
     w[LAST_END] = end
     w[LAST_WIN] = win
-    w[RETRANS] = 0
+    w[RETRANS_COUNT] = 0
