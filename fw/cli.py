@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from fw.commands.options import IfaceOpt, JsonOpt, RulesArg, TopologyOpt
 from fw.commands.output import stderr
 from fw.errors import FwlabError
 
@@ -36,14 +37,6 @@ def fwlab(
         "--version", callback=show_version, is_eager=True, help="Print fwlab's version.")] = None,
 ) -> None:
     """fwlab: see what a stateless and a stateful firewall let through, on real traffic."""
-
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-RulesArg = Annotated[str, typer.Argument(help="Rule file (.fw).")]
-TopologyOpt = Annotated[
-    str | None, typer.Option(help="Topology file (default: the default lab).")
-]
-IfaceOpt = Annotated[str | None, typer.Option(help="Interface (default: by route lookup).")]
 
 
 @app.command()

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fw.commands.lab import JsonOpt, NameOpt, need_root
+from fw.commands.options import JsonOpt, NameOpt, need_root
 from fw.errors import LabError
 
 
@@ -25,7 +25,7 @@ def logs(
 ) -> None:
     """The engine's log: drops, rejects, `log` statements, reloads, engine errors."""
     need_root("logs")
-    from fw.lab.daemon import log_path
+    from fw.lab.runtime import log_path
 
     path = log_path(name)
     if not path.parent.exists():

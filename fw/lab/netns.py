@@ -14,6 +14,7 @@ Naming (the safety rules of docs/design.md "The lab"):
 
 State: `/run/fwlab/<lab>/lab.json` (namespaces, the processes started with `LabHandle.spawn`,
 the topology), written before the first namespace is created and updated as the lab grows.
+fw/lab/runtime.py names every runtime file and reads /proc.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from fw.errors import LabError
+from fw.lab import runtime
+from fw.lab.runtime import LAB_NAME_RE, RUN_DIR, check_lab_name
 from fw.lab.topology import Host, Topology
 
 __all__ = [
@@ -48,14 +51,13 @@ __all__ = [
     "exec_in",
     "list_labs",
     "ns_name",
+    "read_state",
     "run_in",
     "up",
 ]
 
 PREFIX = "fwl-"
-RUN_DIR = Path(os.environ.get("FWLAB_RUN_DIR", "/run/fwlab"))
 NETNS_DIR = Path("/run/netns")  # where `ip netns` and pyroute2 keep the namespace bind mounts
-_LAB_NAME_RE = re.compile(r"^[a-z0-9]{1,20}$")
 IFA_F_NODAD = 0x02
 
 # sysctls every namespace gets before its links exist (so `default.*` reaches the new links)
@@ -95,12 +97,6 @@ _BRIDGE_SYSCTLS = {
 # -- names ------------------------------------------------------------------------------------
 
 
-def check_lab_name(name: str) -> str:
-    if not _LAB_NAME_RE.match(name):
-        raise LabError(f"lab name {name!r}: 1 to 20 lower-case letters and digits")
-    return name
-
-
 def lab_prefix(name: str) -> str:
     return f"{PREFIX}{check_lab_name(name)}-"
 
@@ -113,14 +109,6 @@ def ns_name(lab: str, host: str) -> str:
 def bridge_ns_name(lab: str, segment: str) -> str:
     """The namespace holding the bridge of a segment with more than two members."""
     return f"{lab_prefix(lab)}br.{segment}"
-
-
-def _state_dir(lab: str) -> Path:
-    return RUN_DIR / check_lab_name(lab)
-
-
-def _state_path(lab: str) -> Path:
-    return _state_dir(lab) / "lab.json"
 
 
 def _existing_namespaces() -> list[str]:
@@ -142,11 +130,10 @@ def lab_namespaces(lab: str) -> list[str]:
 @contextlib.contextmanager
 def _locked_state(lab: str) -> Iterator[dict[str, Any]]:
     """Read-modify-write the lab's state file under an exclusive lock."""
-    d = _state_dir(lab)
-    d.mkdir(parents=True, exist_ok=True, mode=0o755)
-    with open(d / "lock", "a+") as lock:
+    runtime.lab_dir(lab).mkdir(parents=True, exist_ok=True, mode=0o755)
+    with open(runtime.state_lock_path(lab), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        path = _state_path(lab)
+        path = runtime.state_path(lab)
         try:
             state = json.loads(path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
@@ -157,26 +144,16 @@ def _locked_state(lab: str) -> Iterator[dict[str, Any]]:
         os.replace(tmp, path)
 
 
-def _read_state(lab: str) -> dict[str, Any] | None:
+def read_state(lab: str) -> dict[str, Any] | None:
+    """The lab's state file, or None when there is no lab (or only half a file)."""
     try:
-        return json.loads(_state_path(lab).read_text())
+        return json.loads(runtime.state_path(lab).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
 
-def _proc_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks): identifies a process, not a PID."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may contain spaces and parentheses; it ends at the last ')'
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19])
-
-
 def _record_process(lab: str, pid: int, host: str, argv: Sequence[str], group: bool) -> None:
-    start = _proc_start_time(pid)
+    start = runtime.proc_start_time(pid)
     with _locked_state(lab) as state:
         state["processes"].append(
             {"pid": pid, "start": start, "host": host, "argv": list(argv), "group": group}
@@ -186,7 +163,7 @@ def _record_process(lab: str, pid: int, host: str, argv: Sequence[str], group: b
 def _end_process(entry: dict[str, Any], grace: float = 1.0) -> None:
     """SIGTERM then SIGKILL one recorded process (and its process group if we made one)."""
     pid = int(entry["pid"])
-    if entry.get("start") is None or _proc_start_time(pid) != entry["start"]:
+    if not runtime.same_process(pid, entry.get("start")):
         return  # gone, or the PID now belongs to someone else
     group = bool(entry.get("group"))
 
@@ -200,18 +177,10 @@ def _end_process(entry: dict[str, Any], grace: float = 1.0) -> None:
     send(signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if _proc_start_time(pid) != entry["start"] or _is_zombie(pid):
+        if not runtime.same_process(pid, entry["start"]):
             return
         time.sleep(0.01)
     send(signal.SIGKILL)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2 :].startswith("Z")
 
 
 # -- running things inside a namespace ---------------------------------------------------------
@@ -343,7 +312,7 @@ def up(topology: Topology, name: str) -> LabHandle:
 
     t0 = time.monotonic()
     check_lab_name(name)
-    if lab_namespaces(name) or _read_state(name) is not None:
+    if lab_namespaces(name) or read_state(name) is not None:
         raise LabError(f"lab {name!r} already exists; `fwlab down {name}` first")
 
     nodes = topology.nodes()
@@ -489,7 +458,7 @@ def down(name: str) -> float:
 
     t0 = time.monotonic()
     check_lab_name(name)
-    state = _read_state(name) or {}
+    state = read_state(name) or {}
     for entry in state.get("processes", []):
         with contextlib.suppress(Exception):
             _end_process(entry)
@@ -505,9 +474,11 @@ def down(name: str) -> float:
             netns.remove(ns)  # umount + unlink, as `ip netns del`
         except OSError as exc:
             errors.append(f"{ns}: {exc}")
-    d = _state_dir(name)
+    d = runtime.lab_dir(name)
     if d.exists():
         for p in d.iterdir():
+            if p == runtime.build_lock_path(name):
+                continue  # the `fwlab` command holding it removes it (lablock.py)
             with contextlib.suppress(OSError):
                 p.unlink()
         with contextlib.suppress(OSError):
@@ -521,7 +492,7 @@ def list_labs() -> list[str]:
     """Labs that have a state directory or at least one namespace with the fwl- prefix."""
     names = set()
     if RUN_DIR.is_dir():
-        names.update(p.name for p in RUN_DIR.iterdir() if _LAB_NAME_RE.match(p.name))
+        names.update(p.name for p in RUN_DIR.iterdir() if LAB_NAME_RE.match(p.name))
     for ns in _existing_namespaces():
         m = re.match(r"^fwl-([a-z0-9]{1,20})-", ns)
         if m:
@@ -531,9 +502,9 @@ def list_labs() -> list[str]:
 
 def attach(name: str) -> LabHandle:
     """A handle on a running lab, rebuilt from its state file."""
-    state = _read_state(name)
+    state = read_state(name)
     if state is None or not state.get("topology"):
-        raise LabError(f"no lab {name!r} (no state in {_state_dir(name)})")
+        raise LabError(f"no lab {name!r} (no state in {runtime.lab_dir(name)})")
     data = dict(state["topology"])
     if state.get("topology_file"):
         data["source"] = state["topology_file"]

@@ -1,0 +1,40 @@
+"""The options and arguments several commands share, so each is spelled and explained once.
+
+A new command takes its `--name`, `--json`, ... from here:
+
+    def trace(name: NameOpt = "default", as_json: JsonOpt = False) -> None:
+        need_root("trace")
+
+This module imports only typer and the error types: every command module may import it, and it
+imports no command module (so no import circle can run through it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from fw.errors import LabError
+
+__all__ = ["IfaceOpt", "JsonOpt", "NameOpt", "RulesArg", "TopologyOpt", "need_root"]
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+NameOpt = Annotated[
+    str,
+    typer.Option(
+        "--name", help="Lab name: 1 to 20 lower-case letters and digits.", envvar="FWLAB_NAME"
+    ),
+]
+RulesArg = Annotated[str, typer.Argument(help="Rule file (.fw).")]
+TopologyOpt = Annotated[
+    str | None, typer.Option(help="Topology file (default: the default lab).")
+]
+IfaceOpt = Annotated[str | None, typer.Option(help="Interface (default: by route lookup).")]
+
+
+def need_root(what: str) -> None:
+    """Namespaces, iptables and the queue need root; say so in one line rather than fail later."""
+    if os.geteuid() != 0:
+        raise LabError(f"fwlab {what} needs root: run it with sudo")
