@@ -13,22 +13,30 @@ import time
 from typing import Any
 
 from fw.errors import LabError
-from fw.lab import netns as labns
+from fw.lab import runtime
 
-__all__ = ["daemon_running", "request", "wait_ready"]
+__all__ = ["DaemonBusy", "DaemonGone", "daemon_running", "request", "wait_ready"]
+
+
+class DaemonGone(LabError):
+    """Nothing listens on the control socket: no daemon, or no lab."""
+
+
+class DaemonBusy(LabError):
+    """The daemon took the connection but did not answer in time: alive, but busy or stuck."""
 
 
 def _socket_path(name: str) -> str:
-    return str(labns.RUN_DIR / labns.check_lab_name(name) / "control.sock")
+    return str(runtime.control_path(name))
 
 
 def _not_there(name: str) -> LabError:
-    if labns.lab_namespaces(name) or (labns.RUN_DIR / name / "lab.json").exists():
-        return LabError(
+    if runtime.state_path(name).exists():
+        return DaemonGone(
             f"lab {name!r}: the engine daemon is not running, so every packet is dropped "
-            f"(fail closed); restart the lab: `sudo fwlab down --name {name}` then `sudo fwlab up`"
+            f"(fail closed); `sudo fwlab restart --name {name}` starts it again"
         )
-    return LabError(f"no lab {name!r} is up: start one with `sudo fwlab up --name {name}`")
+    return DaemonGone(f"no lab {name!r} is up: start one with `sudo fwlab up --name {name}`")
 
 
 def request(name: str, obj: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
@@ -51,8 +59,8 @@ def request(name: str, obj: dict[str, Any], timeout: float = 5.0) -> dict[str, A
                 break
             data += chunk
     except TimeoutError:
-        raise LabError(
-            f"lab {name!r}: the engine daemon did not answer within {timeout:g} s"
+        raise DaemonBusy(
+            f"lab {name!r}: the engine daemon is busy: it did not answer within {timeout:g} s"
         ) from None
     except OSError as exc:
         raise LabError(f"lab {name!r}: control socket: {exc.strerror or exc}") from None
@@ -75,18 +83,21 @@ def daemon_running(name: str) -> bool:
         return False
 
 
-def wait_ready(name: str, pid: int, timeout: float = 15.0) -> dict[str, Any]:
-    """Wait until the daemon (process `pid`) answers a ping; LabError when it exits first or the
-    time runs out. Polls: the daemon opens its socket only after binding the queue."""
+def wait_ready(
+    name: str, pid: int, timeout: float = 15.0, old_daemon: int | None = None
+) -> dict[str, Any]:
+    """Wait until a daemon other than `old_daemon` answers a ping; LabError when process `pid`
+    (the daemon's supervisor) exits first or the time runs out. Polls: the daemon opens its
+    socket only after binding the queue."""
     deadline = time.monotonic() + timeout
     delay = 0.02
     while True:
-        if not _alive(pid):
+        if not runtime.pid_alive(pid):
             raise LabError("the engine daemon exited during start-up")
         if os.path.exists(_socket_path(name)):
             try:
                 answer = request(name, {"cmd": "ping"}, timeout=2)
-                if answer.get("ok"):
+                if answer.get("ok") and answer.get("pid") != old_daemon:
                     return answer
             except LabError:
                 pass
@@ -94,12 +105,3 @@ def wait_ready(name: str, pid: int, timeout: float = 15.0) -> dict[str, Any]:
             raise LabError(f"the engine daemon did not come up within {timeout:g} s")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.2)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return not stat[stat.rindex(")") + 2 :].startswith("Z")

@@ -1,14 +1,18 @@
 """The engine daemon (`fwlab run`): the sans-IO engine behind the NFQUEUE adapter, in the firewall
 namespace of a lab.
 
-`fwlab up` starts it with `ip netns exec <fw namespace>` (LabHandle.spawn, so `down` ends it by
-PID). It reads the lab's topology from the lab's state file, builds the engine's routing table from
-it, binds queue 0 and then answers on a control socket; `up` waits for that answer.
+Its supervisor (supervisor.py, which `fwlab up` starts in the firewall namespace) forks it and
+forks a new one when it dies. It reads the lab's topology from the lab's state file, builds the
+engine's routing table from it, takes the compiled rules the lab keeps (rulestore.py: it never
+reads a user's rule file, so no include can hang it), binds queue 0 and then answers on a control
+socket; `up` waits for that answer.
 
 Threads, and why: netfilterqueue's C loop runs the packet callback on the main thread; a control
-thread answers the Unix socket; a timer thread expires conntrack entries when the engine says one
-is due (engine.next_expiry()), so an idle lab forgets its connections too. One lock guards the
-engine: the packet path holds it per packet (uncontended, it costs next to nothing).
+thread accepts on the Unix socket and answers each request in a thread of its own (a client that
+says nothing cannot make `status` wait); a timer thread expires conntrack entries when the engine
+says one is due (engine.next_expiry()), so an idle lab forgets its connections too. One lock guards
+the engine: the packet path holds it per packet (uncontended, it costs next to nothing). A reload
+waits for that lock only until the deadline its command gave, and is applied then or not at all.
 
 What the daemon adds around the engine:
 - a reject's reply (RST / ICMP unreachable) is sent with a raw socket from the firewall namespace;
@@ -20,7 +24,8 @@ What the daemon adds around the engine:
   MAX_LOG_BYTES it becomes `engine.log.1`, replacing an older one).
 
 SIGTERM stops it. The queue rules stay: without a listener the kernel drops every packet (fail
-closed) until the lab is taken down; removing them would let traffic through unjudged.
+closed) until the supervisor has started a new daemon or the lab is taken down; removing them
+would let traffic through unjudged.
 """
 
 from __future__ import annotations
@@ -42,29 +47,19 @@ from typing import Any
 
 from fw import views
 from fw.core.text import rule_ref
-from fw.errors import FwlabError, LabError, RulesError
+from fw.errors import FwlabError, LabError
 from fw.lab import netns as labns
-from fw.lab.engine_glue import load_rules, render_diagnostics, routing_for, rules_path
+from fw.lab import rulestore
+from fw.lab.engine_glue import load_rules, routing_for, rules_path
 from fw.lab.eventlog import LOG_LINES_PER_SECOND, JsonLog, LineLimit, packet_summary
+from fw.lab.runtime import check_lab_name, control_path, lab_dir, log_path
 
-__all__ = ["Daemon", "ReplySender", "control_path", "log_path", "run"]
+__all__ = ["Daemon", "ReplySender", "run"]
 
-MAX_REQUEST = 1 << 20
+MAX_REQUEST = 64 << 20  # a reload carries a compiled rule set
+CONTROL_THREADS = 8  # requests answered at once; one slow client does not block `status`
 ACCEPT: tuple[str, None] = ("accept", None)
 DROP: tuple[str, None] = ("drop", None)
-
-
-def runtime_dir(name: str) -> Path:
-    """/run/fwlab/<name>: the lab's state file, control socket and logs (removed by `down`)."""
-    return labns.RUN_DIR / labns.check_lab_name(name)
-
-
-def control_path(name: str) -> Path:
-    return runtime_dir(name) / "control.sock"
-
-
-def log_path(name: str) -> Path:
-    return runtime_dir(name) / "engine.log"
 
 
 # -- reject replies -----------------------------------------------------------------------------
@@ -157,9 +152,10 @@ class Daemon:
         queue_num: int = 0,
         fail_open: bool = False,
         conntrack_limit: int = 262_144,
+        ruleset: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.name = labns.check_lab_name(name)
+        self.name = check_lab_name(name)
         self.rules = rules
         self.queue_num = queue_num
         self.fail_open = fail_open
@@ -173,13 +169,14 @@ class Daemon:
         self.reloaded_at: float | None = None
         self.replies = ReplySender()
         self.engine: Any = None
-        self.ruleset: Any = None
+        self.ruleset: Any = ruleset
         self.adapter: Any = None
         self.log: JsonLog | None = None
         self.packet_lines = LineLimit()
         self.lines_held_back = 0
         self._server: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self._answering = threading.BoundedSemaphore(CONTROL_THREADS)
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -192,9 +189,10 @@ class Daemon:
 
         handle = labns.attach(self.name)
         routing = routing_for(handle.topology)
-        self.ruleset = load_rules(self.rules)
+        if self.ruleset is None:
+            self.ruleset = load_rules(self.rules)
         self.engine = Engine(self.ruleset, routing, conntrack_limit=self.conntrack_limit)
-        runtime_dir(self.name).mkdir(parents=True, exist_ok=True)
+        lab_dir(self.name).mkdir(parents=True, exist_ok=True)
         self.log = JsonLog(log_path(self.name))
         self.adapter = NfqueueAdapter(self.queue_num, clock=self.clock)
         self.adapter.bind(self.handle)
@@ -203,7 +201,8 @@ class Daemon:
             t = threading.Thread(target=target, name=target.__name__, daemon=True)
             t.start()
             self._threads.append(t)
-        self._log_event("start", rules=str(self.rules), mode=self.ruleset.mode, pid=os.getpid())
+        self._log_event("start", rules=str(self.rules), mode=self.ruleset.mode, pid=os.getpid(),
+                        conntrack_limit=self.conntrack_limit)
 
     @staticmethod
     def _listen(path: Path) -> socket.socket:
@@ -345,6 +344,8 @@ class Daemon:
     # -- the control socket --------------------------------------------------------------------
 
     def _control_loop(self) -> None:
+        """Accept control connections; each is answered in a thread of its own (at most
+        CONTROL_THREADS at once), so a client that says nothing cannot make `status` wait."""
         assert self._server is not None
         while not self.stop_event.is_set():
             try:
@@ -353,15 +354,25 @@ class Daemon:
                 continue
             except OSError:
                 return
+            if not self._answering.acquire(blocking=False):
+                with conn, contextlib.suppress(OSError):
+                    conn.sendall(b'{"ok": false, "busy": true, "error": "too many requests"}\n')
+                continue
+            threading.Thread(target=self._answer_then_release, args=(conn,), daemon=True).start()
+
+    def _answer_then_release(self, conn: socket.socket) -> None:
+        try:
             with conn:
                 self._answer(conn)
+        finally:
+            self._answering.release()
 
     def _answer(self, conn: socket.socket) -> None:
         conn.settimeout(5)
         try:
-            data = b""
+            data = bytearray()
             while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
-                chunk = conn.recv(65536)
+                chunk = conn.recv(1 << 20)
                 if not chunk:
                     break
                 data += chunk
@@ -369,7 +380,7 @@ class Daemon:
                 request = json.loads(data or b"{}")
                 if not isinstance(request, dict):
                     raise ValueError("a request is a JSON object")
-                reply = self.dispatch(request)
+                reply = self.dispatch(request, waiting=lambda: _peer_waiting(conn))
             except ValueError as exc:
                 reply = {"ok": False, "error": f"bad request: {exc}"}
             except Exception as exc:  # a bug must not end the control thread
@@ -378,9 +389,12 @@ class Daemon:
         except OSError:
             pass  # the client went away
 
-    def dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
+    def dispatch(
+        self, request: dict[str, Any], waiting: Callable[[], bool] = lambda: True
+    ) -> dict[str, Any]:
         """Answer one control request: {"cmd": "ping" | "status" | "conntrack" | "nat" |
-        "reload", ...} -> {"ok": bool, ...}."""
+        "reload", ...} -> {"ok": bool, ...}. `waiting()` says whether the client still waits
+        for the answer (a reload is applied only then)."""
         cmd = request.get("cmd")
         if cmd == "ping":
             return {"ok": True, "pong": True, "pid": os.getpid(), "name": self.name}
@@ -396,7 +410,7 @@ class Daemon:
                 )
             return {"ok": True, "entries": rows}
         if cmd == "reload":
-            return self.reload(request.get("rules"))
+            return self.reload(request, waiting)
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def status(self) -> dict[str, Any]:
@@ -432,33 +446,62 @@ class Daemon:
             },
         }
 
-    def reload(self, path: Any) -> dict[str, Any]:
-        """Swap in the rules of `path` atomically; a file with errors changes nothing."""
-        if not isinstance(path, str) or not path:
-            return {"ok": False, "error": "reload needs 'rules': the path of a rule file"}
-        rules = Path(path)
+    def reload(
+        self, request: dict[str, Any], waiting: Callable[[], bool] = lambda: True
+    ) -> dict[str, Any]:
+        """Swap in the compiled rules the request carries, atomically, if that can happen before
+        its deadline (a time.monotonic() value: one clock for every process on the machine) and
+        while the command that asked still waits; else change nothing and say so. The command
+        read and compiled the file: the daemon never opens a user's file."""
         try:
-            ruleset = load_rules(rules)  # parsed outside the lock: packets keep flowing
-        except RulesError as exc:
-            diags = render_diagnostics(exc)
-            self._log_event("reload-refused", rules=path, diagnostics=diags)
-            return {
-                "ok": False,
-                "error": f"{path}: rules not loaded, the old rules stay",
-                "diagnostics": diags,
-            }
-        except OSError as exc:
-            return {"ok": False, "error": f"{path}: cannot read: {exc.strerror or exc}"}
+            stored = rulestore.decode(request["compiled"])
+            deadline = float(request.get("deadline", self.clock() + 10))
+        except Exception:  # a garbled payload is a refusal, whatever unpickling raised
+            return {"ok": False, "applied": False,
+                    "error": "reload needs 'compiled': the rules as `fwlab reload` sends them"}
+        if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return self._not_applied(stored, "the engine was busy until the deadline")
         try:
-            with self.lock:
-                self.engine.reload(ruleset)
+            if time.monotonic() > deadline or not waiting():
+                return self._not_applied(stored, "the command stopped waiting first")
+            self.engine.reload(stored.ruleset)
         except FwlabError as exc:
-            return {"ok": False, "error": f"{path}: {exc}; the old rules stay"}
-        self.ruleset, self.rules = ruleset, rules
+            return self._not_applied(stored, str(exc))
+        finally:
+            self.lock.release()
+        self.ruleset, self.rules = stored.ruleset, Path(stored.path)
+        self._keep(stored)
         self.reloads += 1
         self.reloaded_at = time.time()
-        self._log_event("reload", rules=path, mode=ruleset.mode)
-        return {"ok": True, "rules": path, "mode": ruleset.mode}
+        self._log_event("reload", rules=stored.path, mode=stored.ruleset.mode)
+        return {"ok": True, "applied": True, "rules": stored.path, "mode": stored.ruleset.mode}
+
+    def _not_applied(self, stored: rulestore.StoredRules, why: str) -> dict[str, Any]:
+        self._log_event("reload-refused", rules=stored.path, reason=why)
+        return {"ok": False, "applied": False,
+                "error": f"{stored.path}: not applied ({why}); the old rules stay"}
+
+    def _keep(self, stored: rulestore.StoredRules) -> None:
+        """What a restarted daemon will run. A failure costs only that: logged, not fatal."""
+        try:
+            rulestore.store(self.name, stored)
+        except OSError as exc:
+            self._log_event("error", error=f"cannot keep the rules for a restart: {exc}")
+
+
+def _peer_waiting(conn: socket.socket) -> bool:
+    """False when the client has closed its end (it gave up or was killed). Looks without
+    waiting: a socket with a timeout would first wait for data, so it is made non-blocking."""
+    timeout = conn.gettimeout()
+    conn.settimeout(0.0)
+    try:
+        return conn.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        conn.settimeout(timeout)
 
 
 # -- entry point (`fwlab run`) -----------------------------------------------------------------
@@ -477,16 +520,15 @@ def run(
     queue_num: int = 0,
     fail_open: bool = False,
     conntrack_limit: int = 262_144,
+    on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Run the daemon of lab `name` in this process (which must be in the lab's firewall
-    namespace) until SIGTERM. Prints one JSON line when it is ready."""
+    namespace) until SIGTERM. Prints one JSON line, and calls `on_ready`, when it is ready."""
     if os.geteuid() != 0:
         raise LabError("fwlab run needs root (it binds an NFQUEUE): run it with sudo")
-    handle = labns.attach(name)
-    path = rules_path(handle.topology, rules)
-    daemon = Daemon(
-        name, path, queue_num=queue_num, fail_open=fail_open, conntrack_limit=conntrack_limit
-    )
+    stored = rules_to_run(name, rules)
+    daemon = Daemon(name, Path(stored.path), queue_num=queue_num, fail_open=fail_open,
+                    conntrack_limit=conntrack_limit, ruleset=stored.ruleset)
 
     def on_signal(signum: int, frame: object) -> None:
         daemon.stop_event.set()
@@ -499,9 +541,22 @@ def run(
         daemon.close()
         raise
     rcvbuf = daemon.adapter.rcvbuf
-    ready = {"ready": True, "pid": os.getpid(), "rules": str(path), "rcvbuf": rcvbuf}
+    ready = {"ready": True, "pid": os.getpid(), "rules": stored.path, "rcvbuf": rcvbuf}
     print(json.dumps(ready), flush=True)
+    if on_ready is not None:
+        on_ready()
     daemon.serve()
     print(json.dumps({"stopped": True, **daemon.adapter.counters()}), flush=True)
     sys.stdout.flush()
     return 0
+
+
+def rules_to_run(name: str, rules: str | None) -> rulestore.StoredRules:
+    """The file `rules` when given (compiled here, then kept for restarts); else what the lab
+    keeps (what `up` or the last reload put there); else the topology's file."""
+    stored = None if rules is not None else rulestore.load_stored(name)
+    if stored is None:
+        path = rules_path(labns.attach(name).topology, rules)
+        stored = rulestore.StoredRules(str(path), load_rules(path))
+        rulestore.store(name, stored)
+    return stored

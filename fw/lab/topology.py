@@ -9,6 +9,7 @@ veth pair, one with more members becomes a Linux bridge in a namespace of its ow
       host: fw
       rules: ../rules/stateful-web.fw       # relative to the yaml file
       default: wan                          # default route of the engine's route lookup
+      conntrack_max: 262144                 # the engine's connection table limit (optional)
       interfaces:
         lan: {segment: lan, addresses: [192.0.2.1/24, 2001:db8:1::1/64]}
         wan: {segment: wan, addresses: [203.0.113.1/24, 2001:db8:2::1/64]}
@@ -46,6 +47,7 @@ from fw.errors import TopologyError
 from fw.userfiles import UnreadableFile, read_text
 
 __all__ = [
+    "DEFAULT_CONNTRACK_MAX",
     "DOCUMENTATION_NETWORKS",
     "Firewall",
     "Host",
@@ -70,6 +72,8 @@ DOCUMENTATION_NETWORKS: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("2001:db8::/32"),
 )
 
+DEFAULT_CONNTRACK_MAX = 262_144
+MAX_CONNTRACK_MAX = 1 << 24
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")  # hosts and segments
 _IFNAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,14}$")  # Linux IFNAMSIZ - 1 = 15
 _RESERVED_IFNAMES = {"lo", "all", "default"}
@@ -241,6 +245,10 @@ class Firewall(Host):
     default: str | None = Field(
         default=None, description="interface of the default route for the engine's route lookup"
     )
+    conntrack_max: int | None = Field(
+        default=None, ge=1, le=MAX_CONNTRACK_MAX,
+        description="entries the engine's connection table holds (`fwlab up --conntrack-max`)",
+    )
 
     @model_validator(mode="after")
     def _default_iface(self) -> Firewall:
@@ -302,6 +310,11 @@ class Topology(_Model):
             for ifname, iface in node.interfaces.items():
                 out.setdefault(iface.segment, []).append((host, ifname))
         return out
+
+    @property
+    def conntrack_max(self) -> int:
+        """The connection table limit the lab's engine runs with."""
+        return self.firewall.conntrack_max or DEFAULT_CONNTRACK_MAX
 
     @property
     def rules_file(self) -> Path | None:

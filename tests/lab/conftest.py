@@ -12,6 +12,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from fw.lab import netns as labns
+from fw.lab import runtime
 from fw.lab.topology import Topology, default_topology
 
 HERE = Path(__file__).parent
@@ -269,6 +271,17 @@ class CliLab:
     def daemon_pid(self) -> int:
         return int(self.status()["daemon"]["pid"])
 
+    def supervisor(self) -> dict:
+        """What the supervisor wrote: its pid, the daemon's pid, restarts, the last exit."""
+        return json.loads(runtime.supervisor_path(self.name).read_text())
+
+    def kill_supervisor(self) -> None:
+        """SIGKILL the lab's supervisor (a process this test's lab started, by PID); its daemon
+        dies with it. Waits until both are gone."""
+        sup = self.supervisor()
+        os.kill(sup["supervisor_pid"], signal.SIGKILL)
+        wait_until(lambda: not runtime.same_process(sup["daemon_pid"], sup["daemon_start"]))
+
     def run(self, host: str, argv: list[str], timeout: float = 10) -> subprocess.CompletedProcess:
         return self.handle.run(host, argv, timeout=timeout)
 
@@ -279,12 +292,13 @@ class CliLab:
         return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return not stat[stat.rindex(")") + 2 :].startswith("Z")
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> float:
+    """Poll `condition` until true; the seconds it took. AssertionError after `timeout`."""
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < timeout, f"not true within {timeout} s"
+        time.sleep(0.05)
+    return time.monotonic() - t0
 
 
 @pytest.fixture
@@ -301,7 +315,7 @@ def cli_lab() -> Iterator[Callable[..., CliLab]]:
         res = fwlab("up", "--name", name, *up_args, timeout=30)
         assert res.returncode == 0, f"fwlab up failed: {res.stdout}\n{res.stderr}"
         lab = CliLab(name, res)
-        pids.append(lab.daemon_pid())
+        pids.extend([lab.daemon_pid(), lab.supervisor()["supervisor_pid"]])
         return lab
 
     yield make
@@ -314,7 +328,8 @@ def cli_lab() -> Iterator[Callable[..., CliLab]]:
             errors.append(f"{name}: namespaces left: {labns.lab_namespaces(name)}")
         if (labns.RUN_DIR / name).exists():
             errors.append(f"{name}: runtime directory left")
-        errors += [f"{name}: daemon {pid} still running" for pid in pids if _pid_alive(pid)]
+        errors += [f"{name}: process {pid} still running" for pid in pids
+                   if runtime.pid_alive(pid)]
     assert not errors, "; ".join(errors)
 
 

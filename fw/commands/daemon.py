@@ -1,0 +1,144 @@
+"""The commands that talk to a lab's engine daemon or are it: `fwlab reload`, `fwlab restart`, and
+the hidden entry points `fwlab supervise` (what `up` starts) and `fwlab run` (the daemon itself).
+
+`reload` reads and compiles the rule file in its own process, within `--timeout` seconds, and
+sends the daemon the compiled rules with that deadline: the daemon applies them before it or not
+at all, and the command says which. A rule file that cannot be read in time (an include of a
+FIFO) ends the command with exit 2 and never reaches the daemon.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fw.commands.options import JsonOpt, NameOpt, need_root
+from fw.commands.output import print_json, stderr, stdout
+from fw.errors import LabError, RulesError
+
+__all__ = ["reload", "restart", "run", "supervise"]
+
+RELOAD_SECONDS = 10.0
+ANSWER_GRACE = 5.0  # beyond the deadline, for the daemon's answer to arrive
+
+ConntrackMaxOpt = Annotated[
+    int | None,
+    typer.Option("--conntrack-max", min=1, max=1 << 24,
+                 help="Entries the engine's connection table holds (default: the topology's "
+                 "`conntrack_max`, else 262144)."),
+]
+
+
+def _need_lab(name: str) -> None:
+    from fw.lab import runtime
+
+    if not runtime.state_path(name).exists():
+        raise LabError(f"no lab {name!r} is up: start one with `sudo fwlab up --name {name}`")
+
+
+# -- reload -------------------------------------------------------------------------------------
+
+
+def reload(
+    rules: Annotated[str, typer.Argument(help="The rule file to run from now on.")],
+    name: NameOpt = "default",
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=0.1, help="Seconds to read, compile and apply it; else nothing changes."
+    )] = RELOAD_SECONDS,
+    as_json: JsonOpt = False,
+) -> None:
+    """Swap the running rules atomically; connections survive. A file with errors is refused."""
+    need_root("reload")
+    path = Path(rules).expanduser().resolve()
+    if not path.is_file():
+        raise LabError(f"rule file {rules} does not exist")
+    _need_lab(name)
+    answer = _reload(name, path, time.monotonic() + timeout)
+    if as_json:
+        print_json(answer)
+        if not answer.get("ok"):
+            raise typer.Exit(2)
+        return
+    if not answer.get("ok"):
+        for text in answer.get("diagnostics", []):
+            stderr.print(text, markup=False, highlight=False)
+        raise LabError(answer.get("error", "reload refused"))
+    stdout.print(f"lab {name!r} now runs {answer['rules']} ({answer['mode']})", markup=False)
+
+
+def _reload(name: str, path: Path, deadline: float) -> dict[str, Any]:
+    """Compile here, then hand the daemon the result under the lab's lock, all by `deadline`."""
+    from fw.lab import control, rulestore
+    from fw.lab.engine_glue import render_diagnostics
+    from fw.lab.lablock import lab_lock
+
+    try:
+        ruleset = rulestore.compile_rules(path, deadline - time.monotonic())
+    except RulesError as exc:
+        return {"ok": False, "applied": False, "diagnostics": render_diagnostics(exc),
+                "error": f"{path}: rules not loaded, the old rules stay"}
+    except rulestore.RulesTimeout as exc:
+        return {"ok": False, "applied": False, "error": str(exc)}
+    request = {"cmd": "reload", "deadline": deadline,
+               "compiled": rulestore.encode(rulestore.StoredRules(str(path), ruleset))}
+    with lab_lock(name, "reload", timeout=max(0.0, deadline - time.monotonic())):
+        try:
+            return control.request(name, request, deadline - time.monotonic() + ANSWER_GRACE)
+        except control.DaemonBusy:
+            return {"ok": False, "applied": False,
+                    "error": f"lab {name!r}: the engine daemon did not answer by the deadline; "
+                    "it applies a reload only before it, so the old rules stay"}
+
+
+# -- restart ------------------------------------------------------------------------------------
+
+
+def restart(name: NameOpt = "default") -> None:
+    """Start the engine daemon again (connections start over); namespaces, processes stay."""
+    need_root("restart")
+    from fw.lab import netns as labns
+    from fw.lab.lablock import lab_lock
+    from fw.lab.supervisor import request_restart
+
+    _need_lab(name)
+    with lab_lock(name, "restart"):
+        pid = request_restart(labns.attach(name))
+    stdout.print(
+        f"lab {name!r}: engine daemon restarted, pid {pid}; connections and NAT mappings start "
+        "over", markup=False,
+    )
+
+
+# -- hidden: the supervisor and the daemon ------------------------------------------------------
+
+
+def supervise(
+    name: NameOpt = "default",
+    fail_open: Annotated[bool, typer.Option("--fail-open", help="For status only.")] = False,
+    conntrack_max: ConntrackMaxOpt = None,
+) -> None:
+    """The supervisor of a lab's engine daemon (what `fwlab up` starts in the firewall)."""
+    from fw.lab.supervisor import supervise as run_supervisor
+    from fw.lab.topology import DEFAULT_CONNTRACK_MAX
+
+    raise typer.Exit(run_supervisor(name, fail_open=fail_open,
+                                    conntrack_limit=conntrack_max or DEFAULT_CONNTRACK_MAX))
+
+
+def run(
+    name: NameOpt = "default",
+    rules: Annotated[str | None, typer.Option(
+        "--rules", help="Rule file (default: what the lab ran last, else the topology's).")] = None,
+    queue: Annotated[int, typer.Option("--queue", help="NFQUEUE number.")] = 0,
+    fail_open: Annotated[bool, typer.Option("--fail-open", help="For status only.")] = False,
+    conntrack_max: ConntrackMaxOpt = None,
+) -> None:
+    """The engine daemon of a lab, without a supervisor (`fwlab up` runs it under one)."""
+    from fw.lab.daemon import run as run_daemon
+    from fw.lab.topology import DEFAULT_CONNTRACK_MAX
+
+    raise typer.Exit(run_daemon(name, rules, queue_num=queue, fail_open=fail_open,
+                                conntrack_limit=conntrack_max or DEFAULT_CONNTRACK_MAX))

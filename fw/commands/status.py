@@ -1,0 +1,217 @@
+"""`fwlab status`: the lab's hosts, its engine daemon and supervisor, rule hits, queue drops.
+
+The daemon is in one of four states, and the exit status says whether it answered:
+
+    running     it answered (exit 0)
+    busy        its process is alive but it did not answer in time (exit 1)
+    restarting  it is gone and its supervisor is starting it again (exit 1; packets are dropped)
+    dead        neither it nor its supervisor runs (exit 1; packets are dropped)
+
+`--json` prints the same facts (`daemon.state`) and exits the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+
+from fw.commands.options import JsonOpt, NameOpt, need_root
+from fw.commands.output import print_json, stdout
+from fw.errors import LabError
+
+__all__ = ["ago", "hosts_table", "status"]
+
+STATUS_TIMEOUT = 5.0
+
+
+def status(name: NameOpt = "default", as_json: JsonOpt = False) -> None:
+    """Hosts and addresses, the daemon, the rules with their hits, connections, queue drops."""
+    need_root("status")
+    from fw.lab import netns as labns
+    from fw.lab import supervisor
+
+    state = labns.read_state(name)
+    if state is None:
+        raise LabError(f"no lab {name!r} is up: start one with `sudo fwlab up --name {name}`")
+    handle = labns.attach(name)
+    sup = supervisor.read_state(name)
+    daemon = ask_daemon(name, sup)
+    if as_json:
+        print_json(_status_json(name, state, handle, daemon, sup))
+    else:
+        _show_status(name, state, handle, daemon, sup)
+    if not daemon.get("ok"):
+        raise typer.Exit(1)
+
+
+def ask_daemon(name: str, sup: dict[str, Any] | None) -> dict[str, Any]:
+    """The daemon's own status answer with a `state`, or why there is none."""
+    from fw.lab import control
+
+    try:
+        answer = control.request(name, {"cmd": "status"}, timeout=STATUS_TIMEOUT)
+    except control.DaemonBusy as exc:
+        return {"ok": False, "state": "busy", "error": str(exc)}
+    except LabError as exc:
+        return {"ok": False, "state": _silent_state(sup), "error": str(exc)}
+    answer["state"] = "running" if answer.get("ok") else "busy"
+    return answer
+
+
+def _silent_state(sup: dict[str, Any] | None) -> str:
+    """Nobody listens on the control socket: busy (alive, the socket not there yet), restarting
+    (the supervisor is at it) or dead."""
+    from fw.lab.supervisor import alive
+
+    if alive(sup, "daemon"):
+        return "busy"
+    return "restarting" if alive(sup, "supervisor") else "dead"
+
+
+def _supervisor_json(sup: dict[str, Any] | None) -> dict[str, Any] | None:
+    from fw.lab.supervisor import alive
+
+    if sup is None:
+        return None
+    keys = ("supervisor_pid", "daemon_pid", "restarts", "last_exit", "last_restart")
+    return {"running": alive(sup, "supervisor"), **{k: sup.get(k) for k in keys}}
+
+
+def _status_json(
+    name: str, state: dict[str, Any], handle: Any, daemon: dict, sup: dict | None
+) -> dict:
+    topo = handle.topology
+    return {
+        "name": name,
+        "status": state.get("status"),
+        "created": state.get("created"),
+        "topology_file": state.get("topology_file"),
+        "up_seconds": state.get("up_seconds"),
+        "firewall": topo.firewall.host,
+        "hosts": {
+            host: {
+                "namespace": handle.namespaces[host],
+                "interfaces": {
+                    i: [str(a) for a in f.addresses] for i, f in node.interfaces.items()
+                },
+            }
+            for host, node in topo.nodes().items()
+        },
+        "daemon": daemon,
+        "supervisor": _supervisor_json(sup),
+    }
+
+
+def ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def hosts_table(topo: Any, title: str | None = None) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for col in ("host", "interface", "segment", "addresses"):
+        table.add_column(col)
+    for host, node in topo.nodes().items():
+        label = f"{host} (firewall)" if host == topo.firewall.host else host
+        for i, (ifname, iface) in enumerate(node.interfaces.items()):
+            addrs = ", ".join(str(a) for a in iface.addresses)
+            table.add_row(label if i == 0 else "", ifname, iface.segment, addrs)
+    return table
+
+
+def _show_status(name: str, state: dict, handle: Any, daemon: dict, sup: dict | None) -> None:
+    out = stdout
+    created = state.get("created") or time.time()
+    out.print(
+        f"[bold]lab {name!r}[/]: {state.get('status')}, built {ago(time.time() - created)} ago"
+        f" from {state.get('topology_file') or 'the default topology'}"
+    )
+    out.print(hosts_table(handle.topology))
+    if not daemon.get("ok"):
+        _show_silent(daemon, sup)
+    else:
+        _show_daemon(daemon)
+    _show_supervisor(sup)
+    if daemon.get("ok"):
+        out.print(_rules_table(daemon["engine"]))
+        d = daemon["daemon"]
+        out.print(f"log: {d['log']} ({d['log_lines']} lines): `sudo fwlab logs -f`", markup=False)
+
+
+def _show_silent(daemon: dict, sup: dict | None) -> None:
+    st = daemon.get("state")
+    error = daemon.get("error", "")
+    if st == "busy":
+        pid = (sup or {}).get("daemon_pid")
+        alive = f"its process (pid {pid}) is alive but " if pid else ""
+        stdout.print(f"[bold yellow]engine daemon: busy[/]: {alive}it did not answer: {error}")
+    elif st == "restarting":
+        stdout.print(
+            f"[bold red]engine daemon: restarting[/]: its supervisor (pid "
+            f"{(sup or {}).get('supervisor_pid')}) is starting it again; until then every packet "
+            "is dropped (fail closed)"
+        )
+    else:
+        stdout.print(f"[bold red]engine daemon: not running[/]: {error}")
+
+
+def _show_daemon(daemon: dict) -> None:
+    out = stdout
+    eng = daemon["engine"]
+    pk = eng["packets"]
+    kq = daemon.get("kernel_queue") or {}
+    d = daemon["daemon"]
+    failure = "fail open" if daemon.get("fail_open") else "fail closed"
+    out.print(
+        f"engine daemon: pid {daemon['pid']}, up {ago(daemon['uptime'])}, "
+        f"queue {daemon['queue']} ({failure})",
+        markup=False,
+    )
+    out.print(f"rules: {daemon['rules']} ({daemon['mode']}), reloads {d['reloads']}", markup=False)
+    out.print(
+        f"packets: {pk['packets']} judged: {pk['accepted']} accepted, {pk['dropped']} dropped, "
+        f"{pk['rejected']} rejected, {pk['malformed']} malformed; engine errors {d['crashes']}"
+    )
+    ct = eng.get("conntrack", {})
+    out.print(f"conntrack: {ct.get('entries', 0)} entries (limit {ct.get('limit', '?')})")
+    out.print(
+        f"kernel queue: {kq.get('queue_total', '?')} waiting, "
+        f"{kq.get('queue_dropped', '?')} dropped (queue full), "
+        f"{kq.get('user_dropped', '?')} dropped (socket buffer full); "
+        f"rcvbuf {daemon['adapter'].get('rcvbuf')} bytes"
+    )
+
+
+def _show_supervisor(sup: dict | None) -> None:
+    from fw.lab.supervisor import alive
+
+    if sup is None:
+        return
+    running = f"pid {sup.get('supervisor_pid')}" if alive(sup, "supervisor") else "not running"
+    line = f"supervisor: {running}, restarts {sup.get('restarts', 0)}"
+    if sup.get("last_restart"):
+        line += f" (last {ago(time.time() - sup['last_restart'])} ago: {sup.get('last_exit')})"
+    stdout.print(line, markup=False)
+
+
+def _rules_table(eng: dict) -> Any:
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False)
+    for col, just in (("chain", "left"), ("line", "right"), ("rule", "left"),
+                      ("hits", "right"), ("bytes", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for chain, c in eng.get("chains", {}).items():
+        for r in c.get("rules", []):
+            table.add_row(chain, str(r.get("line") or ""), r.get("text") or "",
+                          str(r["hits"]), str(r["bytes"]))
+        table.add_row(chain, "", f"[italic]policy {c['policy']}[/]",
+                      str(c["policy_hits"]), str(c["policy_bytes"]))
+    return table
