@@ -5,6 +5,9 @@ it hangs for seconds; this one does not. Its page says what the server saw, whic
 shows masquerading: the client fetches the page and reads the firewall's outside address.
 
     python -m fw.lab.webserver [--port 80] [--bind ADDRESS] [--seconds N]
+
+It stops by itself after `--seconds` (600 by default; 0: never), so a server left running in a
+lab does not outlive the demo by hours; it says so when it starts and again when it stops.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -49,18 +53,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="fwlab's lab web server")
     parser.add_argument("--port", type=int, default=80)
     parser.add_argument("--bind", default="::")
-    parser.add_argument("--seconds", type=float, default=600.0, help="stop after this long")
+    parser.add_argument("--seconds", type=float, default=600.0,
+                        help="stop after this long (default 600; 0: never)")
     args = parser.parse_args()
     cls = Server6 if ":" in args.bind else Server
     with cls((args.bind, args.port), SeenFrom) as server:
         server.timeout = 0.5
-        print(f"listening on {args.bind} port {args.port}", flush=True)
-        import time
-
-        end = time.monotonic() + args.seconds
+        print(f"listening on {args.bind} port {args.port}; {_lifetime(args.seconds)}", flush=True)
+        end = time.monotonic() + args.seconds if args.seconds > 0 else float("inf")
         while time.monotonic() < end:
             server.handle_request()
+    print(f"stopped after {args.seconds:g} s, as --seconds said; start it again to go on",
+          flush=True)
     sys.exit(0)
+
+
+def _lifetime(seconds: float) -> str:
+    if seconds <= 0:
+        return "runs until stopped"
+    return f"stops by itself after {seconds:g} s (--seconds N to change, 0: never)"
 
 
 if __name__ == "__main__":

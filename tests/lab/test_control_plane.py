@@ -194,3 +194,15 @@ def test_conntrack_max_reaches_the_engine(cli_lab, tmp_path: Path) -> None:
     topo.write_text(_topology_with(conntrack_max=7))
     from_file = cli_lab(str(topo))
     assert from_file.status()["daemon"]["engine"]["conntrack"]["limit"] == 7
+
+
+@pytest.mark.lab
+def test_the_lab_web_server_says_when_it_stops(lab) -> None:
+    argv = [sys.executable, "-m", "fw.lab.webserver", "--port", "8081", "--bind", SERVER,
+            "--seconds", "0.5"]
+    res = lab.run("server", argv, timeout=20)
+    assert res.returncode == 0, res.stderr
+    first, last = res.stdout.splitlines()
+    assert first == f"listening on {SERVER} port 8081; stops by itself after 0.5 s " \
+        "(--seconds N to change, 0: never)"
+    assert last.startswith("stopped after 0.5 s")
