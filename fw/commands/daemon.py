@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fw.commands.options import JsonOpt, NameOpt, need_root
+from fw.commands.options import ConntrackMaxOpt, JsonOpt, NameOpt, need_root
 from fw.commands.output import print_json, stderr, stdout
 from fw.errors import LabError, RulesError
 
@@ -23,13 +23,6 @@ __all__ = ["reload", "restart", "run", "supervise"]
 
 RELOAD_SECONDS = 10.0
 ANSWER_GRACE = 5.0  # beyond the deadline, for the daemon's answer to arrive
-
-ConntrackMaxOpt = Annotated[
-    int | None,
-    typer.Option("--conntrack-max", min=1, max=1 << 24,
-                 help="Entries the engine's connection table holds (default: the topology's "
-                 "`conntrack_max`, else 262144)."),
-]
 
 
 def _need_lab(name: str) -> None:

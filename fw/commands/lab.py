@@ -24,8 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from fw.commands import daemon, logs, status
-from fw.commands.daemon import ConntrackMaxOpt
-from fw.commands.options import JsonOpt, NameOpt, need_root
+from fw.commands.options import ConntrackMaxOpt, JsonOpt, NameOpt, need_root
 from fw.commands.output import print_json, rows_table, stderr, stdout
 from fw.errors import LabError
 

@@ -18,7 +18,9 @@ import typer
 
 from fw.errors import LabError
 
-__all__ = ["IfaceOpt", "JsonOpt", "NameOpt", "RulesArg", "TopologyOpt", "need_root"]
+__all__ = [
+    "ConntrackMaxOpt", "IfaceOpt", "JsonOpt", "NameOpt", "RulesArg", "TopologyOpt", "need_root",
+]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 NameOpt = Annotated[
@@ -32,6 +34,12 @@ TopologyOpt = Annotated[
     str | None, typer.Option(help="Topology file (default: the default lab).")
 ]
 IfaceOpt = Annotated[str | None, typer.Option(help="Interface (default: by route lookup).")]
+ConntrackMaxOpt = Annotated[
+    int | None,
+    typer.Option("--conntrack-max", min=1, max=1 << 24,
+                 help="Entries the engine's connection table holds (default: the topology's "
+                 "`conntrack_max`, else 262144)."),
+]
 
 
 def need_root(what: str) -> None:
