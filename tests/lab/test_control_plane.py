@@ -149,6 +149,25 @@ def test_restart_by_hand_and_status_of_a_dead_daemon(cli_lab) -> None:
 
 
 @pytest.mark.lab
+def test_a_stopped_daemon_is_busy_and_a_late_reload_is_never_applied(cli_lab) -> None:
+    lab = cli_lab()
+    pid = lab.daemon_pid()
+    os.kill(pid, signal.SIGSTOP)  # the daemon this test's lab started: alive, not answering
+    try:
+        st = lab.cli("status", "--json")
+        assert st.returncode == 1 and json.loads(st.stdout)["daemon"]["state"] == "busy"
+        assert "engine daemon: busy" in lab.cli("status").stdout
+        late = lab.cli("reload", str(RULES / "stateless-web.fw"), "--timeout", "1")
+        assert late.returncode == 2 and "the old rules stay" in late.stderr, late.stderr
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    time.sleep(1)  # the daemon now reads the reload it was sent, after its deadline
+    st = lab.status()["daemon"]
+    assert st["pid"] == pid and st["mode"] == "stateful" and st["daemon"]["reloads"] == 0
+    assert "reload-refused" in [e["event"] for e in lab.log_events()]
+
+
+@pytest.mark.lab
 def test_two_ups_of_one_name_at_once(cli_lab) -> None:
     name = new_lab_name()
     argv = [*FWLAB, "up", "--name", name]
