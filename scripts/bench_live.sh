@@ -72,7 +72,7 @@ EOF
 
 declare -A TCP UDP
 measure() { TCP[$1]=$(iperf tcp); UDP[$1]=$(iperf udp); echo "  $1: tcp ${TCP[$1]} Gbit/s, udp ${UDP[$1]} kpps" >&2; }
-daemon_pid() { fwlab status --name "$NAME" --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["daemon"]["pid"])'; }
+supervisor_pid() { fwlab status --name "$NAME" --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["supervisor"]["supervisor_pid"])'; }
 
 echo "bench_live: lab $NAME, ${SECS} s per iperf3 run" >&2
 t0=$(now); fwlab up --name "$NAME" --rules "$RULES/bench-stateless.fw" >/dev/null; t1=$(now)
@@ -89,9 +89,10 @@ if [ "$(fwlab nat --name "$NAME" --json | "$PY" -c 'import json,sys; print(len(j
     echo "  masquerade: no NAT entries, reported as n/a" >&2
 fi
 
-# the same lab without the engine: stop its daemon (fail closed), then take the queue rules out
-kill "$(daemon_pid)"
-sleep 0.5
+# the same lab without the engine: stop its supervisor, which stops the daemon and restarts
+# nothing (fail closed), then take the queue rules out
+kill "$(supervisor_pid)"
+sleep 1
 for tool in iptables-nft ip6tables-nft; do ip netns exec "$FWNS" "$tool" -t raw -F; done
 measure kernel
 "$PY" -c "from fw.lab.nfqueue import install_queue; install_queue('$FWNS')"
