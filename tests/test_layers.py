@@ -125,11 +125,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_circles() -> None:
     edges = {m: {t for t in ts if t != "fw"} for m, ts in graph().items()}
-    assert [c for c in cycles(edges) if c not in PENDING] == []
-
-
-# Circles whose removal is under way on another branch (the lab's shared CLI options).
-PENDING = [["fw.commands.lab", "fw.commands.logs"]]
+    assert cycles(edges) == []
 
 
 def test_the_cycle_finder_finds_one() -> None:

@@ -1,10 +1,11 @@
 """The rules a lab runs: read and compiled by the command that asks for them, run by the daemon.
 
 The daemon never reads a user's rule file. `up` and `reload` compile the file in their own process
-with a deadline (an include of a FIFO or a device cannot hang the control plane: it ends that one
-command with exit 2), then hand the daemon the compiled rule set. The daemon keeps what it runs in
-/run/fwlab/NAME/rules.pickle, so a daemon restarted by its supervisor runs exactly the rules that
-ran before, even when the file on disk has changed or broken since.
+with a deadline, then hand the daemon the compiled rule set: whatever makes reading hang (a file
+system that does not answer; FIFOs and devices are refused before they are opened, see
+fw/userfiles.py) ends that one command with exit 2, never the control plane. The daemon keeps
+what it runs in /run/fwlab/NAME/rules.pickle, so a daemon restarted by its supervisor runs
+exactly the rules that ran before, even when the file on disk has changed or broken since.
 
 Pickle, because the rule set is a tree of pydantic models with source spans (which the log needs
 and a JSON dump leaves out). Only root can write the file or the control socket that carries it,
@@ -55,11 +56,11 @@ class StoredRules:
 
 def compile_rules(path: Path, seconds: float = COMPILE_SECONDS) -> RuleSet:
     """The rule set of `path`, or RulesError (diagnostics attached), or RulesTimeout when reading
-    and compiling take longer than `seconds` (a FIFO or a device among the includes)."""
+    and compiling take longer than `seconds`."""
     from fw.lab.engine_glue import load_rules
 
-    why = (f"rule file {path}: reading and compiling it took longer than {seconds:.1f} s "
-           "(an include of a FIFO or a device?); nothing changed")
+    why = f"rule file {path}: reading and compiling it took longer than {seconds:.1f} s; nothing " \
+          "changed"
     with _deadline(seconds, why):
         return load_rules(path)
 

@@ -39,7 +39,7 @@ def fifo_include(tmp_path: Path) -> Path:
     fifo = tmp_path / "pipe.fw"
     os.mkfifo(fifo)
     rules = tmp_path / "hangs.fw"
-    rules.write_text(f'include "{fifo}"\n')
+    rules.write_text(f'mode stateless\npolicy forward accept\ninclude "{fifo}"\n')
     return rules
 
 
@@ -79,15 +79,20 @@ def _hold(got: list[str]) -> None:
         got.append("held")
 
 
-def test_compiling_rules_has_a_deadline(tmp_path: Path) -> None:
-    t0 = time.monotonic()
-    with pytest.raises(rulestore.RulesTimeout, match=r"took longer than 0\.5 s"):
-        rulestore.compile_rules(fifo_include(tmp_path), seconds=0.5)
-    assert time.monotonic() - t0 < 5
+def test_compiling_rules_has_a_deadline(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(RulesError, match="FIFO"):  # refused before it is opened (userfiles.py)
+        rulestore.compile_rules(fifo_include(tmp_path))
     with pytest.raises(RulesError):
         rulestore.compile_rules(TEST_RULES / "bad.fw")
     stored = rulestore.StoredRules("x.fw", rulestore.compile_rules(RULES / "stateful-web.fw"))
     assert rulestore.decode(rulestore.encode(stored)) == stored
+    # whatever else makes reading or compiling hang (a slow network file system, a bug) meets
+    # the deadline
+    monkeypatch.setattr("fw.lab.engine_glue.load_rules", lambda path: time.sleep(30))
+    t0 = time.monotonic()
+    with pytest.raises(rulestore.RulesTimeout, match=r"took longer than 0\.5 s"):
+        rulestore.compile_rules(RULES / "stateful-web.fw", seconds=0.5)
+    assert time.monotonic() - t0 < 5
 
 
 def test_conntrack_max_in_the_topology(tmp_path: Path) -> None:
@@ -192,8 +197,8 @@ def test_a_reload_that_cannot_be_read_changes_nothing(cli_lab, tmp_path: Path) -
     t0 = time.monotonic()
     res = lab.cli("reload", str(fifo_include(tmp_path)), "--timeout", "2")
     took = time.monotonic() - t0
-    assert res.returncode == 2 and "took longer than 2.0 s" in res.stderr, res.stderr
-    assert "nothing changed" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "FIFO" in res.stderr, res.stderr
+    assert "the old rules stay" in res.stderr and "Traceback" not in res.stderr
     assert took < 20  # bounded by its deadline (plus the command's own start)
     after = lab.status()["daemon"]
     assert after["state"] == "running" and after["pid"] == before["pid"]

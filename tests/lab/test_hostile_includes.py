@@ -1,5 +1,6 @@
-"""A reload runs inside the root daemon: a rule file whose includes point at a FIFO, a device or
-an exponential diamond must be refused at once, the old rules kept, the control plane free."""
+"""A reload of a rule file whose includes point at a FIFO, a device or an exponential diamond is
+refused at once (by the reload command, which compiles the file; the daemon never reads it), the
+old rules kept, the control plane free."""
 
 from __future__ import annotations
 
