@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from fw.commands import daemon, logs, status
-from fw.commands.options import ConntrackMaxOpt, JsonOpt, NameOpt, need_root
+from fw.commands.options import ConntrackMaxOpt, EngineOpt, JsonOpt, NameOpt, need_root
 from fw.commands.output import print_json, rows_table, stderr, stdout
 from fw.errors import LabError
 
@@ -69,9 +69,11 @@ def up(
         ),
     ] = False,
     conntrack_max: ConntrackMaxOpt = None,
+    engine: EngineOpt = "fwlab",
 ) -> None:
     """Build a lab of network namespaces and start the engine daemon in its firewall."""
     need_root("up")
+    from fw.commands import kernel_lab
     from fw.lab import netns as labns
     from fw.lab.engine_glue import rules_path
     from fw.lab.lablock import lab_lock
@@ -82,13 +84,17 @@ def up(
     topo = load_topology(topology) if topology else default_topology()
     rules_file = rules_path(topo, rules)
     stored = StoredRules(str(rules_file), _check_rules(rules_file))
+    kernel = kernel_lab.prepare(rules_file) if kernel_lab.check_engine(engine, fail_open) else None
     with lab_lock(name, "up", timeout=LOCK_WAIT):
         if _already_up(name):
             return
         t0 = time.monotonic()
         handle = labns.up(topo, name)
         try:
-            pid = _start_daemon(handle, stored, fail_open, conntrack_max or topo.conntrack_max)
+            if kernel:
+                kernel_lab.start(handle, kernel)
+            pid = None if kernel else _start_daemon(
+                handle, stored, fail_open, conntrack_max or topo.conntrack_max)
         except BaseException as exc:
             detail = _daemon_output_tail(name)
             labns.down(name)
@@ -103,12 +109,14 @@ def up(
 def _already_up(name: str) -> bool:
     """True (and said) when the lab runs; a half-built lab, or one whose daemon and supervisor
     are both gone, is removed so that `up` can build it anew."""
+    from fw.commands import kernel_lab
     from fw.lab import control, supervisor
     from fw.lab import netns as labns
 
-    if labns.read_state(name) is None and not labns.lab_namespaces(name):
+    if (state := labns.read_state(name)) is None and not labns.lab_namespaces(name):
         return False
-    if control.daemon_running(name) or supervisor.alive(supervisor.read_state(name), "supervisor"):
+    if (control.daemon_running(name) or kernel_lab.running(name, state or {})
+            or supervisor.alive(supervisor.read_state(name), "supervisor")):
         stdout.print(
             f"lab {name!r} is already up; `sudo fwlab status --name {name}` shows it, "
             f"`sudo fwlab down --name {name}` removes it."
@@ -214,7 +222,7 @@ def _try_next(topo: Any, name: str) -> list[str]:
 
 
 def _show_up(
-    handle: Any, rules_file: Path, pid: int, fail_open: bool, build: float, total: float
+    handle: Any, rules_file: Path, pid: int | None, fail_open: bool, build: float, total: float
 ) -> None:
     out = stdout
     topo = handle.topology
@@ -225,13 +233,13 @@ def _show_up(
     )
     out.print(status.hosts_table(topo))
     failure = "fail open (--fail-open)" if fail_open else "fail closed"
-    out.print(
-        f"engine daemon pid {pid} in {handle.firewall_ns}, rules {rules_file}, {failure}",
-        markup=False,
-    )
+    engine = f"engine daemon pid {pid}" if pid else "engine: the kernel's nftables"
+    out.print(f"{engine} in {handle.firewall_ns}, rules {rules_file}"
+              + (f", {failure}" if pid else ""), markup=False)
     out.print("\n[bold]Try:[/]")
     for line in _try_next(topo, handle.name):
-        out.print(f"  {line}", markup=False, highlight=False)
+        if pid or " logs" not in line:  # the kernel engine has no log of its own
+            out.print(f"  {line}", markup=False, highlight=False)
 
 
 def down(name: NameOpt = "default") -> None:
@@ -314,7 +322,12 @@ def shell(
 
 
 def _entries(name: str, cmd: str) -> list[dict]:
+    from fw.commands import kernel_lab
     from fw.lab import control
+    from fw.lab.netns import read_state
+
+    if kernel_lab.runs_kernel(read_state(name)):
+        return kernel_lab.entries(name, cmd)
 
     answer = control.request(name, {"cmd": cmd})
     if not answer.get("ok"):

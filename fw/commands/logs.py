@@ -30,6 +30,11 @@ def logs(
     path = log_path(name)
     if not path.parent.exists():
         raise LabError(f"no lab {name!r} is up: start one with `sudo fwlab up --name {name}`")
+    from fw.commands import kernel_lab
+    from fw.lab.netns import read_state
+
+    if kernel_lab.runs_kernel(read_state(name)):
+        kernel_lab.logs()
     old = path.with_name(path.name + ".1")
     text = "".join(p.read_text(errors="replace") for p in (old, path) if p.exists())
     for line in text.splitlines()[-lines:] if lines > 0 else []:

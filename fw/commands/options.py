@@ -19,7 +19,8 @@ import typer
 from fw.errors import LabError
 
 __all__ = [
-    "ConntrackMaxOpt", "IfaceOpt", "JsonOpt", "NameOpt", "RulesArg", "TopologyOpt", "need_root",
+    "ConntrackMaxOpt", "EngineOpt", "IfaceOpt", "JsonOpt", "NameOpt", "RulesArg", "TopologyOpt",
+    "need_root",
 ]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -39,6 +40,12 @@ ConntrackMaxOpt = Annotated[
     typer.Option("--conntrack-max", min=1, max=1 << 24,
                  help="Entries the engine's connection table holds (default: the topology's "
                  "`conntrack_max`, else 262144)."),
+]
+
+EngineOpt = Annotated[
+    str,
+    typer.Option("--engine", help="fwlab: the engine daemon judges every packet (NFQUEUE); "
+                 "kernel: the firewall runs the exported rules in its own nftables."),
 ]
 
 

@@ -38,3 +38,23 @@ def cell(value: object) -> str:
     if isinstance(value, list | tuple):
         return "/".join(str(v) for v in value)
     return "" if value is None else str(value)
+
+
+def rules_table(chains: dict[str, dict]):
+    """Hits and bytes per rule and per policy, chain by chain: `status` of either engine (the
+    engine's counters from fw/views.py, or nft's mapped back to the rule file)."""
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False)
+    for col, just in (("chain", "left"), ("line", "right"), ("rule", "left"),
+                      ("hits", "right"), ("bytes", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for chain, c in chains.items():
+        for r in c.get("rules", []):
+            table.add_row(chain, str(r.get("line") or ""), r.get("text") or "",
+                          str(r["hits"]), str(r["bytes"]))
+        if c.get("mismatch"):
+            table.add_row(chain, "", f"[red]{c['mismatch']}[/]", "", "")
+        table.add_row(chain, "", f"[italic]policy {c['policy']}[/]",
+                      str(c["policy_hits"]), str(c["policy_bytes"]))
+    return table

@@ -18,7 +18,7 @@ from typing import Any
 import typer
 
 from fw.commands.options import JsonOpt, NameOpt, need_root
-from fw.commands.output import print_json, stdout
+from fw.commands.output import print_json, rules_table, stdout
 from fw.errors import LabError
 
 __all__ = ["ago", "hosts_table", "status"]
@@ -37,7 +37,10 @@ def status(name: NameOpt = "default", as_json: JsonOpt = False) -> None:
         raise LabError(f"no lab {name!r} is up: start one with `sudo fwlab up --name {name}`")
     handle = labns.attach(name)
     sup = supervisor.read_state(name)
-    daemon = ask_daemon(name, sup)
+    from fw.commands import kernel_lab
+
+    kernel = kernel_lab.runs_kernel(state)
+    daemon = kernel_lab.status_answer(name, state) if kernel else ask_daemon(name, sup)
     if as_json:
         print_json(_status_json(name, state, handle, daemon, sup))
     else:
@@ -99,7 +102,9 @@ def _status_json(
             }
             for host, node in topo.nodes().items()
         },
-        "daemon": daemon,
+        "engine": daemon.get("engine", "fwlab"),
+        "daemon": None if daemon.get("engine") == "kernel" else daemon,
+        "kernel": daemon if daemon.get("engine") == "kernel" else None,
         "supervisor": _supervisor_json(sup),
     }
 
@@ -134,13 +139,17 @@ def _show_status(name: str, state: dict, handle: Any, daemon: dict, sup: dict | 
         f" from {state.get('topology_file') or 'the default topology'}"
     )
     out.print(hosts_table(handle.topology))
+    if daemon.get("engine") == "kernel":
+        from fw.commands.kernel_lab import show_status
+
+        return show_status(daemon)
     if not daemon.get("ok"):
         _show_silent(daemon, sup)
     else:
         _show_daemon(daemon)
     _show_supervisor(sup)
     if daemon.get("ok"):
-        out.print(_rules_table(daemon["engine"]))
+        out.print(rules_table(daemon["engine"].get("chains", {})))
         d = daemon["daemon"]
         out.print(f"log: {d['log']} ({d['log_lines']} lines): `sudo fwlab logs -f`", markup=False)
 
@@ -199,19 +208,3 @@ def _show_supervisor(sup: dict | None) -> None:
     if sup.get("last_restart"):
         line += f" (last {ago(time.time() - sup['last_restart'])} ago: {sup.get('last_exit')})"
     stdout.print(line, markup=False)
-
-
-def _rules_table(eng: dict) -> Any:
-    from rich.table import Table
-
-    table = Table(show_edge=False, pad_edge=False)
-    for col, just in (("chain", "left"), ("line", "right"), ("rule", "left"),
-                      ("hits", "right"), ("bytes", "right")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for chain, c in eng.get("chains", {}).items():
-        for r in c.get("rules", []):
-            table.add_row(chain, str(r.get("line") or ""), r.get("text") or "",
-                          str(r["hits"]), str(r["bytes"]))
-        table.add_row(chain, "", f"[italic]policy {c['policy']}[/]",
-                      str(c["policy_hits"]), str(c["policy_bytes"]))
-    return table

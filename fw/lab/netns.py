@@ -54,6 +54,7 @@ __all__ = [
     "read_state",
     "run_in",
     "up",
+    "update_state",
 ]
 
 PREFIX = "fwl-"
@@ -515,3 +516,11 @@ def attach(name: str) -> LabHandle:
         namespaces={h: ns_name(name, h) for h in topology.nodes()},
         up_seconds=state.get("up_seconds"),
     )
+
+
+def update_state(name: str, **fields: Any) -> dict[str, Any]:
+    """Record facts about a running lab in its state file (the engine it runs, the rules it
+    loaded), under the same lock as every other change; returns the state as written."""
+    with _locked_state(name) as state:
+        state.update(fields)
+        return dict(state)
