@@ -105,13 +105,17 @@ def exposure(
         help="Also measure in the lab (root); exit 3 when measured and computed differ.")] = False,
     ports: Annotated[str, typer.Option(
         help="Destination ports the live probes sweep, e.g. 32760-32780.")] = "1-65535",
+    engine: Annotated[str | None, typer.Option(
+        help="The firewall --live measures: fwlab (the engine, default), kernel (the exported "
+        "rules in nftables) or fwlab,kernel (both, side by side).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Which unsolicited packets from the outside reach the inside: ports, hosts, senders."""
     from fw.commands.exposure import run_exposure
 
     raise typer.Exit(run_exposure(files, inside=inside, outside=outside, topology=topology,
-                                  as_json=as_json, plot=plot, live=live, ports=ports))
+                                  as_json=as_json, plot=plot, live=live, ports=ports,
+                                  engine=engine))
 
 
 OutOpt = Annotated[str | None, typer.Option("-o", "--out", help="Write here (default: stdout).")]

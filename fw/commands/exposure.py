@@ -8,7 +8,7 @@ through `live_exposure()`, and a difference between computed and measured exits 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.table import Table
@@ -28,6 +28,7 @@ CLASS_TITLES = {
     "udp": "UDP",
     "icmp": "ICMP / ICMPv6",
 }
+ENGINE_TITLES = {"fwlab": "fwlab's engine", "kernel": "Linux (exported to nft)"}
 SHOWN_RANGES = 6
 DIFFERENCE_STATUS = 3
 
@@ -40,30 +41,36 @@ class PlotError(FwlabError):
 class Result:
     file: str
     exposure: Exposure
-    live: dict | None = None
+    lives: dict[str, dict] = field(default_factory=dict)  # engine -> what it let through
+
+    @property
+    def live(self) -> dict | None:
+        """The first engine's measurement (the only one unless --engine names both)."""
+        return next(iter(self.lives.values()), None)
 
     def json(self) -> dict:
         return {"file": self.file, "mode": self.exposure.mode,
                 "static": {name: class_json(self.exposure, c)
                            for name, c in self.exposure.classes().items()},
-                "live": self.live}
+                "live": self.live, **({"live_by_engine": self.lives} if self.lives else {})}
 
 
 def run_exposure(files: list[str], *, inside: str | None = None, outside: str | None = None,
                  topology: str | None = None, as_json: bool = False, plot: str | None = None,
-                 live: bool = False, ports: str = "1-65535") -> int:
+                 live: bool = False, ports: str = "1-65535", engine: str | None = None) -> int:
     if plot is not None:
         check_plot_path(plot)
     routing = routing_from(topology)
     results = [Result(f, analyse(load_ruleset(f), routing, inside=inside, outside=outside))
                for f in files]
     differences: list[str] = []
-    if live:
-        probed = port_span(ports)
+    engines = engine_list(engine, live)
+    probed = port_span(ports) if engines else (1, 65535)
+    for name in engines:
         measured = live_exposure([r.exposure for r in results], files, topology=topology,
-                                 ports=probed, quiet=as_json)
+                                 ports=probed, quiet=as_json, engine=name)
         for result, got in zip(results, measured, strict=True):
-            result.live = got
+            result.lives[name] = got
             differences += compare_live(result, got, probed)
     chart = write_plot(results, plot) if plot is not None else None
     if as_json:
@@ -81,6 +88,20 @@ def run_exposure(files: list[str], *, inside: str | None = None, outside: str | 
 
 # -- live (issue 5's lab) --------------------------------------------------------------------
 
+def engine_list(text: str | None, live: bool) -> list[str]:
+    """`--engine fwlab`, `kernel` or `fwlab,kernel`: the firewalls `--live` measures, in order."""
+    from fw.lab.kernel_engine import ENGINES
+
+    if text is None:
+        return ["fwlab"] if live else []
+    if not live:
+        raise FwlabError(f"--engine {text}: the engine is measured with --live")
+    names = [name.strip() for name in text.split(",")]
+    if not names or any(name not in ENGINES for name in names) or len(set(names)) < len(names):
+        raise FwlabError(f"--engine {text!r}: fwlab, kernel, or both as fwlab,kernel")
+    return names
+
+
 def port_span(text: str) -> tuple[int, int]:
     """`--ports 32760-32780`: the destination ports the live probes sweep (all by default)."""
     lo, _, hi = text.partition("-")
@@ -94,16 +115,17 @@ def port_span(text: str) -> tuple[int, int]:
 
 
 def live_exposure(exposures: list[Exposure], files: list[str], *, topology: str | None,
-                  ports: tuple[int, int] = (1, 65535), quiet: bool = False) -> list[dict]:
+                  ports: tuple[int, int] = (1, 65535), quiet: bool = False,
+                  engine: str = "fwlab") -> list[dict]:
     """Measure in the lab (fw/lab/exposure_live.py): per file {CLASS: {"count", "ranges"}} for
-    the classes probed (TCP SYN, TCP ACK, UDP), plus what was sent."""
+    the classes probed (TCP SYN, TCP ACK, UDP), plus what was sent and through which engine."""
     from fw.lab.exposure_live import measure
 
     if quiet or not sys.stdout.isatty():
-        return measure(exposures, files, topology=topology, ports=ports,
+        return measure(exposures, files, topology=topology, ports=ports, engine=engine,
                        step=lambda text: None if quiet else stdout.print(text, style="dim"))
     with stdout.status("probing...") as status:
-        return measure(exposures, files, topology=topology, ports=ports,
+        return measure(exposures, files, topology=topology, ports=ports, engine=engine,
                        step=lambda text: status.update(text))
 
 
@@ -118,8 +140,9 @@ def compare_live(result: Result, live: dict, ports: tuple[int, int] = (1, 65535)
         computed = ranges.clip(result.exposure[name].ports, *ports)
         want = {"count": ranges.count(computed), "ranges": port_ranges_text(computed)}
         if got["count"] != want["count"] or got["ranges"] != want["ranges"]:
+            by = f" through the {live['engine']}" if live.get("engine", "fwlab") != "fwlab" else ""
             out.append(f"{result.file}: {name}: computed {want['count']} "
-                       f"({', '.join(want['ranges']) or 'none'}), measured {got['count']} "
+                       f"({', '.join(want['ranges']) or 'none'}), measured{by} {got['count']} "
                        f"({', '.join(got['ranges']) or 'none'})")
     return out
 
@@ -141,8 +164,9 @@ def table(results: list[Result]) -> Table:
         rows = icmp_rows(results) if name == "icmp" else port_rows(results, name)
         for label, cells in rows:
             out.add_row(f"  {label}", *cells)
-        if any(r.live for r in results):
-            out.add_row("  measured (live)", *(measured_cell(r, name) for r in results))
+        for engine in dict.fromkeys(e for r in results for e in r.lives):
+            out.add_row(f"  measured: {ENGINE_TITLES[engine]}",
+                        *(measured_cell(r.lives.get(engine), name) for r in results))
     return out
 
 
@@ -221,10 +245,10 @@ def forwards_cell(c: ClassExposure) -> str:
     return short(out)
 
 
-def measured_cell(r: Result, name: str) -> str:
-    if not r.live or name not in r.live:
+def measured_cell(live: dict | None, name: str) -> str:
+    if not live or name not in live:
         return "-"
-    got = r.live[name]
+    got = live[name]
     key = "types" if name == "icmp" else "ranges"
     return f"{got.get('count', 0):,}: {short(got.get(key, []))}"
 

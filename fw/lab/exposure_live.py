@@ -6,6 +6,8 @@ TCP ACK and UDP to every port of the chosen targets, from the source port the an
 sender needs. Sweeps are paced; if the kernel's queue dropped anything during one, it is repeated
 more slowly, since a dropped probe would read as "filtered". The inside hosts' own answers (RST,
 port unreachable) are silenced for the measurement: they would only double the firewall's load.
+The firewall is fwlab's engine, or with engine "kernel" the kernel running the exported rules
+(`fwlab up --engine kernel`): the same probes, so the figures of the two stand side by side.
 """
 
 from __future__ import annotations
@@ -147,9 +149,10 @@ def attacker_address(topology: Topology, family: int) -> str:
 
 
 @contextmanager
-def lab_for(rules: str, topology_file: str | None) -> Iterator[str]:
+def lab_for(rules: str, topology_file: str | None, engine: str = "fwlab") -> Iterator[str]:
     name = f"exp{os.getpid() % 100000}"
-    args = ["up", "--name", name, "--rules", rules] + ([topology_file] if topology_file else [])
+    args = ["up", "--name", name, "--rules", rules, "--engine", engine]
+    args += [topology_file] if topology_file else []
     up = fwlab(*args)
     try:
         if up.returncode != 0:
@@ -194,9 +197,12 @@ def wait_for(condition: Callable[[], bool], seconds: float) -> None:
         time.sleep(0.05)
 
 
-def queue_drops(lab: str) -> int:
+def queue_drops(lab: str, engine: str) -> int:
+    """Probes the engine daemon's queue lost (none to lose when the kernel judges)."""
     from fw.lab.nfqueue import queue_stats
 
+    if engine != "fwlab":
+        return 0
     return sum(q.queue_dropped + q.user_dropped for q in queue_stats(ns(lab, "fw")))
 
 
@@ -224,26 +230,26 @@ def probes_for(p: Plan, topology: Topology, ports: tuple[int, int]) -> list[dict
 
 
 def measure_one(rules: str, exposure: Exposure, topology: Topology, topology_file: str | None,
-                ports: tuple[int, int], step: Callable[[str], None]) -> dict:
+                ports: tuple[int, int], step: Callable[[str], None], engine: str) -> dict:
     p = plan(exposure, topology)
     peers = [attacker_address(topology, f) for f in (4, 6)]
     probes = probes_for(p, topology, ports)
     rate = START_RATE
     with tempfile.TemporaryDirectory(prefix="fwlab-exposure-") as tmp, lab_for(
-            rules, topology_file) as lab:
+            rules, topology_file, engine) as lab:
         silence(lab, list(p.listeners))
         for attempt in range(TRIES):
-            step(f"{rules}: probing {len(p.targets)} target(s) at {rate:,.0f}/s")
-            before = queue_drops(lab)
+            step(f"{rules} ({engine}): probing {len(p.targets)} target(s) at {rate:,.0f}/s")
+            before = queue_drops(lab, engine)
             with listening(lab, p, peers, Path(tmp)) as outs:
                 sent = sweep(lab, probes, rate, Path(tmp))
                 time.sleep(0.5)  # the last probes cross the engine
-            dropped = queue_drops(lab) - before
+            dropped = queue_drops(lab, engine) - before
             if dropped == 0 or attempt == TRIES - 1:
                 break
             rate *= 0.6
         arrived = collect(outs)
-    return result(arrived, sent, dropped, rate, p, ports)
+    return result(arrived, sent, dropped, rate, p, ports) | {"engine": engine}
 
 
 def collect(outs: dict[str, Path]) -> dict[str, set[int]]:
@@ -275,9 +281,11 @@ def result(arrived: dict[str, set[int]], sent: int, dropped: int, rate: float, p
 
 def measure(exposures: list[Exposure], files: list[str], *, topology: str | None,
             ports: tuple[int, int] = (1, 65535),
-            step: Callable[[str], None] = lambda text: None) -> list[dict]:
+            step: Callable[[str], None] = lambda text: None, engine: str = "fwlab") -> list[dict]:
+    """Per file, what arrived of each class, measured through `engine`: fwlab's (the daemon)
+    or the kernel's (the exported rules in nftables, `fwlab up --engine kernel`)."""
     if os.geteuid() != 0:
         raise LabError("--live needs root (a lab of network namespaces): run it with sudo")
     topo = load_topology(topology) if topology else default_topology()
-    return [measure_one(f, e, topo, topology, ports, step) for f, e in
+    return [measure_one(f, e, topo, topology, ports, step, engine) for f, e in
             zip(files, exposures, strict=True)]
