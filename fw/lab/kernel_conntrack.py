@@ -15,6 +15,7 @@ destination differs for source NAT, its source for destination NAT.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from ipaddress import ip_address
@@ -87,17 +88,17 @@ def parse(line: str) -> Flow | None:
 
 def read_flows(ns: str) -> list[Flow]:
     """Every flow of both families in the namespace `ns` (conntrack-tools' `conntrack`)."""
+    if shutil.which("conntrack") is None:
+        raise LabError("the kernel's conntrack table needs conntrack-tools: "
+                       "apt-get install conntrack (scripts/setup does)")
     argv = ["ip", "netns", "exec", ns, "conntrack", "-L", "-o", "extended"]
     flows = []
     for family in ("ipv4", "ipv6"):
-        try:
-            res = subprocess.run([*argv, "-f", family], capture_output=True, text=True,
-                                 timeout=30, check=False)
-        except FileNotFoundError:
-            raise LabError("the kernel's conntrack table needs conntrack-tools: "
-                           "apt-get install conntrack (scripts/setup does)") from None
+        res = subprocess.run([*argv, "-f", family], capture_output=True, text=True,
+                             timeout=30, check=False)
         if res.returncode != 0:
-            raise LabError(f"conntrack -L in {ns}: {res.stderr.strip().splitlines()[-1:]}")
+            why = (res.stderr.strip().splitlines() or ["failed"])[-1]
+            raise LabError(f"conntrack -L in {ns}: {why}")
         flows += [f for f in map(parse, res.stdout.splitlines()) if f is not None]
     return flows
 
