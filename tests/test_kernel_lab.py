@@ -87,3 +87,28 @@ def test_exposure_engine_errors_are_one_line(args: list[str], message: str) -> N
     result = fwlab("exposure", "rules/stateful-web.fw", *args)
     assert result.code == 2 and result.out == ""
     assert result.err.strip() == f"fwlab: {message}"
+
+
+def test_both_engines_stand_side_by_side_and_a_kernel_difference_says_so() -> None:
+    from rich.console import Console
+
+    from fw.analysis.exposure import analyse
+    from fw.commands.common import routing_from
+    from fw.commands.exposure import Result, compare_live, table
+    from fw.dsl import load_ruleset
+
+    exposure = analyse(load_ruleset("rules/stateless-web.fw"), routing_from(None))
+    seen = {"count": 13, "ranges": ["32768-32780"]}
+    short = {"count": 12, "ranges": ["32769-32780"]}
+    fwlab_live = {"tcp_syn": seen, "tcp_any": seen, "udp": seen, "engine": "fwlab"}
+    kernel_live = {"tcp_syn": short, "tcp_any": seen, "udp": seen, "engine": "kernel"}
+    result = Result("rules/stateless-web.fw", exposure, {"fwlab": fwlab_live,
+                                                           "kernel": kernel_live})
+    console = Console(width=200, record=True)
+    console.print(table([result]))
+    text = console.export_text()
+    assert "measured: fwlab's engine" in text and "measured: Linux (exported to nft)" in text
+    assert result.live is fwlab_live and result.json()["live_by_engine"]["kernel"] is kernel_live
+    assert compare_live(result, fwlab_live, (32760, 32780)) == []
+    (line,) = compare_live(result, kernel_live, (32760, 32780))
+    assert "tcp_syn: computed 13 (32768-32780), measured through the kernel 12" in line
