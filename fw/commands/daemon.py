@@ -49,6 +49,11 @@ def reload(
     if not path.is_file():
         raise LabError(f"rule file {rules} does not exist")
     _need_lab(name)
+    from fw.commands import kernel_lab
+    from fw.lab.netns import read_state
+
+    if kernel_lab.runs_kernel(state := read_state(name)):
+        return kernel_lab.reload(name, path, state or {}, as_json, timeout)
     answer = _reload(name, path, time.monotonic() + timeout)
     if as_json:
         print_json(answer)

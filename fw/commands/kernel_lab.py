@@ -42,12 +42,12 @@ def runs_kernel(state: dict[str, Any] | None) -> bool:
     return engine_of(state) == KERNEL
 
 
-def prepare(rules_file: Path) -> Any:
+def prepare(rules_file: Path, ruleset: Any) -> Any:
     """The exported script, before the lab is built: a rule the kernel cannot run is an error at
     its line (exit 2) and nothing is built."""
     from fw.lab.kernel_engine import prepare as prepare_rules
 
-    return prepare_rules(rules_file)
+    return prepare_rules(rules_file, ruleset)
 
 
 def start(handle: Any, prepared: Any) -> None:
@@ -138,19 +138,25 @@ def entries(name: str, what: str) -> list[dict]:
 # -- reload / logs --------------------------------------------------------------------------------
 
 
-def reload(name: str, path: Path, state: dict[str, Any], as_json: bool) -> None:
-    """Export the new file and load it in one nft transaction; the old rules stay on any error."""
+def reload(name: str, path: Path, state: dict[str, Any], as_json: bool, seconds: float) -> None:
+    """Compile the new file (within `seconds`, as for the engine), export it and load it in one
+    nft transaction, under the lab's lock; the old rules stay on any error."""
     from fw.errors import FwlabError, RulesError
-    from fw.lab import kernel_engine
+    from fw.lab import kernel_engine, rulestore
     from fw.lab.engine_glue import render_diagnostics
+    from fw.lab.lablock import lab_lock
 
     try:
-        answer = kernel_engine.reload(name, kernel_engine.prepare(path), state)
+        prepared = kernel_engine.prepare(path, rulestore.compile_rules(path, seconds))
+        with lab_lock(name, "reload", timeout=seconds):
+            answer = kernel_engine.reload(name, prepared, state)
     except RulesError as exc:
         for text in render_diagnostics(exc):
             stderr.print(text, markup=False, highlight=False)
         raise LabError(f"{path}: rules not loaded, the old rules stay") from None
-    except FwlabError as exc:
+    except LabError:
+        raise  # a timeout or a busy lab: the message says that nothing changed
+    except FwlabError as exc:  # a rule the kernel cannot run
         raise LabError(f"{exc}; the old rules stay") from None
     if as_json:
         print_json(answer)

@@ -84,7 +84,8 @@ def up(
     topo = load_topology(topology) if topology else default_topology()
     rules_file = rules_path(topo, rules)
     stored = StoredRules(str(rules_file), _check_rules(rules_file))
-    kernel = kernel_lab.prepare(rules_file) if kernel_lab.check_engine(engine, fail_open) else None
+    kernel = (kernel_lab.prepare(rules_file, stored.ruleset)
+              if kernel_lab.check_engine(engine, fail_open) else None)
     with lab_lock(name, "up", timeout=LOCK_WAIT):
         if _already_up(name):
             return

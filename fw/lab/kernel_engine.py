@@ -58,12 +58,9 @@ def engine_of(state: dict[str, Any] | None) -> str:
     return (state or {}).get("engine") or FWLAB
 
 
-def prepare(path: Path) -> Prepared:
-    """Parse and export; a rule the kernel cannot run is a FwlabError at its line (exit 2)
-    before anything is built or replaced."""
-    from fw.lab.engine_glue import load_rules
-
-    ruleset = load_rules(path)
+def prepare(path: Path, ruleset: RuleSet) -> Prepared:
+    """Export the rule set compiled from `path`; a rule the kernel cannot run is a FwlabError at
+    its line (exit 2) before anything is built or replaced."""
     return Prepared(path, ruleset, to_nft(ruleset).text + lab_additions())
 
 
