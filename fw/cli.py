@@ -153,8 +153,10 @@ def import_(
 
 
 from fw.commands.lab import register as _register_lab  # noqa: E402
+from fw.commands.lb import lb as _lb  # noqa: E402
 
 _register_lab(app)
+app.command("lb")(_lb)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ below one in a thousand); source-hash all to one member."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
@@ -53,6 +54,13 @@ def test_thirty_requests_spread_as_each_method_promises(cli_lab, tmp_path: Path)
     lab = cli_lab(str(LB))
     start_backends(lab)
     assert requests(lab) == {name: 10 for name in BACKENDS}  # round-robin, netns/lb.fw
+    shown = lb(lab)
+    assert [(m["address"], m["total"]) for m in shown["members"]] == [
+        (addr, 10) for addr in BACKENDS.values()]
+    assert shown["sticky"] == []
+    human = lab.cli("lb")
+    assert human.returncode == 0 and "round-robin" in human.stdout and "30 connection(s)" in \
+        human.stdout
     for method in ("hash", "random"):
         assert lab.cli("reload", str(rules_with(method, tmp_path))).returncode == 0
         spread = requests(lab)
@@ -60,3 +68,22 @@ def test_thirty_requests_spread_as_each_method_promises(cli_lab, tmp_path: Path)
         assert all(4 <= spread[name] <= 17 for name in BACKENDS), (method, spread)
     assert lab.cli("reload", str(rules_with("source-hash", tmp_path))).returncode == 0
     assert len(requests(lab)) == 1
+
+
+@pytest.mark.lab
+def test_sticky_keeps_a_client_on_its_member_and_lb_shows_it(cli_lab, tmp_path: Path) -> None:
+    lab = cli_lab(str(LB), "--rules", str(rules_with("round-robin sticky 60 seconds", tmp_path)))
+    start_backends(lab)
+    assert len(requests(lab)) == 1
+    others = lab.run("client2", ["curl", "-s", "-m", "3", f"http://{VIP}/"]).stdout.strip()
+    shown = lb(lab)
+    clients = {s["client"]: s["member"] for s in shown["sticky"]}
+    assert set(clients) == {"203.0.113.10", "203.0.113.11"}
+    assert clients["203.0.113.11"] == BACKENDS[others]
+    assert sum(m["total"] for m in shown["members"]) == REQUESTS + 1
+
+
+def lb(lab) -> dict:
+    res = lab.cli("lb", "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
