@@ -125,7 +125,7 @@ def pool_rows(nat, now: float) -> list[dict]:
     clients it keeps sticky to each."""
     rows = []
     for state in nat.pools.values():
-        active = state.active(nat.table.contains)
+        active = state.active(now, nat.table.contains)
         pool, rule = state.pool, state.rule
         for i, member in enumerate(pool.members):
             rows.append({

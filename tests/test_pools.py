@@ -135,9 +135,9 @@ class TestConnections:
         spread(e, 7)
         (state,) = e.nat.pools.values()
         assert [c.total for c in state.counts] == [3, 2, 2]
-        assert state.active(e.conntrack.contains) == [3, 2, 2]
+        assert state.active(0.0, e.conntrack.contains) == [3, 2, 2]
         e.expire(31.0)
-        assert state.active(e.conntrack.contains) == [0, 0, 0]
+        assert state.active(31.0, e.conntrack.contains) == [0, 0, 0]
 
 
 FLOW_METHODS = ["round-robin", "random", "hash", "source-hash"]
@@ -227,3 +227,32 @@ class TestStickiness:
         first = member(e, CLIENT, 1000, 0.0)
         assert member(e, CLIENT, 1001, 39.0) == first  # the first ended at 30, +10 s
         assert member(e, CLIENT, 1002, 79.5) != first  # the second ended at 69: lapsed at 79
+
+
+class TestReloadAndViews:
+    def test_a_reload_keeps_the_position_of_an_unchanged_pool(self, tmp_path: Path) -> None:
+        e = engine(tmp_path, "udp dport 53 dnat to $web")
+        member(e, CLIENT, 1000)
+        e.reload(e.ruleset)
+        assert member(e, CLIENT, 1001) == BACKENDS[1]
+        other = tmp_path / "other.fw"
+        other.write_text(f"{RULES}    iif wan udp dport 53 dnat to $web hash\n}}\n")
+        e.reload(load_ruleset(str(other)))
+        assert e.nat.pools == {}  # the old pool is gone; the new one starts when first used
+        member(e, CLIENT, 1002)
+        assert [s.pool.method for s in e.nat.pools.values()] == ["hash"]
+
+    def test_views_count_members_and_list_sticky_clients(self, tmp_path: Path) -> None:
+        from fw.views import pool_rows, sticky_rows
+
+        e = engine(tmp_path, "udp dport 53 dnat to $web sticky 10 seconds")
+        member(e, CLIENT, 1000, 0.0)
+        member(e, CLIENT2, 1000, 0.0)
+        rows = pool_rows(e.nat, 1.0)
+        assert [(r["address"], r["active"], r["total"], r["sticky"]) for r in rows] == [
+            ("192.0.2.10", 1, 1, 1), ("192.0.2.11", 1, 1, 1), ("192.0.2.12", 0, 0, 0)]
+        assert rows[0]["rule"]["text"] == "iif wan udp dport 53 dnat to $web sticky 10 seconds"
+        assert [(s["client"], s["member"], s["connections"], s["expires_in"])
+                for s in sticky_rows(e.nat, 1.0)] == [
+            (CLIENT, "192.0.2.10", 1, None), (CLIENT2, "192.0.2.11", 1, None)]
+        assert sticky_rows(e.nat, 35.0)[0]["expires_in"] == 5.0  # ended at 30, sticky 10 s

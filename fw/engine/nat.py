@@ -95,6 +95,8 @@ class Nat:
         """New rules (a reload); mappings and translated connections stay as they are."""
         self.ifaces = ifaces
         self.pool_of_rule: dict[int, PoolState] = {}  # id(rule) -> state, for these rules
+        kept = {(r.index, r.pool) for r in rules if r.pool is not None}
+        self.pools = {key: state for key, state in self.pools.items() if key in kept}
         self.dnat = compile_chain([r for r in rules if r.action == "dnat"], ifaces, any_rule)
         self.snat = compile_chain([r for r in rules if r.action != "dnat"], ifaces, any_rule)
 
@@ -185,7 +187,7 @@ class Nat:
             conn.reply = reverse(key_of(pkt))
             choice = conn.nat.choice if conn.nat is not None else None
             if choice is not None:
-                choice.state.bound(choice, conn, conn.orig[1], now)
+                choice.state.bound(choice, conn, conn.orig[1], now, self.table.contains)
         return changes
 
     def new_source(self, pkt: Packet, conn: Conn, iif, oif, now: float):

@@ -55,6 +55,7 @@ class StickyEntry:
 class MemberCount:
     total: int = 0  # connections ever given to the member
     conns: list = field(default_factory=list)  # those that may still be in the table
+    prune_at: int = 64  # the list is pruned when it grows this long (amortised: O(1) each)
 
 
 class PoolState:
@@ -101,11 +102,14 @@ class PoolState:
 
     # -- connections -------------------------------------------------------------------------
 
-    def bound(self, choice: Choice, conn: object, src: int, now: float) -> None:
+    def bound(self, choice: Choice, conn: object, src: int, now: float, alive: Alive) -> None:
         """A connection given `choice` entered the table: count it, remember the client."""
         count = self.counts[choice.member]
         count.total += 1
         count.conns.append(conn)
+        if len(count.conns) >= count.prune_at:
+            count.conns = [c for c in count.conns if c.expires > now and alive(c)]
+            count.prune_at = 2 * len(count.conns) + 64
         if self.pool.sticky:
             entry = self.sticky.get(src)
             if entry is None or entry.member != choice.member:
@@ -135,9 +139,10 @@ class PoolState:
             return f"sticky, {client} has a connection open to it"
         return f"sticky, {client}'s last connection to it ended {now - entry.last_end:.1f} s ago"
 
-    def active(self, alive: Alive) -> list[int]:
+    def active(self, now: float, alive: Alive) -> list[int]:
+        """Connections per member still in the table."""
         for count in self.counts:
-            count.conns = [c for c in count.conns if alive(c)]
+            count.conns = [c for c in count.conns if c.expires > now and alive(c)]
         return [len(c.conns) for c in self.counts]
 
     # -- timers ------------------------------------------------------------------------------
@@ -153,8 +158,6 @@ class PoolState:
         gone = [src for src, e in self.sticky.items() if not self.holds(e, now, alive)]
         for src in gone:
             del self.sticky[src]
-        for count in self.counts:
-            count.conns = [c for c in count.conns if alive(c)]
         return len(gone)
 
 
