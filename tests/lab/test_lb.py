@@ -24,7 +24,7 @@ REQUESTS = 30
 
 def rules_with(method: str, tmp_path: Path) -> Path:
     path = tmp_path / f"lb-{method}.fw"
-    path.write_text((ROOT / "netns/lb.fw").read_text().replace("round-robin", method))
+    path.write_text((ROOT / "rules/load-balancer.fw").read_text().replace("round-robin", method))
     return path
 
 
@@ -53,7 +53,7 @@ def requests(lab, client: str = "client") -> Counter:
 def test_thirty_requests_spread_as_each_method_promises(cli_lab, tmp_path: Path) -> None:
     lab = cli_lab(str(LB))
     start_backends(lab)
-    assert requests(lab) == {name: 10 for name in BACKENDS}  # round-robin, netns/lb.fw
+    assert requests(lab) == {name: 10 for name in BACKENDS}  # round-robin, rules/load-balancer.fw
     shown = lb(lab)
     assert [(m["address"], m["total"]) for m in shown["members"]] == [
         (addr, 10) for addr in BACKENDS.values()]
