@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from fw.commands.lab import JsonOpt, NameOpt, need_root
+from fw.commands.options import JsonOpt, NameOpt, need_root
 from fw.commands.output import print_json, rows_table, stdout
 from fw.errors import LabError
 
