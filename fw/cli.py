@@ -43,12 +43,14 @@ def fwlab(
 def check(
     files: Annotated[list[str], typer.Argument(help="Rule files (.fw) to check.")],
     strict: Annotated[bool, typer.Option(help="Fail (exit 1) on warnings too.")] = False,
+    topology: Annotated[str | None, typer.Option(
+        help="Topology file: also warn of pool members on none of its segments.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check rule files: errors and warnings with file, line and column."""
     from fw.commands.check import run_check
 
-    raise typer.Exit(run_check(files, strict=strict, as_json=as_json))
+    raise typer.Exit(run_check(files, strict=strict, as_json=as_json, topology=topology))
 
 
 @app.command()
@@ -151,8 +153,10 @@ def import_(
 
 
 from fw.commands.lab import register as _register_lab  # noqa: E402
+from fw.commands.lb import lb as _lb  # noqa: E402
 
 _register_lab(app)
+app.command("lb")(_lb)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from fw.core.vocab import CtState, NatBehaviour
 from fw.errors import Span
@@ -139,8 +139,43 @@ class Rule(Node):
         return next((s.prefix or "" for s in self.statements if s.kind == "log"), "")
 
 
+PoolMethod = Literal["round-robin", "random", "hash", "source-hash"]
+POOL_METHODS: tuple[str, ...] = ("round-robin", "random", "hash", "source-hash")
+
+
+class PoolMember(Node):
+    """One backend of a pool: its address, its own port if it has one, its share."""
+
+    addr: IPv4Address
+    port: int | None = None
+    weight: int = 1
+    span: Span | None = span_field()
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port is not None else ""
+        weight = f" weight {self.weight}" if self.weight != 1 else ""
+        return f"{self.addr}{port}{weight}"
+
+
+class Pool(Node):
+    """`dnat to { A, B:8080 weight 2 }:PORT METHOD sticky N seconds`: a layer-4 load balancer.
+
+    A member's own port wins over the pool's, which wins over the packet's own port."""
+
+    members: tuple[PoolMember, ...]
+    port: int | None = None
+    method: PoolMethod = "round-robin"
+    sticky: int | None = None  # seconds a client keeps its backend after its last connection
+
+    def port_of(self, member: PoolMember, dport: int) -> int:
+        if member.port is not None:
+            return member.port
+        return self.port if self.port is not None else dport
+
+
 class NatRule(Node):
-    """`oif wan masquerade`, `snat to A[:P-Q]`, `dnat to A[:P]` with RFC 4787 behaviours."""
+    """`oif wan masquerade`, `snat to A[:P-Q]`, `dnat to A[:P]` with RFC 4787 behaviours, or
+    `dnat to POOL` (then `pool` is set and `to_addr` is None)."""
 
     action: Literal["masquerade", "snat", "dnat"]
     index: int
@@ -149,9 +184,18 @@ class NatRule(Node):
     to_ports: PortRange | None = None
     mapping: NatBehaviour = NatBehaviour.ENDPOINT_INDEPENDENT
     filtering: NatBehaviour = NatBehaviour.ADDRESS_PORT_DEPENDENT
+    pool: Pool | None = None
     comment: str | None = None
     text: str = Field(default="", exclude=True, repr=False)
     span: Span | None = span_field()
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict:
+        """A rule without a pool dumps as it did before pools existed (golden files)."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("pool", 0) is None:
+            del data["pool"]
+        return data
 
 
 class Policy(Node):

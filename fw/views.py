@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from fw.core.icmp_types import type_name
 from fw.core.protocols import PROTO_NAMES, TCP, flag_letters
-from fw.core.text import address_text, endpoint, tuple_text
+from fw.core.text import address_text, endpoint, rule_ref, tuple_text
 from fw.model import CHAINS
 
 if TYPE_CHECKING:
@@ -107,10 +107,48 @@ def nat_change_json(change: NatChange) -> dict:
         return {"src": endpoint(change.family, t[0], t[1]),
                 "dst": endpoint(change.family, t[2], t[3])}
 
-    return {"kind": change.kind, "from": ends(change.before), "to": ends(change.after)}
+    view = {"kind": change.kind, "from": ends(change.before), "to": ends(change.after)}
+    if change.why:
+        view["why"] = change.why
+    return view
 
 
 def nat_change_text(change: NatChange) -> str:
     view = nat_change_json(change)
     a, b = view["from"], view["to"]
-    return f"{change.kind}: {a['src']} -> {a['dst']}  =>  {b['src']} -> {b['dst']}"
+    why = f"  ({change.why})" if change.why else ""
+    return f"{change.kind}: {a['src']} -> {a['dst']}  =>  {b['src']} -> {b['dst']}{why}"
+
+
+def pool_rows(nat, now: float) -> list[dict]:
+    """Every pool's members: connections given (total), still in the table (active), and the
+    clients it keeps sticky to each."""
+    rows = []
+    for state in nat.pools.values():
+        active = state.active(now, nat.table.contains)
+        pool, rule = state.pool, state.rule
+        for i, member in enumerate(pool.members):
+            rows.append({
+                "rule": rule_ref(rule), "method": pool.method, "member": i + 1,
+                "address": str(member.addr), "port": member.port if member.port is not None
+                else pool.port, "weight": member.weight, "active": active[i],
+                "total": state.counts[i].total,
+                "sticky": sum(e.member == i for e in state.sticky.values()),
+            })
+    return rows
+
+
+def sticky_rows(nat, now: float) -> list[dict]:
+    """The stickiness table: client, member, its connections alive, time left once idle."""
+    rows = []
+    for state in nat.pools.values():
+        for src, entry in state.sticky.items():
+            live = state.holds(entry, now, nat.table.contains)
+            rows.append({
+                "rule": rule_ref(state.rule), "client": address_text(4, src),
+                "member": str(state.pool.members[entry.member].addr),
+                "connections": len(entry.conns),
+                "expires_in": None if entry.conns or not live else
+                round(entry.last_end + state.pool.sticky - now, 3),
+            })
+    return rows

@@ -54,10 +54,26 @@ def probes() -> list:
     ]
 
 
+def balanced() -> list:
+    """Four connections to the load balancer's address from two clients, interleaved: each
+    handshake's reply comes from the member it was given, and must leave from the VIP."""
+    conns = [(ATTACKER, 41000 + i) for i in range(3)] + [("203.0.113.67", 42000)]
+    backends = ["192.0.2.10", "192.0.2.11", "192.0.2.12", "192.0.2.10"]  # round-robin
+    syns = [IP(src=c, dst=FW_WAN) / TCP(sport=p, dport=80, flags="S", seq=100)
+            for c, p in conns]
+    synacks = [IP(src=b, dst=c) / TCP(sport=80, dport=p, flags="SA", seq=500, ack=101)
+               for b, (c, p) in zip(backends, conns, strict=True)]
+    acks = [IP(src=c, dst=FW_WAN) / TCP(sport=p, dport=80, flags="A", seq=101, ack=501)
+            for c, p in conns]
+    return [syns[0], syns[1], synacks[1], synacks[0], acks[0], syns[2], acks[1], synacks[2],
+            syns[3], acks[2], synacks[3], acks[3]]
+
+
 SCENARIOS = {
     "browse-masqueraded": (browse(FW_WAN), ["stateful-web"]),
     "browse-plain": (browse(CLIENT), ["stateless-web"]),
     "probes": (probes(), ["stateful-web", "stateless-web", "stateless-ack"]),
+    "balanced": (balanced(), ["load-balancer"]),
 }
 CASES = [(scenario, rules) for scenario, (_, sets) in SCENARIOS.items() for rules in sets]
 

@@ -457,19 +457,31 @@ def replace(box: Box, tag: object = ..., **fields: Ranges) -> Box:
 
 
 def translate(boxes: list[Box], k: int, rule: NatRule, where: Sides, oif_of: dict) -> list[Box]:
-    """Boxes a dnat rule decided, with its destination; kept if that is on the inside."""
+    """Boxes a dnat rule decided, with its destination; kept if that is on the inside. A pool
+    sends some connection to every member: each member's address and port is exposed, all
+    under the one forward (tag k)."""
+    if rule.pool is not None:
+        return [box for member in rule.pool.members for box in translate_to(
+            boxes, k, int(member.addr), member.port if member.port is not None
+            else rule.pool.port, where, oif_of)]
     if rule.to_addr is None:
         return []
-    to = 4 << 128 | int(rule.to_addr)
+    port = rule.to_ports.lo if rule.to_ports is not None else None
+    return translate_to(boxes, k, int(rule.to_addr), port, where, oif_of)
+
+
+def translate_to(boxes: list[Box], k: int, addr: int, port: int | None, where: Sides,
+                 oif_of: dict) -> list[Box]:
+    to = 4 << 128 | addr
     oif = next((name for name, addrs in where.by_oif.items() if ranges.contains(addrs, to)), None)
     if oif is None:
         return []
     out = []
     for box in boxes:
         fields = {"daddr": ranges.point(to), "oif": oif_of[oif]}
-        if rule.to_ports is not None:
+        if port is not None:
             proto = box[F["proto"]][0][0]
-            fields["dport"] = ranges.point(proto << 16 | rule.to_ports.lo)
+            fields["dport"] = ranges.point(proto << 16 | port)
         tag = Forwarded(k, box[F["daddr"]], box[F["dport"]])
         out.append(replace(box, tag=tag, **fields))
     return out

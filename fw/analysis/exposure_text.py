@@ -64,11 +64,22 @@ def icmp_types_text(types: dict[int, Ranges]) -> list[str]:
     return out
 
 
+def forward_target(rule) -> str:
+    """Where a dnat rule sends: `A[:P]`, or its pool, `{ A, B:P } :PORT method`."""
+    pool = rule.pool
+    if pool is None:
+        return str(rule.to_addr) + (f":{rule.to_ports.lo}" if rule.to_ports is not None else "")
+    port = f":{pool.port}" if pool.port is not None else ""
+    return "{ " + ", ".join(map(str, pool.members)) + f" }}{port} {pool.method}"
+
+
 def forward_json(use: ForwardUse) -> dict:
     rule = use.rule
-    to = str(rule.to_addr) + (f":{rule.to_ports.lo}" if rule.to_ports is not None else "")
-    return {"rule": rule_ref(rule), "addressed_to": address_ranges_text(4, decode_low(
-        use.daddr, 32)), "ports": port_ranges_text(use.dport), "to": to}
+    out = {"rule": rule_ref(rule), "addressed_to": address_ranges_text(4, decode_low(
+        use.daddr, 32)), "ports": port_ranges_text(use.dport), "to": forward_target(rule)}
+    if rule.pool is not None:
+        out["pool"] = [str(m) for m in rule.pool.members]
+    return out
 
 
 def class_json(exposure: Exposure, c: ClassExposure) -> dict:

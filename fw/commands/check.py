@@ -7,19 +7,33 @@ from rich.text import Text
 from fw.commands.output import print_json, stdout
 from fw.dsl import load
 from fw.dsl.diagnostics import Diagnostic
+from fw.dsl.pools import outside_segments
 
 COLOURS = {"error": "bold red", "warning": "bold yellow"}
 
 
-def run_check(files: list[str], *, strict: bool, as_json: bool) -> int:
+def run_check(files: list[str], *, strict: bool, as_json: bool,
+              topology: str | None = None) -> int:
+    networks = segment_networks(topology) if topology else None
     diagnostics: list[Diagnostic] = []
     for path in files:
-        diagnostics.extend(load(path).diagnostics)
+        loaded = load(path)
+        diagnostics.extend(loaded.diagnostics)
+        if networks is not None and loaded.ruleset is not None:
+            diagnostics.extend(outside_segments(loaded.ruleset, networks))
     if as_json:
         print_json({"files": files, "diagnostics": [d.as_json() for d in diagnostics]})
     else:
         show(files, diagnostics)
     return exit_status(diagnostics, strict)
+
+
+def segment_networks(topology: str) -> list:
+    """Every network an interface of the topology sits on (its segments' prefixes)."""
+    from fw.lab.topology import load_topology
+
+    nodes = load_topology(topology).nodes().values()
+    return [a.network for node in nodes for i in node.interfaces.values() for a in i.addresses]
 
 
 def exit_status(diagnostics: list[Diagnostic], strict: bool) -> int:

@@ -15,7 +15,13 @@ from rich.table import Table
 from rich.text import Text
 
 from fw.analysis.exposure import CLASSES, EPHEMERAL, ClassExposure, Exposure, analyse
-from fw.analysis.exposure_text import class_json, icmp_types_text, inside_text, port_ranges_text
+from fw.analysis.exposure_text import (
+    class_json,
+    forward_target,
+    icmp_types_text,
+    inside_text,
+    port_ranges_text,
+)
 from fw.commands.common import routing_from
 from fw.commands.output import print_json, stdout
 from fw.core import ranges
@@ -238,11 +244,19 @@ def forwards_cell(c: ClassExposure) -> str:
         return "-"
     out = []
     for _, use in sorted(c.forwards.items()):
-        rule = use.rule
-        to = str(rule.to_addr) + (f":{rule.to_ports.lo}" if rule.to_ports else "")
+        to = forward_target(use.rule)
         ports = ",".join(port_ranges_text(use.dport)) or "*"
         out.append(f"{ports} → {to}")
     return short(out)
+
+
+def forward_short(use) -> str:
+    """A forward in a few words for the chart: a pool as its size and method."""
+    ports = ",".join(port_ranges_text(use.dport)) or "*"
+    pool = use.rule.pool
+    if pool is None:
+        return f"{ports} → {forward_target(use.rule)}"
+    return f"{ports} → pool of {len(pool.members)} ({pool.method})"
 
 
 def measured_cell(live: dict | None, name: str) -> str:
@@ -294,6 +308,7 @@ def write_plot(results: list[Result], path: str) -> str:
                 ax.annotate(port_ranges_text(((lo, hi),))[0], (lo + MIN_WIDTH, y),
                             xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
         text = (f"{c.count:,} port{'s' if c.count != 1 else ''}" if c.exposed else "nothing")
+        text += "".join(f"; {forward_short(use)}" for _, use in sorted(c.forwards.items()))
         ax.text(65535, y, f"  {text}", va="center", fontsize=8)
         labels.append(f"{Path(r.file).name}  {label}")
     for k in range(1, len(results)):

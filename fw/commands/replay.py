@@ -19,7 +19,7 @@ from fw.engine.engine import Engine
 from fw.engine.packet import decode
 from fw.errors import CaptureError
 from fw.pcap import Frame, RawWriter, read_frames
-from fw.views import engine_status, nat_change_json, nat_rows, summary
+from fw.views import engine_status, nat_change_json, nat_rows, pool_rows, summary
 
 
 @dataclass
@@ -74,6 +74,8 @@ def run_replay(rules: str, capture: str, *, out: str | None, topology: str | Non
         show_summary(replay, rows)
     if nat:
         show_mappings(engine, replay.last_time, as_json)
+    if engine.nat.pools:
+        show_pools(engine, replay.last_time, as_json)
     if damage is not None:
         raise damage
     return 0
@@ -157,6 +159,17 @@ def show_mappings(engine: Engine, now: float, as_json: bool) -> None:
         stdout.print(rows_table(rows))
     else:
         stdout.print("no NAT mappings")
+
+
+def show_pools(engine: Engine, now: float, as_json: bool) -> None:
+    """Connections per pool member (`dnat to POOL`): given in all, still open at the end."""
+    rows = pool_rows(engine.nat, now)
+    if as_json:
+        print_json_line({"pools": rows})
+        return
+    stdout.print(Text("connections per pool member", style="bold"))
+    stdout.print(rows_table([{"rule": f"{r['rule']['file']}:{r['rule']['line']}",
+                              **{k: v for k, v in r.items() if k != "rule"}} for r in rows]))
 
 
 def hits_table(engine: Engine) -> Table:

@@ -15,6 +15,7 @@ from fw.core.vocab import NatBehaviour
 from fw.dsl.diagnostics import Collector
 from fw.dsl.includes import MAX_DEPTH, MAX_LINES, IncludeTooDeep, SourceFiles, resolved
 from fw.dsl.matches import MatchBuilder, mentions_ip6
+from fw.dsl.pools import PoolBuilder, pool_port_given
 from fw.dsl.spans import span_of, token_span, unquote
 from fw.dsl.values import (
     KIND_BY_TOKEN,
@@ -33,6 +34,7 @@ from fw.model import (
     NatRule,
     Policy,
     PortMatch,
+    PortRange,
     Rule,
     RuleSet,
     Statement,
@@ -317,19 +319,27 @@ class Builder:
         action_tree = parts["action"][0]
         action = str(action_tree.children[0])
         self.check_nat_matches(matches, span_of(tree, path))
-        addr, ports = self.nat_target(action_tree, path)
+        pool, addr, ports = self.nat_target(action_tree, path)
         if action == "dnat":
-            self.check_dnat(matches, ports, span_of(action_tree, path))
+            given = ports if pool is None else pool_port_given(pool) or None
+            self.check_dnat(matches, given, span_of(action_tree, path))
         options = self.nat_options(parts["option"], action, path)
         return NatRule(
             action=action, index=len(self.nat), matches=matches, to_addr=addr, to_ports=ports,
-            comment=self.comment(parts), text=self.text_of(tree, path), span=span_of(tree, path),
-            **options,
+            pool=pool, comment=self.comment(parts), text=self.text_of(tree, path),
+            span=span_of(tree, path), **options,
         )
 
     def nat_target(self, tree: Tree, path: str) -> tuple:
+        """(pool, address, ports): a pool, or one address and maybe ports, or nothing."""
         if len(tree.children) < 2:
-            return None, None
+            return None, None, None
+        if tree.children[1].data == "pool":
+            pool, addr, port = PoolBuilder(self, path).target(tree.children[1])
+            return pool, addr, PortRange(lo=port, hi=port) if port is not None else None
+        return (None, *self.address_target(tree, path))
+
+    def address_target(self, tree: Tree, path: str) -> tuple:
         target: Tree = tree.children[1]
         atoms = [self.atom(a, path) for a in target.children]
         address = atoms[0]
@@ -355,7 +365,7 @@ class Builder:
     def check_dnat(self, matches: tuple, ports: object, span: Span) -> None:
         if ports is None:
             return
-        if ports.lo != ports.hi:
+        if isinstance(ports, PortRange) and ports.lo != ports.hi:
             raise ValueError_("dnat translates to one port, not a range", span)
         if not any(isinstance(m, PortMatch) for m in matches):
             raise ValueError_("dnat to a port needs a 'tcp dport' or 'udp dport' match", span)

@@ -19,6 +19,7 @@ TERMINAL_WORDS: dict[str, str] = {
     "FAMILY": "ip/ip6", "ADDR_FIELD": "saddr/daddr", "PORT_FIELD": "sport/dport",
     "ICMP_FAMILY": "icmp/icmpv6", "NAT_OPTION": "mapping/filtering", "BANG": "'!'",
     "NEG": "'!='", "MODE": "'mode'", "DEFINE": "'define'", "$END": "end of file",
+    "WEIGHT": "'weight'", "POOL_METHOD": "round-robin/random/hash/source-hash",
 }
 
 
@@ -66,7 +67,8 @@ def syntax_message(exc: UnexpectedInput) -> str:
 KEYWORDS = (
     "accept drop reject counter log prefix comment iif oif ip ip6 saddr daddr proto tcp udp "
     "sport dport flags icmp icmpv6 type ct state masquerade snat dnat to mapping filtering "
-    "mode define include policy input forward output nat"
+    "mode define include policy input forward output nat round-robin random hash source-hash "
+    "weight sticky seconds"
 ).split()
 
 

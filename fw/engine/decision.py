@@ -36,6 +36,7 @@ class NatChange:
     family: int
     before: tuple[int, int, int, int]
     after: tuple[int, int, int, int]
+    why: str = ""  # for a new connection to a pool: the member chosen and why
 
 
 class Decision(NamedTuple):

@@ -31,6 +31,7 @@ from fw.engine.conntrack import ORIGINAL, REPLY, Conn, ConnTable, CtVerdict, key
 from fw.engine.decision import NatChange
 from fw.engine.nat_mappings import Mapping, MappingTable
 from fw.engine.packet import Packet
+from fw.engine.pools import Choice, PoolState
 from fw.engine.routing import Routing
 from fw.model import NatRule
 
@@ -46,6 +47,7 @@ class Binding:
     rule: NatRule | None = None
     outbound: int = ORIGINAL  # the direction that refreshes the mapping (REPLY when "mapped")
     plans: list = field(default_factory=lambda: [None, None])  # per direction, made lazily
+    choice: Choice | None = None  # the pool member a `dnat to POOL` gave the connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +87,16 @@ class Nat:
         self.routing = routing
         self.table = table
         self.mappings = MappingTable(seed)
+        self.pools: dict[tuple, PoolState] = {}  # (rule index, pool) -> its state
         self.exhausted = 0
         self.load_rules(rules, ifaces)
 
     def load_rules(self, rules: Sequence[NatRule], ifaces: dict[str, int]) -> None:
         """New rules (a reload); mappings and translated connections stay as they are."""
         self.ifaces = ifaces
+        self.pool_of_rule: dict[int, PoolState] = {}  # id(rule) -> state, for these rules
+        kept = {(r.index, r.pool) for r in rules if r.pool is not None}
+        self.pools = {key: state for key, state in self.pools.items() if key in kept}
         self.dnat = compile_chain([r for r in rules if r.action == "dnat"], ifaces, any_rule)
         self.snat = compile_chain([r for r in rules if r.action != "dnat"], ifaces, any_rule)
 
@@ -111,6 +117,8 @@ class Nat:
 
     def new_destination(self, pkt: Packet, ct: CtVerdict, iif: str | None, now: float):
         rule = self.first(self.dnat, pkt, iif, None) or self.loopback(pkt, iif)
+        if rule is not None and rule.pool is not None:
+            return [self.balance(pkt, ct.conn, rule, now)]
         if rule is not None:
             target = (int(rule.to_addr), rule.to_ports.lo if rule.to_ports else pkt.dport)
             ct.conn.nat = Binding("dnat", rule=rule)
@@ -124,6 +132,26 @@ class Nat:
             return [self.set_destination(pkt, mapping.inside, "mapped")]
         return []
 
+    def balance(self, pkt: Packet, conn: Conn, rule: NatRule, now: float) -> NatChange:
+        """A new connection to a pool: choose its member once; the Binding keeps it."""
+        state = self.pool_state(rule)
+        choice = state.choose(pkt.src, endpoint_port(pkt, "src"), now, self.table.contains)
+        member = rule.pool.members[choice.member]
+        conn.nat = Binding("dnat", rule=rule, choice=choice)
+        target = (int(member.addr), rule.pool.port_of(member, pkt.dport))
+        return self.set_destination(pkt, target, "dnat", choice.why)
+
+    def pool_state(self, rule: NatRule) -> PoolState:
+        """The pool's state; a reload keeps it when the rule keeps its place and its pool."""
+        state = self.pool_of_rule.get(id(rule))
+        if state is None:
+            key = (rule.index, rule.pool)
+            state = self.pools.get(key)
+            if state is None:
+                state = self.pools[key] = PoolState(rule.pool, rule, self.mappings.rng)
+            self.pool_of_rule[id(rule)] = state
+        return state
+
     def loopback(self, pkt: Packet, iif: str | None) -> NatRule | None:
         """Hairpinning (REQ-9): a packet to the firewall's address on another interface meets
         that interface's port forwards as if it had arrived there (NAT loopback), so
@@ -133,13 +161,14 @@ class Nat:
             return None
         return self.first(self.dnat, pkt, owner, None)
 
-    def set_destination(self, pkt: Packet, target: tuple[int, int], kind: str) -> NatChange:
+    def set_destination(self, pkt: Packet, target: tuple[int, int], kind: str,
+                        why: str = "") -> NatChange:
         before = snapshot(pkt)
         if pkt.sport >= 0:
             rewrite_v4(writable(pkt), pkt, dst=target[0], dport=target[1])
         else:
             rewrite_v4(writable(pkt), pkt, dst=target[0])
-        return NatChange(kind, 4, before, snapshot(pkt))
+        return NatChange(kind, 4, before, snapshot(pkt), why)
 
     # -- after the filter chains -------------------------------------------------------------
 
@@ -156,6 +185,9 @@ class Nat:
         changes = self.new_source(pkt, conn, iif, oif, now)
         if changes is not None:
             conn.reply = reverse(key_of(pkt))
+            choice = conn.nat.choice if conn.nat is not None else None
+            if choice is not None:
+                choice.state.bound(choice, conn, conn.orig[1], now, self.table.contains)
         return changes
 
     def new_source(self, pkt: Packet, conn: Conn, iif, oif, now: float):
@@ -183,7 +215,8 @@ class Nat:
 
     def bind_source(self, pkt: Packet, conn: Conn, mapping: Mapping, rule, now: float):
         kind = "snat" if conn.nat is None else f"{conn.nat.kind}+snat"
-        conn.nat = Binding(kind, mapping=mapping, rule=rule)
+        choice = conn.nat.choice if conn.nat is not None else None
+        conn.nat = Binding(kind, mapping=mapping, rule=rule, choice=choice)
         mapping.conns.append(conn)
         self.mappings.outbound(mapping, (pkt.dst, endpoint_port(pkt, "dst")), now)
         before = snapshot(pkt)
@@ -264,10 +297,13 @@ class Nat:
         return chain.first_decider(chain.matching(values))
 
     def expire(self, now: float) -> int:
+        for state in self.pools.values():
+            state.expire(now, self.table.contains)
         return self.mappings.expire(now, self.table.contains)
 
     def next_expiry(self) -> float | None:
-        return self.mappings.next_expiry()
+        times = [self.mappings.next_expiry(), *(p.next_expiry() for p in self.pools.values())]
+        return min((t for t in times if t is not None), default=None)
 
 
 def any_rule(_rule: object) -> bool:

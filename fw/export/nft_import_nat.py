@@ -5,7 +5,8 @@ for one rule comes back as that rule: the per-port-class pieces (`meta l4proto {
 th sport 32768-60999 masquerade to :32768-60999`, ...) followed by the rule without a range are
 one `masquerade`; the per-protocol pieces of a ranged `snat` are one `snat to A:P-Q`; the
 hairpinning rules are dropped (fwlab does hairpinning by itself). An output nat chain may only
-repeat prerouting's rules (what the exporter writes for the firewall's own packets).
+repeat prerouting's rules (what the exporter writes for the firewall's own packets). A `dnat`
+to a numgen or jhash map is a pool (nft_import_pool.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from fw.errors import FwlabError
 from fw.export.nft_expr import Unsupported
+from fw.export.nft_import_pool import is_pool, pool_text
 from fw.export.nft_match import implies_proto
 from fw.export.nft_nat import HAIRPIN_NOTE, PORT_CLASSES
 from fw.export.nft_rules import FwRule, NftChain, NftRule, fw_match, fw_string, parse_rule
@@ -136,6 +138,9 @@ def nat_line(rule: NftRule, family: str, kinds: tuple[str, ...]) -> NatLine:
         raise Unsupported(f"'{kind}' in a nat chain for {'/'.join(kinds)}")
     if body and set(body) - {"addr", "port", "family"}:
         raise Unsupported(f"{kind} with {', '.join(sorted(set(body) - {'addr', 'port'}))}")
+    if kind == "dnat" and is_pool(body):
+        text, ported = pool_text(body)
+        return dnat_line(parsed.matches, f"dnat to {text}", None, rule, ported)
     matches, ports = parsed.matches, port_text(body)
     action = kind if kind == "masquerade" else f"{kind} to {address(body)}"
     if kind == "dnat":
@@ -158,16 +163,18 @@ def piece_kind(matches: list[Match], ports: str | None, th: list) -> str | None:
     return "range" if pieces else None
 
 
-def dnat_line(matches: list[Match], action: str, ports: str | None, rule: NftRule) -> NatLine:
+def dnat_line(matches: list[Match], action: str, ports: str | None, rule: NftRule,
+              ported: bool = False) -> NatLine:
     """fwlab's `dnat to A:P` takes one port and wants a `tcp/udp dport` match (nft wants a
-    protocol match only): any port of the protocol is written out."""
+    protocol match only): any port of the protocol is written out. So does a pool that changes
+    the port (`ported`)."""
     if ports is not None and "-" in ports:
         lo, hi = ports.split("-")
         if lo != hi:
             raise Unsupported("dnat to a port range (fwlab's engine takes one port)")
         ports = lo
-    if ports is not None and not any(isinstance(m, PortMatch) and m.kind == "dport"
-                                     for m in matches):
+    if (ports is not None or ported) and not any(isinstance(m, PortMatch) and m.kind == "dport"
+                                                 for m in matches):
         protos = implies_proto(matches)
         if protos not in ({6}, {17}):
             raise Unsupported("dnat to a port without a TCP or UDP match")

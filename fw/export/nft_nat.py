@@ -20,6 +20,7 @@ from fw.core.vocab import NatBehaviour
 from fw.dsl.diagnostics import Diagnostic
 from fw.errors import FwlabError
 from fw.export.nft_match import comment_expr, implies_proto, match_expr
+from fw.export.nft_pool import pool_action, sticky_note
 from fw.model import IfaceMatch, NatRule, RuleSet
 
 KERNEL_MAPPING = NatBehaviour.ENDPOINT_INDEPENDENT
@@ -37,11 +38,14 @@ def nat_table(ruleset: RuleSet, table: str, *, approximate: bool,
     dnat = [r for r in ruleset.nat if r.action == "dnat"]
     snat = [r for r in ruleset.nat if r.action != "dnat"]
     notes = {r.index: behaviour_note(r, approximate, warnings) for r in snat}
-    chains = [nat_chain("dstnat", "prerouting", [*map(dnat_line, dnat), *hairpin_dnat(dnat)])
+    sticky = {r.index: sticky_note(r, approximate, warnings) for r in dnat}
+    lines = [dnat_line(r, pool_note=sticky[r.index]) for r in dnat]
+    chains = [nat_chain("dstnat", "prerouting", [*lines, *hairpin_dnat(dnat, sticky)])
               ] if dnat else []
     local = [r for r in dnat if not positive_iif(r)]
     if local:
-        chains.append(nat_chain("output", "output", [dnat_line(r) for r in local]))
+        chains.append(nat_chain("output", "output", [
+            dnat_line(r, pool_note=sticky[r.index]) for r in local]))
     source = [line for r in snat for line in snat_lines(r, notes[r.index])]
     chains.append(nat_chain("srcnat", "postrouting", source + hairpin_snat(ruleset, dnat)))
     return [line for i, body in enumerate(chains) for line in ([""] if i else []) + body]
@@ -59,11 +63,16 @@ def words(matches: list[str], action: str, comment: str | None) -> str:
     return " ".join([*matches, action, *tail])
 
 
-def dnat_line(rule: NatRule, extra: tuple[str, ...] = (), note: str | None = None) -> str:
-    """`dnat to A:P`; the engine takes the first port of a range, and so does the export."""
-    target = str(rule.to_addr) + (f":{rule.to_ports.lo}" if rule.to_ports else "")
+def dnat_line(rule: NatRule, extra: tuple[str, ...] = (), note: str | None = None,
+              pool_note: str | None = None) -> str:
+    """`dnat to A:P`; the engine takes the first port of a range, and so does the export. A
+    pool is a map (nft_pool.py)."""
     matches = [*extra, *(match_expr(m) for m in rule.matches if not (note and is_iif(m)))]
-    return words(matches, f"dnat to {target}", joined_comment(rule.comment, note))
+    comment = joined_comment(joined_comment(rule.comment, pool_note), note)
+    if rule.pool is not None:
+        return words(matches, pool_action(rule), comment)
+    target = str(rule.to_addr) + (f":{rule.to_ports.lo}" if rule.to_ports else "")
+    return words(matches, f"dnat to {target}", comment)
 
 
 def is_iif(match: object) -> bool:
@@ -80,7 +89,7 @@ def joined_comment(comment: str | None, note: str | None) -> str | None:
     return comment or note
 
 
-def hairpin_dnat(dnat: list[NatRule]) -> list[str]:
+def hairpin_dnat(dnat: list[NatRule], sticky: dict[int, str | None]) -> list[str]:
     """Each port forward again for packets to one of the firewall's own addresses that is not
     on the interface they came in by (engine: Nat.loopback). The engine also requires that
     address to be on the rule's `iif`; nft cannot name the interface holding an address, so with
@@ -91,7 +100,8 @@ def hairpin_dnat(dnat: list[NatRule]) -> list[str]:
         if iif is not None:  # `iif wan`: came by another; `iif != wan`: came by wan
             names = match_expr(iif).split(" ", 1)[1].removeprefix("!= ")
             came_by = f"iifname {'' if iif.negate else '!= '}{names}"
-            lines.append(dnat_line(rule, (came_by, HAIRPIN_DNAT), HAIRPIN_NOTE))
+            lines.append(dnat_line(rule, (came_by, HAIRPIN_DNAT), HAIRPIN_NOTE,
+                                   sticky[rule.index]))
     return lines
 
 

@@ -392,7 +392,7 @@ class Daemon:
     def dispatch(
         self, request: dict[str, Any], waiting: Callable[[], bool] = lambda: True
     ) -> dict[str, Any]:
-        """Answer one control request: {"cmd": "ping" | "status" | "conntrack" | "nat" |
+        """Answer one control request: {"cmd": "ping" | "status" | "conntrack" | "nat" | "lb" |
         "reload", ...} -> {"ok": bool, ...}. `waiting()` says whether the client still waits
         for the answer (a reload is applied only then)."""
         cmd = request.get("cmd")
@@ -409,6 +409,12 @@ class Daemon:
                     else views.nat_rows(self.engine.nat, now)
                 )
             return {"ok": True, "entries": rows}
+        if cmd == "lb":  # fwlab lb: the pools of `dnat to POOL`
+            with self.lock:
+                now = self.clock()
+                members = views.pool_rows(self.engine.nat, now)
+                sticky = views.sticky_rows(self.engine.nat, now)
+            return {"ok": True, "members": members, "sticky": sticky}
         if cmd == "reload":
             return self.reload(request, waiting)
         return {"ok": False, "error": f"unknown command {cmd!r}"}

@@ -2,9 +2,11 @@
 
 `python -m http.server` looks up the machine's name before it listens, and a lab has no DNS, so
 it hangs for seconds; this one does not. Its page says what the server saw, which is how the demo
-shows masquerading: the client fetches the page and reads the firewall's outside address.
+shows masquerading: the client fetches the page and reads the firewall's outside address. With
+`--name` the page is that name alone, one line: the load-balancer lab (netns/lb.yaml) counts
+which backend answered each request.
 
-    python -m fw.lab.webserver [--port 80] [--bind ADDRESS] [--seconds N]
+    python -m fw.lab.webserver [--port 80] [--bind ADDRESS] [--seconds N] [--name NAME]
 
 It stops by itself after `--seconds` (600 by default; 0: never), so a server left running in a
 lab does not outlive the demo by hours; it says so when it starts and again when it stops.
@@ -20,10 +22,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class SeenFrom(BaseHTTPRequestHandler):
+    name: str | None = None  # set by --name: the page is the name alone
+
     def do_GET(self) -> None:
         host, port = self.client_address[:2]
         host = host.removeprefix("::ffff:")  # an IPv4 client on the dual-stack socket
-        body = f"hello from fwlab's lab server: you came from {host} port {port}\n".encode()
+        text = f"hello from fwlab's lab server: you came from {host} port {port}"
+        body = f"{self.name if self.name else text}\n".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -55,9 +60,11 @@ def main() -> None:
     parser.add_argument("--bind", default="::")
     parser.add_argument("--seconds", type=float, default=600.0,
                         help="stop after this long (default 600; 0: never)")
+    parser.add_argument("--name", help="answer every request with this name alone")
     args = parser.parse_args()
     cls = Server6 if ":" in args.bind else Server
-    with cls((args.bind, args.port), SeenFrom) as server:
+    handler = type("Named", (SeenFrom,), {"name": args.name}) if args.name else SeenFrom
+    with cls((args.bind, args.port), handler) as server:
         server.timeout = 0.5
         print(f"listening on {args.bind} port {args.port}; {_lifetime(args.seconds)}", flush=True)
         end = time.monotonic() + args.seconds if args.seconds > 0 else float("inf")
