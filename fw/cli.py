@@ -120,6 +120,19 @@ def exposure(
                                   engine=engine))
 
 
+@app.command()
+def diff(
+    a: Annotated[str, typer.Argument(help="The first rule file (.fw).")],
+    b: Annotated[str, typer.Argument(help="The second rule file (.fw).")],
+    topology: TopologyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The packets two rule sets treat differently; exit 0 if none, 1 if some, 2 on error."""
+    from fw.commands.diff import run_diff
+
+    raise typer.Exit(run_diff(a, b, topology=topology, as_json=as_json))
+
+
 OutOpt = Annotated[str | None, typer.Option("-o", "--out", help="Write here (default: stdout).")]
 
 

@@ -175,10 +175,14 @@ class _Desc:
 def _tcp(d: _Desc) -> bytes:
     d.no_quote("tcp")
     flags = d.opts.get("flags", "S")
-    try:
-        bits = craft.tcp_flags(flags)
-    except ValueError:
-        raise d.spec.error(flags, "are not TCP flags (letters F S R P A U E C)") from None
+    if flags[:1].isdigit():  # a number, for flag sets no letter spells (`flags 0`: none)
+        bits = _number(d.spec, flags, 255)
+    else:
+        try:
+            bits = craft.tcp_flags(flags)
+        except ValueError:
+            raise d.spec.error(flags, "are not TCP flags (letters F S R P A U E C, or a "
+                                      "number)") from None
     n = d.numbers(seq=0, ack=0, window=64240, len=0, ttl=64)
     payload = bytes(n["len"])
     args = (d.src, d.dst, d.sport, d.dport, bits, n["seq"], n["ack"], n["window"], payload)
