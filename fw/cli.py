@@ -110,6 +110,9 @@ def exposure(
     engine: Annotated[str | None, typer.Option(
         help="The firewall --live measures: fwlab (the engine, default), kernel (the exported "
         "rules in nftables) or fwlab,kernel (both, side by side).")] = None,
+    after: Annotated[list[str] | None, typer.Option(
+        "--after", help="A packet an inside host sends first (repeatable): what the state it "
+        "leaves (connection, NAT mapping) lets in counts too.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Which unsolicited packets from the outside reach the inside: ports, hosts, senders."""
@@ -117,7 +120,7 @@ def exposure(
 
     raise typer.Exit(run_exposure(files, inside=inside, outside=outside, topology=topology,
                                   as_json=as_json, plot=plot, live=live, ports=ports,
-                                  engine=engine))
+                                  engine=engine, after=after))
 
 
 @app.command()

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from fw import craft
 from fw.analysis import space
+from fw.analysis.exposure_after import opened_boxes, state_after
 from fw.analysis.space import TAG, Box, RuleBox
 from fw.core import ranges
 from fw.core.fields import (
@@ -236,6 +237,7 @@ class Exposure:
     ifaces: dict[str, int]
     accepted: list[Box]
     forwards: list[NatRule]
+    after: tuple[str, ...] = ()  # packets an inside host sent first (--after)
     _classes: dict[str, ClassExposure] | None = field(default=None, repr=False)
 
     @property
@@ -374,7 +376,9 @@ class Probe:
 
 
 def analyse(ruleset: RuleSet, routing: Routing | None = None, *, inside: str | None = None,
-            outside: str | None = None) -> Exposure:
+            outside: str | None = None, after: Sequence[str] = ()) -> Exposure:
+    """`after`: packets (as `explain --after` takes them) an inside host sent first; what the
+    state they leave lets in counts too (exposure_after.py)."""
     routing = routing or default_routing()
     where = sides(routing, inside, outside)
     rules: list[Rule | NatRule] = [*ruleset.rules(), *ruleset.nat]
@@ -403,6 +407,8 @@ def analyse(ruleset: RuleSet, routing: Routing | None = None, *, inside: str | N
             if daddr:
                 region.append(replace(box, oif=oif_of[name], daddr=daddr))
 
+    if after:
+        region += opened(ruleset, routing, where, ifaces, forwards, after)
     chain = [r for r in ruleset.chains["forward"] if r.verdict is not None]
     tests = [(r, rule_box(r.matches, ifaces)) for r in chain]
     tests = [(r, b) for r, b in tests if b is not None]
@@ -412,7 +418,15 @@ def analyse(ruleset: RuleSet, routing: Routing | None = None, *, inside: str | N
                 if r.verdict == "accept" for box in part]
     if ruleset.policies["forward"].verdict == "accept":
         accepted += remaining
-    return Exposure(ruleset, routing, where, ifaces, accepted, forwards)
+    return Exposure(ruleset, routing, where, ifaces, accepted, forwards, tuple(after))
+
+
+def opened(ruleset: RuleSet, routing: Routing, where: Sides, ifaces: dict[str, int],
+           forwards: list[NatRule], after: Sequence[str]) -> list[Box]:
+    engine = state_after(ruleset, routing, after)
+    inside_oif = {ifaces[name]: addrs for name, addrs in where.by_oif.items()}
+    dnat = [b for n in forwards if (b := rule_box(n.matches, ifaces)) is not None]
+    return opened_boxes(engine, ifaces[where.outside], inside_oif, dnat)
 
 
 def port_forwards(new: list[Box], forwards: list[NatRule], routing: Routing, where: Sides,

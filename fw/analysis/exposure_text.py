@@ -33,13 +33,14 @@ def address_ranges_text(family: int, held: Ranges) -> list[str]:
 
 def inside_text(exposure: Exposure, family: int, held: Ranges) -> list[str]:
     """Exposed inside addresses; an inside prefix exposed but for the firewall's own address in
-    it (which packets reach through `input`, never `forward`) is shown whole."""
+    it (which packets reach through `input`, never `forward`) is shown whole (when the
+    addresses on both sides of it are exposed: one host next to it stays one host)."""
     base = family << 128
     fill = []
     for lo, hi in exposure.sides.excluded:
         value = lo - base
         if lo == hi and lo >> 128 == family and (
-                ranges.contains(held, value - 1) or ranges.contains(held, value + 1)):
+                ranges.contains(held, value - 1) and ranges.contains(held, value + 1)):
             fill.append((value, value))
     return address_ranges_text(family, ranges.union(held, ranges.norm(fill)))
 

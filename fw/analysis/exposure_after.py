@@ -1,0 +1,121 @@
+"""Exposure once a flow is open: what the state left by an inside host's packets lets in.
+
+`fwlab exposure FILE --after 'udp 192.0.2.2:5000 -> 203.0.113.10:3478'` replays the packets
+through the engine (as `explain --after` does) and reads the state they left, then adds to the
+unsolicited packets of exposure.py those that state lets through, as boxes in the forward
+chain's view (after translation):
+
+- the **replies** of each connection: from its remote endpoint to the inside endpoint, `ct state
+  established` (a TCP reply: a SYN/ACK or a segment with ACK set and SYN clear);
+- through each NAT **mapping** (RFC 4787) the connection made, new connections from the outside
+  to the mapped address and port, `ct state related`, translated to the inside endpoint, from
+  the senders its *filtering* admits: endpoint-independent, anyone from any port;
+  address-dependent, only addresses the inside endpoint has sent to, from any port;
+  address-and-port-dependent, only the exact endpoints it has sent to (which are then the
+  replies themselves). A `dnat` rule that matches such a packet takes it first, as in the engine;
+  a TCP segment opens nothing unless it is a SYN.
+
+Without NAT (or in IPv6) only the replies get in: a stateful firewall is address-and-port
+dependent by nature. A stateless file keeps no state: `--after` changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fw.analysis import space
+from fw.analysis.space import Box, RuleBox
+from fw.core import ranges
+from fw.core.fields import CT_STATE_ID, MISSING, F
+from fw.core.protocols import ACK, SYN, TCP, UDP, opens_tcp_connection
+from fw.core.ranges import Ranges
+from fw.core.vocab import CtState, NatBehaviour
+from fw.engine.engine import Engine
+from fw.engine.routing import Routing
+from fw.model import RuleSet
+from fw.packetspec import parse_packet
+
+NONE = ranges.point(MISSING)
+STEP = 0.001  # seconds between the packets, as explain --after spaces them
+REPLY_FLAGS = ranges.norm([(SYN | ACK,) * 2,
+                           *((f, f) for f in range(256) if f & ACK and not f & SYN)])
+OPENING_FLAGS = ranges.norm((f, f) for f in range(256) if opens_tcp_connection(f))
+
+
+def state_after(ruleset: RuleSet, routing: Routing, packets: Sequence[str]) -> Engine:
+    """A fresh engine that has seen the packets, in order (one millisecond apart)."""
+    engine = Engine(ruleset, routing, seed=0)
+    for i, text in enumerate(packets):
+        engine.process(parse_packet(text), now=i * STEP)
+    return engine
+
+
+def opened_boxes(engine: Engine, outside: int, inside_oif: dict[int, Ranges],
+                 dnat_rules: Sequence[RuleBox]) -> list[Box]:
+    """What the engine's state lets in from the outside interface, in the forward chain's view.
+    `inside_oif` maps an outgoing interface id to the inside addresses routed through it."""
+    if not engine.stateful:
+        return []
+    out: list[Box] = []
+    for conn in engine.conntrack:
+        proto, src, sport, _, _ = conn.orig
+        if proto not in (TCP, UDP):
+            continue
+        inside = conn.family << 128 | src
+        oif = next((i for i, addrs in inside_oif.items() if ranges.contains(addrs, inside)), None)
+        if oif is None:
+            continue
+        _, rsrc, rsport, _, _ = conn.reply
+        reply = box(proto, outside, oif, conn.family << 128 | rsrc, proto << 16 | rsport,
+                    inside, proto << 16 | sport, CtState.ESTABLISHED)
+        out.append(reply)
+        mapping = conn.nat.mapping if conn.nat is not None else None
+        if mapping is not None and mapping.inside == (src, sport):
+            out += through_mapping(mapping, reply, dnat_rules)
+    return unique(out)
+
+
+def box(proto: int, iif: int, oif: int, saddr: int, sport: int, daddr: int, dport: int,
+        state: str, saddrs: Ranges | None = None, sports: Ranges | None = None) -> Box:
+    return space.make_box(
+        iif=ranges.point(iif), oif=ranges.point(oif),
+        saddr=saddrs if saddrs is not None else ranges.point(saddr),
+        daddr=ranges.point(daddr), proto=ranges.point(proto),
+        sport=sports if sports is not None else ranges.point(sport), dport=ranges.point(dport),
+        tcp_flags=(REPLY_FLAGS if state == CtState.ESTABLISHED else OPENING_FLAGS)
+        if proto == TCP else NONE,
+        icmp_type=NONE, ct_state=ranges.point(CT_STATE_ID[state]))
+
+
+def senders(mapping, proto: int) -> list[tuple[Ranges, Ranges]]:
+    """(source addresses, source ports) the mapping's filtering admits, encoded (IPv4)."""
+    v4 = ((4 << 128, 4 << 128 | 0xFFFFFFFF),)
+    ports = ((proto << 16, proto << 16 | 0xFFFF),)
+    if mapping.filtering == NatBehaviour.ENDPOINT_INDEPENDENT:
+        return [(v4, ports)]
+    if mapping.filtering == NatBehaviour.ADDRESS_DEPENDENT:
+        return [(ranges.norm((4 << 128 | a,) * 2 for a, _ in mapping.remotes), ports)]
+    return [(ranges.point(4 << 128 | a), ranges.point(proto << 16 | p))
+            for a, p in sorted(mapping.remotes)]
+
+
+def through_mapping(mapping, reply: Box, dnat_rules: Sequence[RuleBox]) -> list[Box]:
+    """New connections through the mapping (related), addressed to its outside endpoint and
+    translated to its inside one; not the connection's own replies, nor what dnat takes."""
+    proto = mapping.proto
+    (oa, op), (ia, ip) = mapping.outside, mapping.inside
+    iif, oif = reply[F["iif"]][0][0], reply[F["oif"]][0][0]
+    own: RuleBox = ((F["saddr"], reply[F["saddr"]]), (F["sport"], reply[F["sport"]]))
+    addressed = []
+    for saddrs, sports in senders(mapping, proto):
+        new = box(proto, iif, MISSING, 0, 0, 4 << 128 | oa, proto << 16 | op, CtState.RELATED,
+                  saddrs, sports)
+        addressed += space.difference(new, own) if space.intersect(new, own) else [new]
+    _, untouched = space.first_match(list(dnat_rules), addressed)
+    inside = {F["daddr"]: ranges.point(4 << 128 | ia), F["dport"]: ranges.point(proto << 16 | ip),
+              F["oif"]: ranges.point(oif)}
+    return [tuple(inside.get(i, held) for i, held in enumerate(b)) for b in untouched]
+
+
+def unique(boxes: list[Box]) -> list[Box]:
+    return list(dict.fromkeys(boxes))
