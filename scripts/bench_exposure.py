@@ -3,8 +3,12 @@
 10 s for 10,000 rules).
 
 Usage: .venv/bin/python scripts/bench_exposure.py [--sizes 1000 10000] [--repeat 3]
+                                                  [--worst 100 200 400] [--diff]
 Prints one line per file: loading (parse and check) and the analysis, timed apart; the analysis
-time includes the projections (every class's ports, addresses and senders).
+time includes the projections (every class's ports, addresses and senders). `--worst` times the
+known bad shape (issue 12: rules narrow on different fields, interleaved) at the given sizes,
+`--diff` also times `fwlab diff` of each generated file against itself with its last rule
+changed (the walk is the same, done for both files and every ct state).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fw.analysis.diff import diff  # noqa: E402
 from fw.analysis.exposure import analyse  # noqa: E402
 from fw.dsl import load_ruleset  # noqa: E402
+from fw.engine.routing import default_routing  # noqa: E402
 
 
 def generated_rules(count: int, seed: int = 6) -> str:
@@ -61,6 +67,32 @@ def generated_rules(count: int, seed: int = 6) -> str:
     return "\n".join(lines) + "\n"
 
 
+def worst_rules(count: int, seed: int = 12) -> str:
+    """The shape that splits the undecided region quadratically: rules narrow on different
+    fields, interleaved at random: source prefix + TCP port, host + UDP source port, TCP
+    source port + destination range + SYN, IPv6 host + `dport !=`."""
+    rng = random.Random(seed)
+    lines = ["mode stateful", "policy input drop", "policy forward drop", "policy output accept",
+             "forward {", "    ct state established,related accept", "    ct state invalid drop"]
+    for _ in range(count - 2):
+        roll, verdict = rng.random(), rng.choice(["accept", "accept", "drop"])
+        port = rng.randint(1, 65535)
+        if roll < 0.25:
+            net = f"198.51.{rng.randint(0, 255)}.{rng.randint(0, 15) * 16}/28"
+            lines.append(f"    iif wan ip saddr {net} tcp dport {port} {verdict}")
+        elif roll < 0.5:
+            host = f"192.0.2.{rng.randint(2, 254)}"
+            lines.append(f"    iif wan ip daddr {host} udp sport {port} {verdict}")
+        elif roll < 0.75:
+            lo = rng.randint(1, 60000)
+            lines.append(f"    iif wan tcp sport {port} tcp dport {lo}-{lo + rng.randint(0, 500)} "
+                         f"tcp flags syn,!ack {verdict}")
+        else:
+            host = f"2001:db8:1::{rng.randint(2, 0xFFFF):x}"
+            lines.append(f"    iif wan ip6 daddr {host} tcp dport != {port} {verdict}")
+    return "\n".join([*lines, "}"]) + "\n"
+
+
 def best_of(repeat: int, fn):
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -68,6 +100,20 @@ def best_of(repeat: int, fn):
         out = fn()
         best = min(best, time.perf_counter() - start)
     return best, out
+
+
+def bench_diff(path: Path, repeat: int, name: str) -> None:
+    """The file against itself with its last forward rule's verdict flipped."""
+    text = path.read_text()
+    lines = text.splitlines()
+    last = max(i for i, line in enumerate(lines) if line.rstrip().endswith(("accept", "drop")))
+    flip = lines[last].rsplit(" ", 1)
+    lines[last] = f"{flip[0]} {'drop' if flip[1] == 'accept' else 'accept'}"
+    other = path.with_name(path.stem + "-changed.fw")
+    other.write_text("\n".join(lines) + "\n")
+    a, b = load_ruleset(str(path)), load_ruleset(str(other))
+    seconds, result = best_of(repeat, lambda: diff(a, b, default_routing()))
+    print(f"{'diff ' + name:<28} {len(result.differences):>6} regions  {seconds:7.3f} s")
 
 
 def bench(path: Path, repeat: int, name: str) -> None:
@@ -89,6 +135,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--worst", type=int, nargs="*", default=[])
+    parser.add_argument("--diff", action="store_true")
     args = parser.parse_args()
     for path in sorted((ROOT / "rules").glob("*.fw")):
         bench(path, args.repeat, f"rules/{path.name}")
@@ -97,6 +145,14 @@ def main() -> None:
             path = Path(tmp) / f"generated-{size}.fw"
             path.write_text(generated_rules(size))
             bench(path, args.repeat, f"generated {size}")
+            if args.diff:
+                bench_diff(path, args.repeat, f"generated {size}")
+        for size in args.worst:
+            path = Path(tmp) / f"worst-{size}.fw"
+            path.write_text(worst_rules(size))
+            bench(path, 1, f"worst case {size}")
+            if args.diff:
+                bench_diff(path, 1, f"worst case {size}")
 
 
 if __name__ == "__main__":
