@@ -45,12 +45,16 @@ def check(
     strict: Annotated[bool, typer.Option(help="Fail (exit 1) on warnings too.")] = False,
     topology: Annotated[str | None, typer.Option(
         help="Topology file: also warn of pool members on none of its segments.")] = None,
+    exact: Annotated[bool, typer.Option(
+        help="Also find rules that several earlier rules cover together (symbolic; slower).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check rule files: errors and warnings with file, line and column."""
     from fw.commands.check import run_check
 
-    raise typer.Exit(run_check(files, strict=strict, as_json=as_json, topology=topology))
+    raise typer.Exit(run_check(files, strict=strict, as_json=as_json, topology=topology,
+                               exact=exact))
 
 
 @app.command()

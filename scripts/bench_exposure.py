@@ -4,6 +4,7 @@
 
 Usage: .venv/bin/python scripts/bench_exposure.py [--sizes 1000 10000] [--repeat 3]
                                                   [--worst 100 200 400] [--diff]
+                                                  [--unreachable]
 Prints one line per file: loading (parse and check) and the analysis, timed apart; the analysis
 time includes the projections (every class's ports, addresses and senders). `--worst` times the
 known bad shape (issue 12: rules narrow on different fields, interleaved) at the given sizes,
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from fw.analysis.diff import diff  # noqa: E402
 from fw.analysis.exposure import analyse  # noqa: E402
+from fw.analysis.unreachable import unreachable  # noqa: E402
 from fw.dsl import load_ruleset  # noqa: E402
 from fw.engine.routing import default_routing  # noqa: E402
 
@@ -116,6 +118,12 @@ def bench_diff(path: Path, repeat: int, name: str) -> None:
     print(f"{'diff ' + name:<28} {len(result.differences):>6} regions  {seconds:7.3f} s")
 
 
+def bench_unreachable(path: Path, repeat: int, name: str) -> None:
+    ruleset = load_ruleset(str(path))
+    seconds, found = best_of(repeat, lambda: unreachable(ruleset))
+    print(f"{'unreachable ' + name:<28} {len(found):>6} rules    {seconds:7.3f} s")
+
+
 def bench(path: Path, repeat: int, name: str) -> None:
     load_s, ruleset = best_of(repeat, lambda: load_ruleset(str(path)))
     rules = sum(len(c) for c in ruleset.chains.values()) + len(ruleset.nat)
@@ -137,6 +145,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--worst", type=int, nargs="*", default=[])
     parser.add_argument("--diff", action="store_true")
+    parser.add_argument("--unreachable", action="store_true")
     args = parser.parse_args()
     for path in sorted((ROOT / "rules").glob("*.fw")):
         bench(path, args.repeat, f"rules/{path.name}")
@@ -147,12 +156,16 @@ def main() -> None:
             bench(path, args.repeat, f"generated {size}")
             if args.diff:
                 bench_diff(path, args.repeat, f"generated {size}")
+            if args.unreachable:
+                bench_unreachable(path, args.repeat, f"generated {size}")
         for size in args.worst:
             path = Path(tmp) / f"worst-{size}.fw"
             path.write_text(worst_rules(size))
             bench(path, 1, f"worst case {size}")
             if args.diff:
                 bench_diff(path, 1, f"worst case {size}")
+            if args.unreachable:
+                bench_unreachable(path, 1, f"worst case {size}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ COLOURS = {"error": "bold red", "warning": "bold yellow"}
 
 
 def run_check(files: list[str], *, strict: bool, as_json: bool,
-              topology: str | None = None) -> int:
+              topology: str | None = None, exact: bool = False) -> int:
     networks = segment_networks(topology) if topology else None
     diagnostics: list[Diagnostic] = []
     for path in files:
@@ -21,6 +21,8 @@ def run_check(files: list[str], *, strict: bool, as_json: bool,
         diagnostics.extend(loaded.diagnostics)
         if networks is not None and loaded.ruleset is not None:
             diagnostics.extend(outside_segments(loaded.ruleset, networks))
+        if exact and loaded.ruleset is not None:
+            diagnostics.extend(exact_warnings(loaded.ruleset, loaded.diagnostics))
     if as_json:
         print_json({"files": files, "diagnostics": [d.as_json() for d in diagnostics]})
     else:
@@ -34,6 +36,17 @@ def segment_networks(topology: str) -> list:
 
     nodes = load_topology(topology).nodes().values()
     return [a.network for node in nodes for i in node.interfaces.values() for a in i.addresses]
+
+
+def exact_warnings(ruleset, known: list[Diagnostic]) -> list[Diagnostic]:
+    """Rules no packet reaches (fw/analysis/unreachable.py) that the shadow check, which looks
+    for one covering rule, did not already name."""
+    from fw.analysis.unreachable import unreachable
+
+    named = {(d.span.file, d.span.line) for d in known if d.span}
+    return [Diagnostic("warning", "rule can never match: the rules before it take all its "
+                       "packets between them (exact check)", r.span)
+            for r in unreachable(ruleset) if r.span and (r.span.file, r.span.line) not in named]
 
 
 def exit_status(diagnostics: list[Diagnostic], strict: bool) -> int:
