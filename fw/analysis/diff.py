@@ -339,6 +339,12 @@ def nat_text(rule: NatRule) -> str:
         to = f" to {rule.to_addr}" + (f":{rule.to_ports}" if rule.to_ports is not None else "")
     elif rule.to_ports is not None:
         to = f" to :{rule.to_ports}"
+    if rule.pool is not None:
+        pool = rule.pool
+        members = ", ".join(map(str, pool.members))
+        port = f":{pool.port}" if pool.port is not None else ""
+        sticky = f" sticky {pool.sticky} seconds" if pool.sticky is not None else ""
+        to = f" to {{ {members} }}{port} {pool.method}{sticky}"
     if rule.action == "dnat":
         return f"dnat{to}"
     return (f"{rule.action}{to} (mapping {rule.mapping}, filtering {rule.filtering})")
