@@ -7,6 +7,7 @@ were handed out, so a replay still judges everything that could be read.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
@@ -165,13 +166,20 @@ def check_record(path: str, index: int, data: bytes, meta) -> None:
 
 
 class RawWriter:
-    """Accepted packets as they leave the firewall: raw IP, original timestamps."""
+    """Accepted packets as they leave the firewall: raw IP, original timestamps.
+
+    Written to a hidden file beside `path` and renamed to `path` by `close(keep=True)` only:
+    a replay that fails (no such capture, a damaged one) leaves no `--out` file behind, empty
+    or partial, and never clobbers an older good one."""
 
     def __init__(self, path: str) -> None:
         from scapy.utils import PcapWriter
 
+        self.path = path
+        head, tail = os.path.split(path)
+        self.partial = os.path.join(head, f".{tail}.part")
         try:
-            self.writer = PcapWriter(path, linktype=LINKTYPE_RAW, sync=False)
+            self.writer = PcapWriter(self.partial, linktype=LINKTYPE_RAW, sync=False)
             self.writer.write_header(None)  # write_packet() alone never writes it
         except OSError as exc:
             raise CaptureError(f"{path}: cannot write ({exc.strerror})") from None
@@ -180,5 +188,11 @@ class RawWriter:
         sec = int(when)
         self.writer.write_packet(data, sec=sec, usec=round((when - sec) * 1_000_000))
 
-    def close(self) -> None:
+    def close(self, keep: bool = True) -> None:
+        """Finish the file: renamed into place when `keep`, removed otherwise."""
         self.writer.close()
+        if keep:
+            os.replace(self.partial, self.path)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(self.partial)
