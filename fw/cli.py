@@ -159,6 +159,16 @@ _register_lab(app)
 app.command("lb")(_lb)
 
 
+def _register_operations(app: typer.Typer) -> None:
+    """Commands that operate a running lab as one operates a firewall (issue 16)."""
+    from fw.commands.labs import list_
+
+    app.command("list")(list_)
+
+
+_register_operations(app)
+
+
 def main() -> None:
     try:
         app()
