@@ -161,9 +161,11 @@ app.command("lb")(_lb)
 
 def _register_operations(app: typer.Typer) -> None:
     """Commands that operate a running lab as one operates a firewall (issue 16)."""
+    from fw.commands.capture import capture
     from fw.commands.labs import list_
 
     app.command("list")(list_)
+    app.command("capture")(capture)
 
 
 _register_operations(app)

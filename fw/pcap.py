@@ -28,6 +28,7 @@ LINK_HEADERS: dict[int, int] = {
 }
 IP_ETHERTYPES = (0x0800, 0x86DD)
 DAMAGE = (struct.error, ValueError, OverflowError, OSError, zlib.error)
+PROTOCOL_FIELD = {113: 14, 276: 0}  # where Linux cooked captures (SLL, SLL2) keep the ethertype
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,9 @@ def ip_payload(data: bytes, linktype: int) -> bytes:
         offset, ethertype = ethernet_type(data)
         return data[offset:] if ethertype in IP_ETHERTYPES else b""
     header = LINK_HEADERS.get(linktype)
+    field = PROTOCOL_FIELD.get(linktype)
+    if field is not None and int.from_bytes(data[field : field + 2], "big") not in IP_ETHERTYPES:
+        return b""  # ARP and the like in a Linux cooked capture (tcpdump -i any)
     return data[header:] if header is not None else b""
 
 
@@ -155,6 +159,10 @@ def not_ip(data: bytes, linktype: int) -> str:
         if ethertype < 0x0600:
             return f"802.3 frame of {ethertype} bytes"
         return "" if ethertype in IP_ETHERTYPES else f"ethertype 0x{ethertype:04x}"
+    field = PROTOCOL_FIELD.get(linktype)
+    if field is not None:
+        protocol = int.from_bytes(data[field : field + 2], "big")
+        return "" if protocol in IP_ETHERTYPES else f"ethertype 0x{protocol:04x}"
     return "" if linktype in LINK_HEADERS else f"link type {linktype}"
 
 
