@@ -163,9 +163,11 @@ def _register_operations(app: typer.Typer) -> None:
     """Commands that operate a running lab as one operates a firewall (issue 16)."""
     from fw.commands.capture import capture
     from fw.commands.labs import list_
+    from fw.commands.trace import trace
 
     app.command("list")(list_)
     app.command("capture")(capture)
+    app.command("trace")(trace)
 
 
 _register_operations(app)
