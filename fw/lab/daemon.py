@@ -335,7 +335,7 @@ class Daemon:
                 due = self.engine.next_expiry()
                 if due is not None and due <= now:
                     self.engine.expire(now)
-                    self.monitor.drain(self.engine, now)
+                    self.monitor.drain(now)
                     due = self.engine.next_expiry()
             delay = 1.0 if due is None else min(1.0, max(0.05, due - now))
             self._report_held_back()

@@ -83,11 +83,12 @@ class Monitor:
         self.seq = 0
         self.sessions: dict[int, Session] = {}
         self.picked: list[Session] = []  # the sessions that want the packet being judged
+        self.pending: list[Any] = []  # the engine's conntrack events, not yet numbered
         self.ids = itertools.count(1)
 
     def watch(self, engine: Any) -> None:
         """Start collecting the engine's conntrack events (ct_events.py)."""
-        engine.conntrack.events = []
+        engine.conntrack.events = self.pending = []
 
     # -- the packet path -----------------------------------------------------------------------
 
@@ -113,12 +114,12 @@ class Monitor:
     def after(self, engine: Any, decision: Any, payload: bytes, hook: str, now: float,
               traced: bool) -> None:
         """Take the packet's conntrack events; give a traced packet's record to its sessions."""
-        self.drain(engine, now)
+        self.drain(now)
         if traced:
             self.record(engine, decision, payload, hook)
 
-    def drain(self, engine: Any, now: float) -> None:
-        pending = engine.conntrack.events
+    def drain(self, now: float) -> None:
+        pending = self.pending
         if pending:
             wall = time.time()
             for event in pending:
@@ -154,7 +155,7 @@ class Monitor:
             except LabError as exc:
                 return {"ok": False, "error": str(exc)}
         with lock:
-            self.drain(engine, now)
+            self.drain(now)
             self.end_idle(now)
             if cmd == "ct-events":
                 return self.ct_events(request.get("after"))
