@@ -34,8 +34,10 @@ def test_only_files_answer() -> None:
 @pytest.mark.lab
 def test_names_resolve_in_the_lab_and_unknown_ones_fail_at_once(cli_lab) -> None:
     lab = cli_lab()
-    found = lab.cli("exec", "client", "--", "getent", "ahostsv4", "server")
+    found = lab.cli("exec", "client", "--", "getent", "ahostsv4", "server")  # `fwlab exec`
     assert found.returncode == 0 and found.stdout.split()[0] == "203.0.113.10"
+    inside = lab.handle.run("server", ["getent", "ahostsv4", "fw"])  # how the lab starts things
+    assert inside.returncode == 0 and inside.stdout.split()[0] == "203.0.113.1"
     t0 = time.monotonic()
     unknown = lab.cli("exec", "client", "--", "getent", "hosts", "example.com")
     assert unknown.returncode == 2 and time.monotonic() - t0 < 10  # no resolver asked, no wait
