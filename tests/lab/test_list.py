@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
-from .conftest import RULES, fwlab, new_lab_name
+from .conftest import FWLAB, RULES, fwlab, new_lab_name
 
 
 @pytest.mark.lab
@@ -25,3 +26,13 @@ def test_list_shows_every_lab_and_status_names_them(cli_lab) -> None:
     assert first.name in missing.stderr and second.name in missing.stderr
     second.cli("down")
     assert second.name not in {row["name"] for row in json.loads(fwlab("list", "--json").stdout)}
+
+
+@pytest.mark.parametrize("command", ["list", "capture fw -o x.pcap", "trace tcp",
+                                     "conntrack --follow"])
+def test_the_new_lab_commands_need_root(command: str) -> None:
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          *FWLAB, *command.split()], capture_output=True, text=True, timeout=30)
+    verb = command.split()[0]
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"fwlab: fwlab {verb} needs root: run it with sudo"
