@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import select
 import signal
+import time
 from typing import Annotated
 
 import typer
@@ -49,15 +51,17 @@ def capture(
 
 
 def wait_listening(proc) -> str:
-    """tcpdump's first stderr line ('listening on ...'), or a one-line error."""
+    """What tcpdump says on stderr until 'listening on ...', or a one-line error. Read from the
+    descriptor itself: a buffered readline could swallow that line while select() waits on."""
     assert proc.stderr is not None
-    text = ""
+    fd, text = proc.stderr.fileno(), ""
+    deadline = time.monotonic() + START_TIMEOUT
     while "listening on" not in text:
-        ready, _, _ = select.select([proc.stderr], [], [], START_TIMEOUT)
-        line = proc.stderr.readline() if ready else ""
-        if not line:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 4096).decode(errors="replace") if ready else ""
+        if not chunk:
             proc.kill()  # the tcpdump this command started, by PID
             proc.wait()
             raise LabError(f"tcpdump did not start: {text.strip()[-300:] or 'no answer'}")
-        text += line
+        text += chunk
     return text

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import select
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -32,9 +34,11 @@ def test_capture_on_the_firewall_then_replay_it(cli_lab, tmp_path) -> None:
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         pcap = tmp_path / "capture.pcap"
-        cap = start_capture(lab, "fw", "-o", str(pcap), "--seconds", "4")
+        cap = start_capture(lab, "fw", "-o", str(pcap), "--seconds", "120")
         page = lab.cli("exec", "client", "--", "curl", "-4", "-s", "-m", "5",
                        "--retry", "3", "--retry-connrefused", "http://server/")
+        time.sleep(0.5)  # the last FIN and ACK
+        cap.send_signal(signal.SIGINT)  # Ctrl-C, to the capture this test started
         out, err = cap.communicate(timeout=20)
     finally:
         web.kill()  # the server this test started, by its Popen handle
