@@ -130,7 +130,7 @@ class Monitor:
     def record(self, engine: Any, decision: Any, payload: bytes, hook: str) -> None:
         """The judged packet, as explain shows it, for each session that picked it."""
         from fw.engine.packet import decode
-        from fw.engine.views import decision_view, summary
+        from fw.views import decision_view, summary
 
         view = {"time": round(time.time(), 6), "hook": hook, "packet": summary(decode(payload)),
                 **decision_view(engine, decision)}
@@ -179,7 +179,7 @@ class Monitor:
 
     def ct_events(self, after: Any) -> dict[str, Any]:
         """Events after sequence number `after` (None: none yet, just where the stream is)."""
-        from fw.engine.views import ct_event_row
+        from fw.views import ct_event_row
 
         if not isinstance(after, int):
             return {"ok": True, "events": [], "last": self.seq, "lost": 0}
