@@ -134,6 +134,7 @@ def export(
     rules: RulesArg,
     out: OutOpt = None,
     approximate: Annotated[bool, typer.Option(
+        "--approximate",
         help="Export NAT behaviours the kernel cannot give as its nearest one (with a warning)."
     )] = False,
 ) -> None:
@@ -149,6 +150,7 @@ def import_(
         help="nft text, or the JSON of `nft -j list ruleset`; - for standard input.")],
     out: OutOpt = None,
     skip_unsupported: Annotated[bool, typer.Option(
+        "--skip-unsupported",
         help="Leave out rules fwlab cannot express (each named in a comment) instead of failing."
     )] = False,
 ) -> None:
