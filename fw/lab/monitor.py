@@ -97,7 +97,7 @@ class Monitor:
         """Should the engine trace this packet? False at once when nobody traces."""
         if not self.sessions:
             return False
-        from fw.engine.evaluate import packet_values
+        from fw.core.fields import packet_values
         from fw.engine.packet import decode
 
         pkt = decode(payload)
