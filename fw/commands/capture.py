@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from fw.commands.lab import NameOpt, need_root
+from fw.commands.options import NameOpt, need_root
 from fw.errors import LabError
 
 START_TIMEOUT = 10.0  # seconds for tcpdump to say it listens

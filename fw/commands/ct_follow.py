@@ -15,6 +15,7 @@ def follow_events(name: str, as_json: bool, seconds: float | None, count: int | 
     """Print events from now on until `seconds` pass, `count` events came, or Ctrl-C."""
     from fw.commands.output import stderr
 
+    fwlab_engine_only(name, "conntrack --follow")
     deadline = time.monotonic() + seconds if seconds is not None else None
     after = ask(name, None)["last"]
     stderr.print(f"following the connection tracking events of lab {name!r}"
@@ -35,6 +36,17 @@ def follow_events(name: str, as_json: bool, seconds: float | None, count: int | 
             time.sleep(POLL)
     except KeyboardInterrupt:
         return
+
+
+def fwlab_engine_only(name: str, what: str) -> None:
+    """Events and traces come from fwlab's engine; a kernel lab has tools of its own."""
+    from fw.commands import kernel_lab
+    from fw.lab.netns import lab_prefix, read_state
+
+    if kernel_lab.runs_kernel(read_state(name)):
+        raise LabError(f"lab {name!r} runs the kernel engine: `fwlab {what}` follows fwlab's; "
+                       f"try `ip netns exec {lab_prefix(name)}fw conntrack -E` "
+                       "or `nft monitor trace` there")
 
 
 def ask(name: str, after: int | None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fw.commands.lab import JsonOpt, NameOpt, need_root
+from fw.commands.options import JsonOpt, NameOpt, need_root
 from fw.errors import LabError
 
 POLL = 0.2  # seconds between two questions to the daemon
@@ -26,8 +26,10 @@ def trace(
 ) -> None:
     """Trace the engine's decisions on matching packets, live: chain, rules tried, verdict."""
     need_root("trace")
+    from fw.commands.ct_follow import fwlab_engine_only
     from fw.commands.output import stderr
 
+    fwlab_engine_only(name, "trace")
     ident = ask(name, {"cmd": "trace-start", "match": match, "seconds": seconds,
                        "count": count})["id"]
     stderr.print(f"tracing {match!r} in lab {name!r} for {seconds:g} s"
