@@ -51,7 +51,8 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     name = new_lab_name()
     work = tmp_path / "work"
     work.mkdir()
-    (work / "rules").symlink_to(ROOT / "rules")
+    for folder in ("rules", "netns"):
+        (work / folder).symlink_to(ROOT / folder)
     script = "set -euo pipefail\n" + readme_block().replace("sudo fwlab", "fwlab")
     env = {**os.environ, "FWLAB_NAME": name, "PATH": path_with_fwlab(tmp_path), "COLUMNS": "160"}
     try:
