@@ -13,11 +13,14 @@ from fw.commands.options import IfaceOpt, JsonOpt, RulesArg, TopologyOpt
 from fw.commands.output import stderr
 from fw.errors import FwlabError
 
+# rich_markup_mode=None: click's own help layout, where a flag is a flag (`--json`); the rich
+# panels of typer 0.29 print every flag as taking a value (`--json <bool>`).
 app = typer.Typer(
     help="fwlab: see what a stateless and a stateful firewall let through, on real traffic.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 # Dependencies only some commands need (pyproject.toml's extras): `pip install fwlab` gives
@@ -42,7 +45,8 @@ def fwlab(
 @app.command()
 def check(
     files: Annotated[list[str], typer.Argument(help="Rule files (.fw) to check.")],
-    strict: Annotated[bool, typer.Option(help="Fail (exit 1) on warnings too.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 1) on warnings too.")
+                      ] = False,
     topology: Annotated[str | None, typer.Option(
         help="Topology file: also warn of pool members on none of its segments.")] = None,
     exact: Annotated[bool, typer.Option(
@@ -108,7 +112,9 @@ def exposure(
     plot: Annotated[str | None, typer.Option(
         help="Write a chart of the exposed ports (.png or .svg).")] = None,
     live: Annotated[bool, typer.Option(
-        help="Also measure in the lab (root); exit 3 when measured and computed differ.")] = False,
+        "--live",
+        help="Also measure in the lab (root); exit 3 when measured and computed differ.")
+    ] = False,
     ports: Annotated[str, typer.Option(
         help="Destination ports the live probes sweep, e.g. 32760-32780.")] = "1-65535",
     engine: Annotated[str | None, typer.Option(
@@ -148,6 +154,7 @@ def export(
     rules: RulesArg,
     out: OutOpt = None,
     approximate: Annotated[bool, typer.Option(
+        "--approximate",
         help="Export NAT behaviours the kernel cannot give as its nearest one (with a warning)."
     )] = False,
 ) -> None:
@@ -163,6 +170,7 @@ def import_(
         help="nft text, or the JSON of `nft -j list ruleset`; - for standard input.")],
     out: OutOpt = None,
     skip_unsupported: Annotated[bool, typer.Option(
+        "--skip-unsupported",
         help="Leave out rules fwlab cannot express (each named in a comment) instead of failing."
     )] = False,
 ) -> None:
@@ -179,9 +187,23 @@ _register_lab(app)
 app.command("lb")(_lb)
 
 
+def _register_operations(app: typer.Typer) -> None:
+    """Commands that operate a running lab as one operates a firewall (issue 16)."""
+    from fw.commands.capture import capture
+    from fw.commands.labs import list_
+    from fw.commands.trace import trace
+
+    app.command("list")(list_)
+    app.command("capture")(capture)
+    app.command("trace")(trace)
+
+
+_register_operations(app)
+
+
 def main() -> None:
     try:
-        app()
+        app(prog_name="fwlab")  # also as `python -m fw`: its help and completion say fwlab
     except FwlabError as exc:
         stderr.print(f"fwlab: {exc}", markup=False, highlight=False)
         sys.exit(2)

@@ -7,6 +7,7 @@ were handed out, so a replay still judges everything that could be read.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
@@ -27,6 +28,7 @@ LINK_HEADERS: dict[int, int] = {
 }
 IP_ETHERTYPES = (0x0800, 0x86DD)
 DAMAGE = (struct.error, ValueError, OverflowError, OSError, zlib.error)
+PROTOCOL_FIELD = {113: 14, 276: 0}  # where Linux cooked captures (SLL, SLL2) keep the ethertype
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,9 @@ def ip_payload(data: bytes, linktype: int) -> bytes:
         offset, ethertype = ethernet_type(data)
         return data[offset:] if ethertype in IP_ETHERTYPES else b""
     header = LINK_HEADERS.get(linktype)
+    field = PROTOCOL_FIELD.get(linktype)
+    if field is not None and int.from_bytes(data[field : field + 2], "big") not in IP_ETHERTYPES:
+        return b""  # ARP and the like in a Linux cooked capture (tcpdump -i any)
     return data[header:] if header is not None else b""
 
 
@@ -154,6 +159,10 @@ def not_ip(data: bytes, linktype: int) -> str:
         if ethertype < 0x0600:
             return f"802.3 frame of {ethertype} bytes"
         return "" if ethertype in IP_ETHERTYPES else f"ethertype 0x{ethertype:04x}"
+    field = PROTOCOL_FIELD.get(linktype)
+    if field is not None:
+        protocol = int.from_bytes(data[field : field + 2], "big")
+        return "" if protocol in IP_ETHERTYPES else f"ethertype 0x{protocol:04x}"
     return "" if linktype in LINK_HEADERS else f"link type {linktype}"
 
 
@@ -165,13 +174,20 @@ def check_record(path: str, index: int, data: bytes, meta) -> None:
 
 
 class RawWriter:
-    """Accepted packets as they leave the firewall: raw IP, original timestamps."""
+    """Accepted packets as they leave the firewall: raw IP, original timestamps.
+
+    Written to a hidden file beside `path` and renamed to `path` by `close(keep=True)` only:
+    a replay that fails (no such capture, a damaged one) leaves no `--out` file behind, empty
+    or partial, and never clobbers an older good one."""
 
     def __init__(self, path: str) -> None:
         from scapy.utils import PcapWriter
 
+        self.path = path
+        head, tail = os.path.split(path)
+        self.partial = os.path.join(head, f".{tail}.part")
         try:
-            self.writer = PcapWriter(path, linktype=LINKTYPE_RAW, sync=False)
+            self.writer = PcapWriter(self.partial, linktype=LINKTYPE_RAW, sync=False)
             self.writer.write_header(None)  # write_packet() alone never writes it
         except OSError as exc:
             raise CaptureError(f"{path}: cannot write ({exc.strerror})") from None
@@ -180,5 +196,11 @@ class RawWriter:
         sec = int(when)
         self.writer.write_packet(data, sec=sec, usec=round((when - sec) * 1_000_000))
 
-    def close(self) -> None:
+    def close(self, keep: bool = True) -> None:
+        """Finish the file: renamed into place when `keep`, removed otherwise."""
         self.writer.close()
+        if keep:
+            os.replace(self.partial, self.path)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(self.partial)

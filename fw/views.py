@@ -15,7 +15,8 @@ from fw.model import CHAINS
 
 if TYPE_CHECKING:
     from fw.engine.conntrack import Conn, ConnTable
-    from fw.engine.decision import NatChange
+    from fw.engine.ct_events import CtEvent
+    from fw.engine.decision import Decision, NatChange
     from fw.engine.engine import Engine
 
 
@@ -152,3 +153,61 @@ def sticky_rows(nat, now: float) -> list[dict]:
                 round(entry.last_end + state.pool.sticky - now, 3),
             })
     return rows
+
+
+def decision_view(engine: Engine, d: Decision) -> dict:
+    """A decision as `explain` shows it and `fwlab trace` sends it: the verdict, the deciding
+    rule (`by`: its place and text, or the policy), every rule tried, NAT, the packet leaving."""
+    from fw.dsl.format import match_text
+    from fw.engine.packet import decode
+
+    span = d.rule.span if d.rule is not None else None
+    if d.rule is None:
+        by = f"policy {d.chain} {engine.compiled.policy(d.chain)}"
+    else:
+        by = f"{span}: {d.rule.text}" if span else d.rule.text
+    return {
+        "verdict": d.verdict, "chain": d.chain, "rule": rule_ref(d.rule), "by": by,
+        "ct_state": d.ct_state, "reason": d.reason, "iif": d.iif, "oif": d.oif,
+        "leaves": summary(decode(d.packet)) if d.packet is not None else None,
+        "nat": [nat_change_json(nat) for nat in d.nat],
+        "nat_text": [nat_change_text(nat) for nat in d.nat],
+        "trace": [{"line": s.rule.span.line if s.rule.span else None, "text": s.rule.text,
+                   "matched": s.matched, "verdict": s.rule.verdict,
+                   "failed": match_text(s.failed) if s.failed is not None else None}
+                  for s in d.trace],
+    }
+
+
+def ct_event_row(event: CtEvent, now: float) -> dict:
+    """A conntrack event for `fwlab conntrack --follow --json` (as `conntrack -E -o` fields)."""
+    from fw.engine.conntrack import FlowState
+    from fw.engine.tcp_states import TcpState
+
+    conn = event.conn
+    tcp = conn.proto == 6
+    return {
+        "event": event.kind.upper(), "id": conn.id, "family": conn.family,
+        "proto": PROTO_NAMES.get(conn.proto, str(conn.proto)), "proto_num": conn.proto,
+        "timeout": max(0, round(event.expires - now)) if event.kind != "destroy" else None,
+        "state": TcpState(event.state).name if tcp else FlowState(event.state).name,
+        "orig": tuple_fields(conn.family, conn.orig), "reply": tuple_fields(conn.family,
+                                                                            conn.reply),
+        "unreplied": not event.seen_reply, "assured": event.assured,
+        "reason": event.reason or None,
+        "packets": [conn.orig_packets, conn.reply_packets],
+        "bytes": [conn.orig_bytes, conn.reply_bytes],
+    }
+
+
+def tuple_fields(family: int, key: tuple) -> dict:
+    """src, dst and ports (or an ICMP echo's type, code and id) of one direction."""
+    proto, src, sport, dst, dport = key
+    fields = {"src": address_text(family, src), "dst": address_text(family, dst)}
+    if proto in (1, 58):
+        request, reply = (8, 0) if proto == 1 else (128, 129)
+        asks = not sport >> 16  # the asking end's identifier carries no answer bit
+        fields.update(type=request if asks else reply, code=0, id=sport & 0xFFFF)
+    elif proto in (6, 17):
+        fields.update(sport=sport, dport=dport)
+    return fields

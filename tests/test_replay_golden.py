@@ -112,3 +112,20 @@ def test_out_writes_the_translated_packets(tmp_path: Path, in_repo: Path,
     packets = [IP(bytes(p)) for p in left]
     assert {p.src for p in packets if p.dst == SERVER} == {FW_WAN}  # the server sees the firewall
     assert {p.dst for p in packets if p.src == SERVER} == {CLIENT}  # replies reach the client
+
+
+@pytest.mark.parametrize("problem", ["missing", "cut-short"])
+def test_a_failed_replay_leaves_no_out_file(problem: str, tmp_path: Path, in_repo: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """--out appears only once the whole capture was read: no empty or partial file."""
+    from fw.errors import CaptureError
+
+    source = tmp_path / "missing.pcap"
+    if problem == "cut-short":
+        whole = capture(tmp_path, "browse-masqueraded").read_bytes()
+        source.write_bytes(whole[:-10])
+    out = tmp_path / "out.pcap"
+    with pytest.raises(CaptureError):
+        run_replay("rules/stateful-web.fw", str(source), out=str(out), topology=None,
+                   as_json=True, rows=0)
+    assert not [p.name for p in tmp_path.iterdir() if "out.pcap" in p.name]

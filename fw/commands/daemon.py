@@ -26,10 +26,10 @@ ANSWER_GRACE = 5.0  # beyond the deadline, for the daemon's answer to arrive
 
 
 def _need_lab(name: str) -> None:
-    from fw.lab import runtime
+    from fw.lab import control, runtime
 
     if not runtime.state_path(name).exists():
-        raise LabError(f"no lab {name!r} is up: start one with `sudo fwlab up --name {name}`")
+        raise control.no_lab(name)
 
 
 # -- reload -------------------------------------------------------------------------------------

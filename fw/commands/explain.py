@@ -7,14 +7,11 @@ from rich.text import Text
 
 from fw.commands.common import engine_for
 from fw.commands.output import print_json, stdout
-from fw.core.text import rule_ref
-from fw.dsl.format import match_text
-from fw.engine.decision import Decision, TraceStep
+from fw.engine.decision import Decision
 from fw.engine.engine import HOOKS, Engine
-from fw.engine.packet import decode
 from fw.errors import FwlabError
 from fw.packetspec import parse_packet
-from fw.views import nat_change_json, nat_change_text, summary
+from fw.views import decision_view
 
 VERDICT_STYLE = {"accept": "bold green", "drop": "bold red", "reject": "bold magenta"}
 STEP = 0.001  # seconds between the packets of a flow given with --after
@@ -28,11 +25,13 @@ def run_explain(rules: str, packet: str, *, after: list[str], hook: str, iif: st
     earlier = [judge(engine, text, hook, None, None, i * STEP, False) for i, text in
                enumerate(after)]
     decision = judge(engine, packet, hook, iif, oif, len(after) * STEP, True)
+    view = decision_json(engine, packet, decision)
+    before = [decision_json(engine, text, d) for text, d in zip(after, earlier, strict=True)]
     if as_json:
-        print_json({**decision_json(packet, decision), "after": [
-            decision_json(text, d) for text, d in zip(after, earlier, strict=True)]})
+        print_json({**view, "after": before})
     else:
-        show(engine, packet, decision, list(zip(after, earlier, strict=True)))
+        show_earlier(before)
+        show(view)
     return 0
 
 
@@ -40,61 +39,49 @@ def judge(engine: Engine, text: str, hook: str, iif, oif, now: float, trace: boo
     return engine.process(parse_packet(text), hook=hook, iif=iif, oif=oif, now=now, trace=trace)
 
 
-def decision_json(text: str, d: Decision) -> dict:
-    return {
-        "packet": text, "verdict": d.verdict, "chain": d.chain, "rule": rule_ref(d.rule),
-        "ct_state": d.ct_state, "reason": d.reason, "iif": d.iif, "oif": d.oif,
-        "nat": [nat_change_json(nat) for nat in d.nat],
-        "trace": [{"line": s.rule.span.line if s.rule.span else None, "text": s.rule.text,
-                   "matched": s.matched, "failed": failed_text(s)} for s in d.trace],
-    }
+def decision_json(engine: Engine, text: str, d: Decision) -> dict:
+    return {"packet": text, **decision_view(engine, d)}
 
 
-def verdict_text(d: Decision) -> Text:
-    return Text(d.verdict.upper(), style=VERDICT_STYLE[d.verdict])
+def verdict_text(verdict: str) -> Text:
+    return Text(verdict.upper(), style=VERDICT_STYLE[verdict])
 
 
-def show(engine: Engine, packet: str, d: Decision, earlier: list[tuple[str, Decision]]) -> None:
-    for text, e in earlier:
-        stdout.print(Text.assemble("after ", (text, "dim"), ": ", verdict_text(e),
-                                   f" ({e.ct_state or 'stateless'})"))
-    stdout.print(Text.assemble(("packet   ", "bold"), packet))
-    if d.packet is not None:
-        stdout.print(Text.assemble(("leaves   ", "bold"), summary(decode(d.packet))))
-    where = f"iif {d.iif or '-'}, oif {d.oif or '-'}"
-    stdout.print(Text.assemble(("verdict  ", "bold"), verdict_text(d), f" in chain {d.chain} ",
-                               (f"({where})", "dim")))
-    stdout.print(Text.assemble(("by       ", "bold"), decider_text(engine, d)))
-    stdout.print(Text.assemble(("ct state ", "bold"), d.ct_state or "- (stateless rule set)"))
-    stdout.print(Text.assemble(("why      ", "bold"), d.reason))
-    for nat in d.nat:
-        stdout.print(Text.assemble(("nat      ", "bold"), nat_change_text(nat)))
-    if d.trace:
-        stdout.print(trace_table(d))
+def show_earlier(earlier: list[dict]) -> None:
+    for e in earlier:
+        stdout.print(Text.assemble("after ", (e["packet"], "dim"), ": ", verdict_text(e["verdict"]),
+                                   f" ({e['ct_state'] or 'stateless'})"))
 
 
-def decider_text(engine: Engine, d: Decision) -> str:
-    if d.rule is None:
-        return f"policy {d.chain} {engine.compiled.policy(d.chain)}"
-    span = d.rule.span
-    return f"{span}: {d.rule.text}" if span else d.rule.text
+def show(view: dict, heading: str = "packet   ") -> None:
+    """One decision as people read it; `fwlab trace` prints each traced packet this way too."""
+    stdout.print(Text.assemble((heading, "bold"), view["packet"]))
+    if view["leaves"] is not None:
+        stdout.print(Text.assemble(("leaves   ", "bold"), view["leaves"]))
+    where = f"iif {view['iif'] or '-'}, oif {view['oif'] or '-'}"
+    stdout.print(Text.assemble(("verdict  ", "bold"), verdict_text(view["verdict"]),
+                               f" in chain {view['chain']} ", (f"({where})", "dim")))
+    stdout.print(Text.assemble(("by       ", "bold"), view["by"]))
+    stdout.print(Text.assemble(("ct state ", "bold"),
+                               view["ct_state"] or "- (stateless rule set)"))
+    stdout.print(Text.assemble(("why      ", "bold"), view["reason"]))
+    for nat in view["nat_text"]:
+        stdout.print(Text.assemble(("nat      ", "bold"), nat))
+    if view["trace"]:
+        stdout.print(trace_table(view))
 
 
-def trace_table(d: Decision) -> Table:
+def trace_table(view: dict) -> Table:
     table = Table(title="rules tried, in order", title_justify="left", box=None, pad_edge=False)
     for column in ("line", "rule", "result"):
         table.add_column(column)
-    for step in d.trace:
-        line = str(step.rule.span.line) if step.rule.span else ""
-        if step.matched:
-            outcome = Text(f"matches -> {step.rule.verdict or 'continue'}", style="green")
+    for step in view["trace"]:
+        if step["matched"]:
+            outcome = Text(f"matches -> {step['verdict'] or 'continue'}", style="green")
         else:
-            outcome = Text(f"no: {failed_text(step)}", style="dim")
-        table.add_row(line, step.rule.text, outcome)
-    if d.rule is None:
-        table.add_row("", f"policy {d.chain}", Text(d.verdict, style=VERDICT_STYLE[d.verdict]))
+            outcome = Text(f"no: {step['failed']}", style="dim")
+        table.add_row(str(step["line"] or ""), step["text"], outcome)
+    if view["rule"] is None:
+        table.add_row("", f"policy {view['chain']}",
+                      Text(view["verdict"], style=VERDICT_STYLE[view["verdict"]]))
     return table
-
-
-def failed_text(step: TraceStep) -> str | None:
-    return match_text(step.failed) if step.failed is not None else None

@@ -73,6 +73,7 @@ def run_exposure(files: list[str], *, inside: str | None = None, outside: str | 
                                  after=after or ()))
                for f in files]
     differences: list[str] = []
+    verdicts: list[Text] = []  # per rule file: measured = computed, or where they differ
     engines = engine_list(engine, live)
     if after and engines:
         raise FwlabError("--live with --after is not measured yet: the lab does not send the "
@@ -83,7 +84,9 @@ def run_exposure(files: list[str], *, inside: str | None = None, outside: str | 
                                  ports=probed, quiet=as_json, engine=name)
         for result, got in zip(results, measured, strict=True):
             result.lives[name] = got
-            differences += compare_live(result, got, probed)
+            differ = compare_live(result, got, probed)
+            differences += differ
+            verdicts += live_verdict(result.file, differ, probed, name)
     chart = write_plot(results, plot) if plot is not None else None
     if as_json:
         print_json({"rulesets": [r.json() for r in results],
@@ -91,8 +94,8 @@ def run_exposure(files: list[str], *, inside: str | None = None, outside: str | 
                     **({"differences": differences} if live else {})})
     else:
         stdout.print(table(results))
-        for line in differences:
-            stdout.print(Text(f"difference: {line}", style="bold red"))
+        for line in verdicts:
+            stdout.print(line)
         if chart:
             stdout.print(f"chart: {chart}")
     return DIFFERENCE_STATUS if differences else 0
@@ -139,6 +142,16 @@ def live_exposure(exposures: list[Exposure], files: list[str], *, topology: str 
     with stdout.status("probing...") as status:
         return measure(exposures, files, topology=topology, ports=ports, engine=engine,
                        step=lambda text: status.update(text))
+
+
+def live_verdict(file: str, differences: list[str], ports: tuple[int, int],
+                 engine: str) -> list[Text]:
+    """One line a rule file when the lab agrees with the analysis, else one per difference."""
+    if not differences:
+        span = f"{ports[0]}-{ports[1]}" if ports[0] != ports[1] else str(ports[0])
+        return [Text(f"{file}: measured = computed through {ENGINE_TITLES[engine]} "
+                     f"(TCP SYN, TCP ACK, UDP; ports {span})", style="bold green")]
+    return [Text(f"difference: {line}", style="bold red") for line in differences]
 
 
 def compare_live(result: Result, live: dict, ports: tuple[int, int] = (1, 65535)) -> list[str]:

@@ -336,9 +336,22 @@ def _entries(name: str, cmd: str) -> list[dict]:
     return answer["entries"]
 
 
-def conntrack(name: NameOpt = "default", as_json: JsonOpt = False) -> None:
-    """The engine's connection table, live."""
+def conntrack(
+    name: NameOpt = "default",
+    as_json: JsonOpt = False,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Print events as they happen (NEW, UPDATE, DESTROY), as "
+        "`conntrack -E`; until Ctrl-C, --seconds or --count.")] = False,
+    seconds: Annotated[float | None, typer.Option(help="With --follow: stop after this.")] = None,
+    count: Annotated[int | None, typer.Option(help="With --follow: stop after N events.")] = None,
+) -> None:
+    """The engine's connection table, live (--follow: its events)."""
     need_root("conntrack")
+    if follow:
+        from fw.commands.ct_follow import follow_events
+
+        follow_events(name, as_json, seconds, count)
+        return
     columns = ["proto", "orig", "reply", "state", "expires_in", "packets", "bytes"]
     _show_entries(name, "conntrack", as_json, columns, "no connections",
                   "{n} connection(s); packets and bytes are original/reply")

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 
 from fw.commands.options import JsonOpt, NameOpt, need_root
-from fw.errors import LabError
 
 
 def logs(
@@ -25,11 +24,12 @@ def logs(
 ) -> None:
     """The engine's log: drops, rejects, `log` statements, reloads, engine errors."""
     need_root("logs")
+    from fw.lab.control import no_lab
     from fw.lab.runtime import log_path
 
     path = log_path(name)
     if not path.parent.exists():
-        raise LabError(f"no lab {name!r} is up: start one with `sudo fwlab up --name {name}`")
+        raise no_lab(name)
     from fw.commands import kernel_lab
     from fw.lab.netns import read_state
 

@@ -60,16 +60,18 @@ def run_replay(rules: str, capture: str, *, out: str | None, topology: str | Non
     writer = RawWriter(out) if out else None
     replay = Replay(engine, writer, as_json, rows)
     damage: CaptureError | None = None
+    complete = False
     try:
         with progress(enabled=not as_json and sys.stdout.isatty()) as bar:
             for frame in read_frames(capture):
                 replay.feed(frame)
                 bar(frame.index)
+        complete = True
     except CaptureError as exc:
         damage = exc
     finally:
         if writer is not None:
-            writer.close()
+            writer.close(keep=complete)  # --out appears only for a capture read to its end
     if not as_json and (replay.totals or damage is None):
         show_summary(replay, rows)
     if nat:

@@ -29,12 +29,12 @@ STATUS_TIMEOUT = 5.0
 def status(name: NameOpt = "default", as_json: JsonOpt = False) -> None:
     """Hosts and addresses, the daemon, the rules with their hits, connections, queue drops."""
     need_root("status")
+    from fw.lab import control, supervisor
     from fw.lab import netns as labns
-    from fw.lab import supervisor
 
     state = labns.read_state(name)
     if state is None:
-        raise LabError(f"no lab {name!r} is up: start one with `sudo fwlab up --name {name}`")
+        raise control.no_lab(name)
     handle = labns.attach(name)
     sup = supervisor.read_state(name)
     from fw.commands import kernel_lab

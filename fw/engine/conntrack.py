@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 
 from fw.core.protocols import ACK, FIN, ICMP, ICMPV6, RST, SYN, TCP, UDP
 from fw.core.vocab import CtState
-from fw.engine import tcp_states
+from fw.engine import ct_events, tcp_states
+from fw.engine.ct_events import CtEvent
 from fw.engine.tcp_states import ACK_ONLY, Outcome, TcpState, track_established_ack
 from fw.engine.timers import Timers
 
@@ -236,6 +237,7 @@ class ConnTable:
         self._timers = Timers()
         self._unreplied: deque[Conn] = deque()  # early-drop candidates, oldest first
         self._lazily_expired: list[Conn] = []
+        self.events: list[CtEvent] | None = None  # [] to collect NEW/UPDATE/DESTROY (ct_events)
 
     def __len__(self) -> int:
         return self._count
@@ -334,6 +336,8 @@ class ConnTable:
             self._unlink(conn)
             self.counters.expired += 1
             gone.append(conn)
+            if self.events is not None:
+                self.events.append(CtEvent.of(ct_events.DESTROY, conn, timeout_reason(conn)))
         self._trim_unreplied()
         return gone
 
@@ -345,7 +349,7 @@ class ConnTable:
         """Delete an entry (e.g. flushed by the user); False if it was not in the table."""
         if self._map.get(conn.okey) is not conn:
             return False
-        self._drop(conn)
+        self._drop(conn, "removed")
         self.counters.removed += 1
         return True
 
@@ -376,6 +380,7 @@ class ConnTable:
         reason = ""
         outcome = Outcome.ACCEPT
         proto = conn.proto
+        before = self.events is not None and (conn.state, conn.seen_reply, conn.assured)
         if proto == TCP:
             outcome, reason = tcp_states.track(
                 conn, direction, pkt, now, self.timeouts.tcp, self.liberal
@@ -384,7 +389,7 @@ class ConnTable:
                 self._reschedule(conn)
                 return self._invalid(reason, conn, direction)
             if outcome is Outcome.REOPEN:
-                self._drop(conn)
+                self._drop(conn, "reopened")
                 return self._new(pkt, key, now, reason)
         elif proto == UDP:
             conn.expires = now + self._udp_timeout(conn, now)
@@ -402,9 +407,11 @@ class ConnTable:
             conn.orig_packets += 1
             conn.orig_bytes += pkt.length
         if outcome is Outcome.CLOSED:
-            self._drop(conn)
+            self._drop(conn, "RST")
         else:
             self._reschedule(conn)
+            if before and before != (conn.state, conn.seen_reply, conn.assured):
+                self.events.append(CtEvent.of(ct_events.UPDATE, conn))  # type: ignore[union-attr]
         state = NEW if direction == ORIGINAL and was_new else ESTABLISHED
         return CtVerdict(state, conn, direction, reason)
 
@@ -480,6 +487,8 @@ class ConnTable:
         self._count += 1
         self.counters.inserted += 1
         self._timers.add(conn)
+        if self.events is not None:
+            self.events.append(CtEvent.of(ct_events.NEW, conn))
         if not conn.seen_reply:
             queue = self._unreplied
             if queue and queue[0].seen_reply:  # answered ones would pin memory until expire()
@@ -492,11 +501,13 @@ class ConnTable:
         if sched is not None and conn.expires < sched:
             self._timers.moved(conn)
 
-    def _drop(self, conn: Conn) -> None:
+    def _drop(self, conn: Conn, reason: str) -> None:
         """Take an entry out of the table; its timer goes stale."""
         if conn.sched is not None:
             self._timers.discard(conn)
         self._unlink(conn)
+        if self.events is not None:
+            self.events.append(CtEvent.of(ct_events.DESTROY, conn, reason))
 
     def _unlink(self, conn: Conn) -> None:
         if self._map.get(conn.okey) is conn:
@@ -508,7 +519,7 @@ class ConnTable:
 
     def _expire_now(self, conn: Conn) -> None:
         """Found expired by a lookup before expire() ran: gone, and reported next time."""
-        self._drop(conn)
+        self._drop(conn, timeout_reason(conn))
         self.counters.expired += 1
         self._lazily_expired.append(conn)
 
@@ -520,7 +531,7 @@ class ConnTable:
                 return False
             conn = queue.popleft()
             if conn.sched is not None and not conn.seen_reply:
-                self._drop(conn)
+                self._drop(conn, "early drop")
                 self.counters.early_drops += 1
                 return True
         return False
@@ -530,3 +541,8 @@ class ConnTable:
         queue = self._unreplied
         while queue and (queue[0].seen_reply or queue[0].sched is None):
             queue.popleft()
+
+
+def timeout_reason(conn: Conn) -> str:
+    """Why an entry whose timer ran out is gone: a TCP entry in CLOSE was reset."""
+    return "RST" if conn.proto == TCP and conn.state == TcpState.CLOSE else "timeout"

@@ -15,7 +15,7 @@ from typing import Any
 from fw.errors import LabError
 from fw.lab import runtime
 
-__all__ = ["DaemonBusy", "DaemonGone", "daemon_running", "request", "wait_ready"]
+__all__ = ["DaemonBusy", "DaemonGone", "daemon_running", "no_lab", "request", "wait_ready"]
 
 
 class DaemonGone(LabError):
@@ -36,7 +36,19 @@ def _not_there(name: str) -> LabError:
             f"lab {name!r}: the engine daemon is not running, so every packet is dropped "
             f"(fail closed); `sudo fwlab restart --name {name}` starts it again"
         )
-    return DaemonGone(f"no lab {name!r} is up: start one with `sudo fwlab up --name {name}`")
+    return no_lab(name)
+
+
+def no_lab(name: str) -> DaemonGone:
+    """There is no lab `name`: say which labs there are, so `--name` is the obvious next step."""
+    from fw.lab.netns import list_labs
+
+    others = [lab for lab in list_labs() if lab != name]
+    if not others:
+        return DaemonGone(f"no lab {name!r} is up: start one with `sudo fwlab up --name {name}`")
+    return DaemonGone(f"no lab {name!r} is up; labs up: {', '.join(others)} "
+                      f"(pick one with --name, e.g. `sudo fwlab status --name {others[0]}`; "
+                      "`sudo fwlab list` shows them all)")
 
 
 def request(name: str, obj: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:

@@ -52,6 +52,8 @@ from fw.lab import netns as labns
 from fw.lab import rulestore
 from fw.lab.engine_glue import load_rules, routing_for, rules_path
 from fw.lab.eventlog import LOG_LINES_PER_SECOND, JsonLog, LineLimit, packet_summary
+from fw.lab.monitor import COMMANDS as MONITOR_COMMANDS
+from fw.lab.monitor import Monitor
 from fw.lab.runtime import check_lab_name, control_path, lab_dir, log_path
 
 __all__ = ["Daemon", "ReplySender", "run"]
@@ -168,6 +170,7 @@ class Daemon:
         self.crashes = self.loopback = self.own_replies = self.reloads = 0
         self.reloaded_at: float | None = None
         self.replies = ReplySender()
+        self.monitor = Monitor()  # conntrack --follow and trace (monitor.py)
         self.engine: Any = None
         self.ruleset: Any = ruleset
         self.adapter: Any = None
@@ -192,6 +195,7 @@ class Daemon:
         if self.ruleset is None:
             self.ruleset = load_rules(self.rules)
         self.engine = Engine(self.ruleset, routing, conntrack_limit=self.conntrack_limit)
+        self.monitor.watch(self.engine)
         lab_dir(self.name).mkdir(parents=True, exist_ok=True)
         self.log = JsonLog(log_path(self.name))
         self.adapter = NfqueueAdapter(self.queue_num, clock=self.clock)
@@ -253,7 +257,10 @@ class Daemon:
             return ACCEPT
         try:
             with self.lock:
-                decision = self.engine.process(payload, hook=hook, iif=iif, oif=oif, now=now)
+                traced = self.monitor.wants(self.engine, payload, hook, iif, oif, now)
+                decision = self.engine.process(payload, hook=hook, iif=iif, oif=oif, now=now,
+                                               trace=traced)
+                self.monitor.after(self.engine, decision, payload, hook, now, traced)
         except Exception as exc:
             self._crash(exc, payload, hook, iif, oif)
             return DROP
@@ -328,6 +335,7 @@ class Daemon:
                 due = self.engine.next_expiry()
                 if due is not None and due <= now:
                     self.engine.expire(now)
+                    self.monitor.drain(now)
                     due = self.engine.next_expiry()
             delay = 1.0 if due is None else min(1.0, max(0.05, due - now))
             self._report_held_back()
@@ -417,6 +425,8 @@ class Daemon:
             return {"ok": True, "members": members, "sticky": sticky}
         if cmd == "reload":
             return self.reload(request, waiting)
+        if cmd in MONITOR_COMMANDS:
+            return self.monitor.dispatch(request, self.engine, self.clock(), self.lock)
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def status(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
@@ -34,6 +35,7 @@ SWEEPS = (("tcp_syn", "tcp", "S"), ("tcp_any", "tcp", "A"), ("udp", "udp", ""))
 ANY_SOURCE_PORT = 40000
 START_RATE = 25_000.0  # probes per second; slowed after a sweep that overflowed the queue
 TRIES = 3
+SHORT_SWEEP = 2048  # ports: below this, each rule file's lab is measured at the same time
 SILENCE = (  # the inside hosts' answers to probes, dropped while measuring
     ["iptables-nft", "-A", "OUTPUT", "-p", "tcp", "--tcp-flags", "RST", "RST", "-j", "DROP"],
     ["iptables-nft", "-A", "OUTPUT", "-p", "icmp", "--icmp-type", "port-unreachable", "-j",
@@ -149,8 +151,9 @@ def attacker_address(topology: Topology, family: int) -> str:
 
 
 @contextmanager
-def lab_for(rules: str, topology_file: str | None, engine: str = "fwlab") -> Iterator[str]:
-    name = f"exp{os.getpid() % 100000}"
+def lab_for(rules: str, topology_file: str | None, engine: str = "fwlab",
+            index: int = 0) -> Iterator[str]:
+    name = f"exp{os.getpid() % 100000}{engine[0]}{index}"
     args = ["up", "--name", name, "--rules", rules, "--engine", engine]
     args += [topology_file] if topology_file else []
     up = fwlab(*args)
@@ -230,13 +233,14 @@ def probes_for(p: Plan, topology: Topology, ports: tuple[int, int]) -> list[dict
 
 
 def measure_one(rules: str, exposure: Exposure, topology: Topology, topology_file: str | None,
-                ports: tuple[int, int], step: Callable[[str], None], engine: str) -> dict:
+                ports: tuple[int, int], step: Callable[[str], None], engine: str,
+                index: int = 0) -> dict:
     p = plan(exposure, topology)
     peers = [attacker_address(topology, f) for f in (4, 6)]
     probes = probes_for(p, topology, ports)
     rate = START_RATE
     with tempfile.TemporaryDirectory(prefix="fwlab-exposure-") as tmp, lab_for(
-            rules, topology_file, engine) as lab:
+            rules, topology_file, engine, index) as lab:
         silence(lab, list(p.listeners))
         for attempt in range(TRIES):
             step(f"{rules} ({engine}): probing {len(p.targets)} target(s) at {rate:,.0f}/s")
@@ -287,5 +291,9 @@ def measure(exposures: list[Exposure], files: list[str], *, topology: str | None
     if os.geteuid() != 0:
         raise LabError("--live needs root (a lab of network namespaces): run it with sudo")
     topo = load_topology(topology) if topology else default_topology()
-    return [measure_one(f, e, topo, topology, ports, step, engine) for f, e in
-            zip(files, exposures, strict=True)]
+    jobs = list(enumerate(zip(files, exposures, strict=True)))
+    if ports[1] - ports[0] >= SHORT_SWEEP:  # long sweeps: the engine's CPU is the limit
+        return [measure_one(f, e, topo, topology, ports, step, engine, i) for i, (f, e) in jobs]
+    with ThreadPoolExecutor(max_workers=len(jobs) or 1) as pool:  # short: set-up dominates
+        return list(pool.map(lambda job: measure_one(*job[1], topo, topology, ports, step,
+                                                     engine, job[0]), jobs))

@@ -8,9 +8,12 @@ Naming (the safety rules of docs/design.md "The lab"):
 - nothing is ever created in the root namespace: each veth is created inside one lab namespace with
   its peer placed directly in another (RTM_NEWLINK with IFLA_NET_NS_FD on the peer), already
   carrying the topology's interface name. Bridge ports in a bridge namespace are `p0`, `p1`, ...
+- each host namespace has its own hosts, resolv.conf and nsswitch.conf under /etc/netns (see
+  dns.py): the lab's names resolve, nothing goes to the machine's resolver;
 - `down(name)` removes every namespace with the lab's prefix (deleting a namespace deletes its
-  links) and ends only the processes this lab recorded in its state file, by PID (checked against
-  the process start time, so a recycled PID is never signalled). It works on a half-built lab.
+  links) and their /etc/netns files, and ends only the processes this lab recorded in its state
+  file, by PID (checked against the process start time, so a recycled PID is never signalled).
+  It works on a half-built lab.
 
 State: `/run/fwlab/<lab>/lab.json` (namespaces, the processes started with `LabHandle.spawn`,
 the topology), written before the first namespace is created and updated as the lab grows.
@@ -35,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from fw.errors import LabError
-from fw.lab import runtime
+from fw.lab import dns, runtime
 from fw.lab.runtime import LAB_NAME_RE, RUN_DIR, check_lab_name
 from fw.lab.topology import Host, Topology
 
@@ -337,6 +340,7 @@ def up(topology: Topology, name: str) -> LabHandle:
     try:
         for ns in all_ns:
             netns.create(ns)
+        dns.write(topology, host_ns)  # before any process starts in the lab
         fw_host = topology.firewall.host
         _sysctl_all(
             {
@@ -475,6 +479,7 @@ def down(name: str) -> float:
             netns.remove(ns)  # umount + unlink, as `ip netns del`
         except OSError as exc:
             errors.append(f"{ns}: {exc}")
+    dns.remove(sorted(targets | set(dns.lab_dirs(prefix))))
     d = runtime.lab_dir(name)
     if d.exists():
         for p in d.iterdir():

@@ -1,10 +1,9 @@
 """A tiny web server for the lab that tells each client which address it came from.
 
-`python -m http.server` looks up the machine's name before it listens, and a lab has no DNS, so
-it hangs for seconds; this one does not. Its page says what the server saw, which is how the demo
-shows masquerading: the client fetches the page and reads the firewall's outside address. With
-`--name` the page is that name alone, one line: the load-balancer lab (netns/lb.yaml) counts
-which backend answered each request.
+`python3 -m http.server` works in a lab too (the lab's hosts resolve by files, see dns.py); this
+one's page says what the server saw, which is how the demo shows masquerading: the client fetches
+the page and reads the firewall's outside address. With `--name` the page is that name alone, one
+line: the load-balancer lab (netns/lb.yaml) counts which backend answered each request.
 
     python -m fw.lab.webserver [--port 80] [--bind ADDRESS] [--seconds N] [--name NAME]
 
