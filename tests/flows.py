@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 
-from fw import craft
 from fw.core.icmp_types import ICMP_CODES, ICMPV6_CODES
 from fw.core.protocols import ACK, FIN, SYN, TCP, flag_letters
 from fw.engine.decision import Decision
@@ -41,14 +40,21 @@ def split(endpoint: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass
 class Tcp:
+    """One TCP conversation step by step: `talk.client("S") == "accept new"`. Each segment is
+    written in explain's syntax and sent through a Playbook, so it is the playbooks' dialect
+    with the sequence numbers kept here (a test can forge them: `seq=`, `ack=`)."""
+
     engine: Engine
     client_end: str
     server_end: str
     clock: Clock = field(default_factory=Clock)
     next_seq: list[int] = field(default_factory=lambda: [1000, 5000])
-    acked: list[int] = field(default_factory=lambda: [0, 0])
     last: Decision | None = None
 
     def client(self, flags: str, data: int = 0, **kw: int) -> str:
@@ -62,10 +68,10 @@ class Tcp:
         (src, sport), (dst, dport) = self.ends(side)
         seq = self.next_seq[side] if seq is None else seq
         ack = self.next_seq[1 - side] if ack is None and "A" in flags else (ack or 0)
-        raw = craft.tcp(src, dst, sport, dport, flags, seq=seq, ack=ack, window=window,
-                        payload=b"x" * data)
         self.next_seq[side] = seq + data + ("S" in flags) + ("F" in flags)
-        self.last = self.engine.process(raw, now=self.clock.advance(0.01))
+        self.last = Playbook(self.engine, self.clock).send(
+            f"tcp {endpoint(src, sport)} -> {endpoint(dst, dport)} flags {flags or 0} "
+            f"seq {seq} ack {ack} window {window} len {data}")
         return outcome(self.last)
 
     def ends(self, side: int) -> tuple[tuple[str, int], tuple[str, int]]:
@@ -75,6 +81,8 @@ class Tcp:
 
 @dataclass
 class Udp:
+    """A UDP flow step by step: `flow.client() == "accept new"`, through a Playbook."""
+
     engine: Engine
     client_end: str
     server_end: str
@@ -82,14 +90,14 @@ class Udp:
     last: Decision | None = None
 
     def client(self, data: bytes = b"q") -> str:
-        return self.send(split(self.client_end), split(self.server_end), data)
+        return self.send(self.client_end, self.server_end, data)
 
     def server(self, data: bytes = b"a") -> str:
-        return self.send(split(self.server_end), split(self.client_end), data)
+        return self.send(self.server_end, self.client_end, data)
 
-    def send(self, src: tuple[str, int], dst: tuple[str, int], data: bytes) -> str:
-        raw = craft.udp(src[0], dst[0], src[1], dst[1], payload=data)
-        self.last = self.engine.process(raw, now=self.clock.advance(0.01))
+    def send(self, src: str, dst: str, data: bytes) -> str:
+        packet = f"udp {endpoint(*split(src))} -> {endpoint(*split(dst))} len {len(data)}"
+        self.last = Playbook(self.engine, self.clock).send(packet)
         return outcome(self.last)
 
 
@@ -132,13 +140,18 @@ class Playbook:
         assert not pending, f"a playbook line needs '=> outcome': {pending!r}"
         return self
 
-    def step(self, line: str) -> Decision:
-        packet, arrow, expected = line.partition("=>")
-        assert arrow, f"a playbook line needs '=> outcome': {line!r}"
+    def send(self, packet: str) -> Decision:
+        """One packet through the engine, its decision unchecked (the step helpers' way)."""
         raw = parse_packet(self.sequences.fill(packet.strip()))
         decision = self.engine.process(raw, now=self.clock.advance(0.01))
         self.sequences.learn(raw, decision)
         self.decisions.append(decision)
+        return decision
+
+    def step(self, line: str) -> Decision:
+        packet, arrow, expected = line.partition("=>")
+        assert arrow, f"a playbook line needs '=> outcome': {line!r}"
+        decision = self.send(packet)
         wanted = [part.strip() for part in expected.split(";")]
         actual = [observed(decision, part) for part in wanted]
         assert actual == wanted, f"{packet.strip()}: {decision.reason}"

@@ -19,6 +19,7 @@ from fw.dsl import load_ruleset
 from fw.engine.decision import Decision
 from fw.engine.engine import Engine
 from fw.engine.packet import decode
+from tests.flows import Clock, Playbook
 
 CLIENT, CLIENT2, SERVER, SERVER2 = "192.0.2.2", "192.0.2.3", "203.0.113.10", "203.0.113.11"
 WEB, FW_WAN, FW_LAN, ATTACKER = "192.0.2.10", "203.0.113.1", "192.0.2.1", "203.0.113.66"
@@ -52,7 +53,8 @@ def left(d: Decision) -> tuple[str, int, str, int]:
 
 
 def udp(e: Engine, src: str, sport: int, dst: str, dport: int, now: float) -> Decision:
-    return e.process(craft.udp(src, dst, sport, dport, payload=b"hi"), now=now)
+    """One datagram at `now`, written as the playbooks write it (tests/flows.py)."""
+    return Playbook(e, Clock(now - 0.01)).send(f"udp {src}:{sport} -> {dst}:{dport} len 2")
 
 
 @pytest.fixture
@@ -99,14 +101,15 @@ class TestSourceNat:
         assert left(back) == (SERVER, 77, CLIENT, 77)
 
     def test_tcp_through_masquerade(self, masq: Engine) -> None:
-        syn = masq.process(craft.tcp(CLIENT, SERVER, 41000, 80, "S", seq=1), now=0)
-        assert left(syn) == (FW_WAN, 41000, SERVER, 80)
-        synack = masq.process(craft.tcp(SERVER, FW_WAN, 80, 41000, "SA", seq=9, ack=2), now=0.1)
-        assert left(synack) == (SERVER, 80, CLIENT, 41000)
-        ack = masq.process(craft.tcp(CLIENT, SERVER, 41000, 80, "A", seq=2, ack=10), now=0.2)
-        assert left(ack) == (FW_WAN, 41000, SERVER, 80)
-        assert masq.process(craft.tcp(ATTACKER, FW_WAN, 80, 41000, "A"), now=0.3).verdict != \
-            "accept"
+        Playbook(masq)("""
+            tcp 192.0.2.2:41000 -> 203.0.113.10:80 flags S
+                => accept new; nat 203.0.113.1:41000 -> 203.0.113.10:80
+            tcp 203.0.113.10:80 -> 203.0.113.1:41000 flags SA
+                => accept established; nat 203.0.113.10:80 -> 192.0.2.2:41000
+            tcp 192.0.2.2:41000 -> 203.0.113.10:80 flags A
+                => accept established; nat 203.0.113.1:41000 -> 203.0.113.10:80
+            tcp 203.0.113.66:80 -> 203.0.113.1:41000 flags A => drop invalid
+        """)
 
 
 class TestMappingBehaviour:
