@@ -50,7 +50,8 @@ def check(
     topology: Annotated[str | None, typer.Option(
         help="Topology file: also warn of pool members on none of its segments.")] = None,
     exact: Annotated[bool, typer.Option(
-        "--exact", help="Also find rules that several earlier rules cover together (symbolic; slower).")
+        "--exact",
+        help="Also find rules that several earlier rules cover together (symbolic; slower).")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
