@@ -9,27 +9,26 @@ What this kernel can do (details, commands and errors in docs/lab-notes.md):
   `CT --notrack`, then `NFQUEUE`, in PREROUTING (packets arriving, forwarded or local) and OUTPUT
   (packets the firewall namespace itself sends). The engine sees every packet before the kernel's
   routing decision, as docs/design.md requires for NAT.
-- netfilterqueue's Packet carries `hook` (NF_INET_* number) and `indev`/`outdev` (ifindexes,
-  0 when there is none), so one queue serves every hook; the adapter turns them into names.
+- every queued packet carries its hook (NF_INET_* number) and its interfaces, so one queue
+  serves every hook; the backends turn them into names.
 
-The adapter hides netfilterqueue behind one call, so a faster backend can replace it:
+The adapter drives a queue backend (fw/lab/queue_backend.py: `netlink` or `netfilterqueue`) with
+one per-packet call:
 
     handler(payload: bytes, hook: str, now: float, iif: str | None, oif: str | None)
         -> (verdict: "accept" | "drop", new_payload: bytes | None)
 
-`python -m fw.lab.nfqueue` is an accept-all consumer (optionally dropping a protocol and logging
-packet metadata) used by the lab tests; run it inside the firewall namespace.
+`python -m fw.lab.nfqueue` is an accept-all consumer (optionally dropping a protocol, moving a
+port, logging packet metadata) used by the lab tests and the benchmark; run it inside the
+firewall namespace.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,29 +36,40 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+from fw.core.protocols import PORT_PROTOCOLS, PROTOCOLS
+from fw.lab.queue_backend import (
+    ACCEPT,
+    DROP,
+    HOOK_NAMES,
+    BatchJudge,
+    Handler,
+    JudgeErrors,
+    QueueBackend,
+    QueuedPacket,
+    Verdict,
+    judge_each,
+    serve,
+)
 
 __all__ = [
+    "BACKENDS",
     "HOOK_NAMES",
     "Handler",
     "NfqueueAdapter",
     "QueueStats",
     "install_queue",
+    "open_backend",
     "queue_rules",
     "queue_stats",
     "remove_queue",
     "unqueue_rules",
 ]
 
-HOOK_NAMES = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
 IPTABLES = ("iptables-nft", "ip6tables-nft")  # explicit: the nft backend is what was verified
 TABLE = "raw"
 CHAINS = ("PREROUTING", "OUTPUT")
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-DEFAULT_RCVBUF = 16 * 1024 * 1024  # bytes requested; the kernel reports (and grants) twice that
-DEFAULT_MAX_LEN = 4096  # packets the kernel holds for the queue before it drops (queue_dropped)
-
-Verdict = str  # "accept" | "drop"
-Handler = Callable[[bytes, str, float, "str | None", "str | None"], tuple[Verdict, "bytes | None"]]
 
 
 # -- rules ------------------------------------------------------------------------------------
@@ -178,12 +188,37 @@ def queue_stats(ns: str | None = None) -> list[QueueStats]:
     return parse_queue_stats(res.stdout)
 
 
+BACKENDS = ("netlink", "netfilterqueue")
+
+
+def open_backend(
+    name: str,
+    queue_num: int = 0,
+    *,
+    fail_open: bool = False,
+    max_len: int | None = None,
+    rcvbuf: int | None = None,
+) -> QueueBackend:
+    """A backend by name (not bound yet). `fail_open` asks the kernel to accept instead of
+    dropping when the queue is full (netlink only: netfilterqueue cannot set that flag)."""
+    kwargs = {k: v for k, v in (("max_len", max_len), ("rcvbuf", rcvbuf)) if v is not None}
+    if name == "netlink":
+        from fw.lab.queue_netlink import NetlinkBackend
+
+        return NetlinkBackend(queue_num, fail_open=fail_open, **kwargs)
+    if name == "netfilterqueue":
+        from fw.lab.queue_nfq import NetfilterqueueBackend
+
+        return NetfilterqueueBackend(queue_num, **kwargs)
+    raise ValueError(f"unknown queue backend {name!r} (one of {', '.join(BACKENDS)})")
+
+
 # -- the adapter ------------------------------------------------------------------------------
 
 
 class NfqueueAdapter:
-    """Binds one queue (in the namespace this process runs in) and hands every packet to a
-    handler. Backed by the `netfilterqueue` package; the handler never sees it.
+    """Binds one queue (in the namespace this process runs in) through a queue backend
+    (fw/lab/queue_backend.py) and hands every packet to a per-packet handler.
 
     A handler exception drops the packet (fail closed) and is counted in `errors`; the last one is
     kept in `last_error`. Every packet gets exactly one verdict."""
@@ -192,86 +227,36 @@ class NfqueueAdapter:
         self,
         queue_num: int = 0,
         *,
-        max_len: int = DEFAULT_MAX_LEN,
-        rcvbuf: int = DEFAULT_RCVBUF,
+        backend: str = "netfilterqueue",
+        fail_open: bool = False,
+        max_len: int | None = None,
+        rcvbuf: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.queue_num = queue_num
-        self.max_len = max_len
-        self.requested_rcvbuf = rcvbuf
-        self.rcvbuf: int | None = None  # SO_RCVBUF as the kernel reports it after bind()
         self.clock = clock
-        self.packets = self.accepted = self.dropped = self.modified = self.errors = 0
-        self.last_error: BaseException | None = None
-        self._nfq = None
-        self._sock: socket.socket | None = None
-        self._ifnames: dict[int, str] = {}
-        self._fatal: BaseException | None = None
+        self.backend = open_backend(
+            backend, queue_num, fail_open=fail_open, max_len=max_len, rcvbuf=rcvbuf
+        )
+        self.judge_errors = JudgeErrors()
+        self._judge: BatchJudge | None = None
 
-    # interface names of the namespace the adapter runs in; refreshed on an unknown index
-    def _ifname(self, index: int) -> str | None:
-        if not index:
-            return None
-        name = self._ifnames.get(index)
-        if name is None:
-            self._ifnames = dict(socket.if_nameindex())
-            name = self._ifnames.get(index)
-            if name is None:
-                name = f"if{index}"
-        return name
+    @property
+    def rcvbuf(self) -> int | None:
+        return self.backend.rcvbuf
 
-    def callback(self, handler: Handler) -> Callable[[object], None]:
-        """The per-packet function handed to the backend: packet -> handler -> one verdict."""
+    @property
+    def errors(self) -> int:
+        return self.judge_errors.count
 
-        def callback(pkt) -> None:  # type: ignore[no-untyped-def]
-            verdict_given = False
-            try:
-                self.packets += 1
-                payload = pkt.get_payload()
-                hook = HOOK_NAMES.get(pkt.hook, str(pkt.hook))
-                verdict, new_payload = handler(
-                    payload, hook, self.clock(), self._ifname(pkt.indev), self._ifname(pkt.outdev)
-                )
-                if verdict == "accept":
-                    if new_payload is not None and new_payload != payload:
-                        pkt.set_payload(bytes(new_payload))
-                        self.modified += 1
-                    pkt.accept()
-                    self.accepted += 1
-                elif verdict == "drop":
-                    pkt.drop()
-                    self.dropped += 1
-                else:
-                    raise ValueError(f"handler returned verdict {verdict!r}")
-                verdict_given = True
-            except BaseException as exc:  # never let an exception into netfilterqueue's C loop
-                self.errors += 1
-                self.last_error = exc
-                if not isinstance(exc, Exception):
-                    self._fatal = exc  # KeyboardInterrupt/SystemExit: stop after this packet
-            finally:
-                if not verdict_given:
-                    with contextlib.suppress(Exception):
-                        pkt.drop()
-                        self.dropped += 1
-
-        return callback
+    @property
+    def last_error(self) -> BaseException | None:
+        return self.judge_errors.last
 
     def bind(self, handler: Handler) -> None:
-        """Bind the queue (in this process's namespace) and size its socket buffer."""
-        from netfilterqueue import NetfilterQueue  # the only place the backend is named
-
-        callback = self.callback(handler)
-        nfq = NetfilterQueue()
-        # sock_len is what netfilterqueue passes to nfnl_rcvbufsiz (SO_RCVBUFFORCE); it warns if
-        # the kernel did not double it. We set it again ourselves and measure the result.
-        nfq.bind(self.queue_num, callback, max_len=self.max_len, sock_len=self.requested_rcvbuf)
-        self._nfq = nfq
-        self._sock = socket.fromfd(nfq.get_fd(), socket.AF_NETLINK, socket.SOCK_RAW)  # a dup
-        with contextlib.suppress(OSError):
-            self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.requested_rcvbuf)
-        self.rcvbuf = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        self._ifnames = dict(socket.if_nameindex())
+        """Bind the queue (in this process's namespace)."""
+        self._judge = judge_each(handler, self.judge_errors, self.clock)
+        self.backend.bind()
 
     def run(
         self,
@@ -280,23 +265,22 @@ class NfqueueAdapter:
         stop: threading.Event | None = None,
         poll: float = 0.2,
     ) -> None:
-        """Bind (unless bind() was called) and hand packets to `handler` until `stop` is set, a
-        KeyboardInterrupt/SystemExit arrives (also from inside the handler) or the socket fails.
-        The queue is unbound on the way out."""
-        if self._nfq is None:
+        """Bind (unless bind() was called) and hand packets to `handler` until `stop` is set or a
+        KeyboardInterrupt/SystemExit arrives (also from inside the handler). The queue is unbound
+        on the way out."""
+        if self._judge is None:
             if handler is None:
                 raise ValueError("run() needs a handler (or call bind(handler) first)")
             self.bind(handler)
-        nfq = self._nfq
-        assert nfq is not None
-        fd = nfq.get_fd()
+        assert self._judge is not None
         try:
-            while stop is None or not stop.is_set():
-                ready, _, _ = select.select([fd], [], [], poll)
-                if ready:
-                    nfq.run(block=False)  # drains what is readable, then returns on EAGAIN
-                if self._fatal is not None:
-                    raise self._fatal
+            serve(
+                self.backend,
+                self._judge,
+                stop=stop or threading.Event(),
+                timeout=lambda: poll,
+                errors=self.judge_errors,
+            )
         finally:
             self.close()
 
@@ -308,28 +292,13 @@ class NfqueueAdapter:
         return None
 
     def counters(self) -> dict[str, int | None]:
-        return {
-            "packets": self.packets,
-            "accepted": self.accepted,
-            "dropped": self.dropped,
-            "modified": self.modified,
-            "errors": self.errors,
-            "rcvbuf": self.rcvbuf,
-        }
+        return {"backend": self.backend.name, **self.backend.counters(), "errors": self.errors}
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._nfq is not None:
-            with contextlib.suppress(Exception):
-                self._nfq.unbind()
-            self._nfq = None
+        self.backend.close()
 
 
 # -- an accept-all consumer for the lab (python -m fw.lab.nfqueue) -----------------------------
-
-_PROTOS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
 
 
 def _protocol(payload: bytes) -> int | None:
@@ -343,52 +312,101 @@ def _protocol(payload: bytes) -> int | None:
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def move_port(payload: bytes, old: int, new: int) -> bytes | None:
+    """An IPv4 TCP/UDP packet to port `old` sent to `new` instead, and one from `new` made to
+    come from `old` (a port forward in miniature, for the tests of rewritten packets); None when
+    the packet is neither."""
+    from fw.engine.checksum import rewrite_v4
+    from fw.engine.packet import decode
+
+    pkt = decode(payload)
+    if pkt.family != 4 or pkt.proto not in PORT_PROTOCOLS or pkt.invalid or pkt.sport < 0:
+        return None
+    buf = bytearray(payload)
+    if pkt.dport == old:
+        rewrite_v4(buf, pkt, dport=new)
+    elif pkt.sport == new:
+        rewrite_v4(buf, pkt, sport=old)
+    else:
+        return None
+    return bytes(buf)
+
+
+class _Consumer:
+    """The consumer's batch judge: accept (or drop, or move a port), log what arrived."""
+
+    def __init__(self, drop: set[int], move: tuple[int, int] | None, log: Any, log_max: int):
+        self.drop, self.move, self.log, self.log_left = drop, move, log, log_max
+        self.max_len = 0
+
+    def __call__(self, packets: Sequence[QueuedPacket]) -> list[Verdict]:
+        return [self.judge(p) for p in packets]
+
+    def judge(self, p: QueuedPacket) -> Verdict:
+        proto = _protocol(p.payload)
+        self.max_len = max(self.max_len, len(p.payload))
+        verdict = DROP if proto in self.drop else ACCEPT
+        if verdict is ACCEPT and self.move is not None:
+            new = move_port(p.payload, *self.move)
+            verdict = Verdict(True, new) if new is not None else ACCEPT
+        if self.log is not None and self.log_left > 0:
+            self.log_left -= 1
+            self.log.write(
+                json.dumps(
+                    {
+                        "hook": p.hook,
+                        "iif": p.iif,
+                        "oif": p.oif,
+                        "len": len(p.payload),
+                        "version": p.payload[0] >> 4,
+                        "proto": proto,
+                        "skb_info": p.skb_info,
+                        "verdict": "accept" if verdict.accept else "drop",
+                        "rewritten": verdict.payload is not None,
+                    }
+                )
+                + "\n"
+            )
+        return verdict
+
+
+def _port_pair(text: str) -> tuple[int, int]:
+    old, _, new = text.partition(":")
+    return int(old), int(new)
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m fw.lab.nfqueue",
         description="Accept-all NFQUEUE consumer for the lab (run inside the firewall namespace).",
     )
     ap.add_argument("--queue", type=int, default=0)
+    ap.add_argument("--backend", choices=BACKENDS, default="netfilterqueue")
+    ap.add_argument("--fail-open", action="store_true", help="netlink: a full queue accepts")
     ap.add_argument(
         "--drop",
         action="append",
         default=[],
-        choices=sorted(_PROTOS),
+        choices=sorted(PROTOCOLS),
         help="drop this protocol instead of accepting it (repeatable)",
+    )
+    ap.add_argument(
+        "--move-port",
+        type=_port_pair,
+        metavar="OLD:NEW",
+        help="IPv4 TCP/UDP to port OLD goes to NEW, replies come from OLD",
     )
     ap.add_argument("--log", type=Path, help="write one JSON line of metadata per packet here")
     ap.add_argument("--log-max", type=int, default=1000, help="log at most this many packets")
-    ap.add_argument("--rcvbuf", type=int, default=DEFAULT_RCVBUF)
-    ap.add_argument("--max-len", type=int, default=DEFAULT_MAX_LEN)
-    args = ap.parse_args(argv)
+    ap.add_argument("--rcvbuf", type=int)
+    ap.add_argument("--max-len", type=int)
+    return ap.parse_args(argv)
 
-    drop = {_PROTOS[p] for p in args.drop}
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _arguments(argv)
     log = args.log.open("a", buffering=1) if args.log else None
-    logged = 0
-
-    def handler(payload: bytes, hook: str, now: float, iif: str | None, oif: str | None):
-        nonlocal logged
-        proto = _protocol(payload)
-        verdict = "drop" if proto in drop else "accept"
-        if log is not None and logged < args.log_max:
-            logged += 1
-            log.write(
-                json.dumps(
-                    {
-                        "hook": hook,
-                        "iif": iif,
-                        "oif": oif,
-                        "len": len(payload),
-                        "version": payload[0] >> 4,
-                        "proto": proto,
-                        "verdict": verdict,
-                        "now": now,
-                    }
-                )
-                + "\n"
-            )
-        return verdict, None
-
+    judge = _Consumer({PROTOCOLS[p] for p in args.drop}, args.move_port, log, args.log_max)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -396,26 +414,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    adapter = NfqueueAdapter(args.queue, max_len=args.max_len, rcvbuf=args.rcvbuf)
-    adapter.bind(handler)
-    st = adapter.stats()
-    print(
-        json.dumps(
-            {
-                "ready": True,
-                "pid": os.getpid(),
-                "queue": args.queue,
-                "rcvbuf": adapter.rcvbuf,
-                "requested_rcvbuf": args.rcvbuf,
-                "kernel": asdict(st) if st else None,
-            }
-        ),
-        flush=True,
+    backend = open_backend(
+        args.backend, args.queue, fail_open=args.fail_open, max_len=args.max_len, rcvbuf=args.rcvbuf
     )
+    backend.bind()
+    st = next((s for s in queue_stats(None) if s.queue_num == args.queue), None)
+    ready = {
+        "ready": True,
+        "pid": os.getpid(),
+        "queue": args.queue,
+        "backend": backend.name,
+        "rcvbuf": backend.rcvbuf,
+        "requested_rcvbuf": getattr(backend, "requested_rcvbuf", 0),
+        "kernel": asdict(st) if st else None,
+    }
+    print(json.dumps(ready), flush=True)
+    errors = JudgeErrors()
     try:
-        adapter.run(stop=stop)
+        serve(backend, judge, stop=stop, errors=errors)
     finally:
-        print(json.dumps({"done": True, **adapter.counters()}), flush=True)
+        backend.close()
+        done = {
+            "done": True,
+            **backend.counters(),
+            "errors": errors.count,
+            "max_len": judge.max_len,
+        }
+        print(json.dumps(done), flush=True)
         if log is not None:
             log.close()
     return 0

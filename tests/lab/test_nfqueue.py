@@ -14,7 +14,7 @@ import pytest
 from fw.lab import netns as labns
 from fw.lab import nfqueue as nfq
 
-from .conftest import ping
+from .conftest import ping, talk
 
 # -- rules and the callback (no root) ---------------------------------------------------------
 
@@ -61,12 +61,21 @@ def test_parse_queue_stats() -> None:
 
 
 class FakePacket:
-    def __init__(self, payload: bytes, hook: int = 0, indev: int = 0, outdev: int = 0) -> None:
-        self.payload, self.hook, self.indev, self.outdev = payload, hook, indev, outdev
+    def __init__(self, pid: int, payload: bytes, hook: int = 0, indev: int = 0, outdev: int = 0):
+        self.id, self.payload, self.hook, self.indev, self.outdev = (
+            pid,
+            payload,
+            hook,
+            indev,
+            outdev,
+        )
+        self.mark = 0
         self.verdicts: list[str] = []
         self.new_payload: bytes | None = None
 
     def get_payload(self) -> bytes:
+        if self.payload == b"unreadable":
+            raise RuntimeError("gone")
         return self.payload
 
     def set_payload(self, p: bytes) -> None:
@@ -79,37 +88,33 @@ class FakePacket:
         self.verdicts.append("drop")
 
 
-def test_adapter_callback_maps_verdicts_and_fails_closed() -> None:
-    ad = nfq.NfqueueAdapter(0, clock=lambda: 42.0)
-    ad._ifnames = {2: "lan", 3: "wan"}
-    seen = []
+def test_netfilterqueue_backend_holds_a_batch_and_answers_it_in_order() -> None:
+    from fw.lab.queue_backend import ACCEPT, DROP, QueuedPacket, Verdict
+    from fw.lab.queue_nfq import NetfilterqueueBackend
 
-    def handler(payload, hook, now, iif, oif):
-        seen.append((payload, hook, now, iif, oif))
-        if payload == b"boom":
-            raise RuntimeError("engine bug")
-        if payload == b"odd":
-            return "maybe", None
-        if payload == b"rewrite":
-            return "accept", b"rewritten"
-        return ("drop", None) if payload == b"bad" else ("accept", None)
-
-    cb = ad.callback(handler)
+    b = NetfilterqueueBackend(0)
+    b._ifname._names = {2: "lan", 3: "wan"}
     pkts = [
-        FakePacket(b"ok", 0, 2),
-        FakePacket(b"bad", 3, 0, 3),
-        FakePacket(b"boom"),
-        FakePacket(b"rewrite", 0, 3),
-        FakePacket(b"odd"),
+        FakePacket(1, b"ok", 0, 2),
+        FakePacket(2, b"bad", 3, 0, 3),
+        FakePacket(3, b"unreadable"),
+        FakePacket(4, b"rewrite", 0, 3),
+        FakePacket(5, b"same"),
     ]
     for p in pkts:
-        cb(p)
-    assert [p.verdicts for p in pkts] == [["accept"], ["drop"], ["drop"], ["accept"], ["drop"]]
-    assert pkts[3].new_payload == b"rewritten"
-    assert seen[0] == (b"ok", "prerouting", 42.0, "lan", None)
-    assert seen[1][1:] == ("output", 42.0, None, "wan")
-    assert (ad.packets, ad.accepted, ad.dropped, ad.modified, ad.errors) == (5, 2, 3, 1, 2)
-    assert isinstance(ad.last_error, ValueError)
+        b._collect(p)  # what netfilterqueue's C loop calls
+    batch = b._batch
+    assert batch[0] == QueuedPacket(1, "prerouting", "lan", None, b"ok", 0, 0)
+    assert batch[1][:4] == (2, "output", None, "wan")
+    assert len(batch) == 4 and pkts[2].verdicts == ["drop"]  # unreadable: dropped at once
+    b.answer(batch, [ACCEPT, DROP, Verdict(True, b"rewritten"), Verdict(True, b"same")])
+    assert [p.verdicts for p in pkts] == [["accept"], ["drop"], ["drop"], ["accept"], ["accept"]]
+    assert pkts[3].new_payload == b"rewritten" and pkts[4].new_payload is None
+    assert (b.accepted, b.dropped, b.modified, b.errors) == (3, 1, 1, 1)
+    # verdicts that do not match the batch: everything held is dropped
+    b._collect(FakePacket(6, b"x"))
+    b.answer([], [])
+    assert b.dropped == 2
 
 
 # -- real packets -----------------------------------------------------------------------------
@@ -139,11 +144,17 @@ def test_install_queue_rules_in_the_fw_namespace(lab: labns.LabHandle) -> None:
     assert ping(lab, "client", "203.0.113.10")
 
 
+BACKENDS = pytest.mark.parametrize("backend", ["netfilterqueue", "netlink"])
+
+
 @pytest.mark.lab
-def test_accept_all_consumer_carries_ping_and_tcp(lab, consumer, echo_server, tmp_path) -> None:
+@BACKENDS
+def test_accept_all_consumer_carries_ping_and_tcp(
+    lab, consumer, echo_server, tmp_path, backend
+) -> None:
     _install(lab)
     log = tmp_path / "packets.jsonl"
-    c = consumer(lab, "--log", str(log))
+    c = consumer(lab, "--log", str(log), "--backend", backend)
     # the socket buffer: we ask for 16 MiB, the kernel reports double (SO_RCVBUFFORCE)
     assert c.ready["rcvbuf"] >= c.ready["requested_rcvbuf"]
     assert c.ready["kernel"]["copy_mode"] == 2
@@ -172,19 +183,21 @@ def test_accept_all_consumer_carries_ping_and_tcp(lab, consumer, echo_server, tm
 
 
 @pytest.mark.lab
-def test_drop_verdict(lab, consumer, echo_server) -> None:
+@BACKENDS
+def test_drop_verdict(lab, consumer, echo_server, backend) -> None:
     _install(lab)
-    consumer(lab, "--drop", "icmp")
+    consumer(lab, "--drop", "icmp", "--backend", backend)
     assert not ping(lab, "client", "203.0.113.10")
     assert ping(lab, "client", "2001:db8:2::10")  # icmpv6 is another protocol
     assert echo_server(lab, "server", "203.0.113.10").check("client")
 
 
 @pytest.mark.lab
-def test_fail_closed_when_the_consumer_dies(lab, consumer, echo_server) -> None:
+@BACKENDS
+def test_fail_closed_when_the_consumer_dies(lab, consumer, echo_server, backend) -> None:
     _install(lab, fail_open=False)
     assert not ping(lab, "client", "203.0.113.10")  # no listener yet: dropped
-    c = consumer(lab)
+    c = consumer(lab, "--backend", backend)
     srv = echo_server(lab, "server", "203.0.113.10")
     assert ping(lab, "client", "203.0.113.10")
     assert srv.check("client")
@@ -194,7 +207,7 @@ def test_fail_closed_when_the_consumer_dies(lab, consumer, echo_server) -> None:
     assert not ping(lab, "client", "2001:db8:2::10")
     assert not srv.check("client", timeout=1.5)
     # a new consumer picks the traffic up again
-    consumer(lab)
+    consumer(lab, "--backend", backend)
     assert ping(lab, "client", "203.0.113.10")
     assert srv.check("client")
 
@@ -253,3 +266,17 @@ def test_throughput_and_drop_counters(lab, consumer) -> None:
         f"user_dropped={st.user_dropped}"
     )
     assert bps > 0
+
+
+@pytest.mark.lab
+@BACKENDS
+def test_rewritten_packets_go_out_as_rewritten(lab, consumer, echo_server, backend) -> None:
+    """The consumer moves port 9090 to 8080 (and the replies' 8080 back to 9090): the client
+    talks to a port nobody listens on and gets the echo server's answer."""
+    _install(lab)
+    c = consumer(lab, "--move-port", "9090:8080", "--backend", backend)
+    echo_server(lab, "server", "203.0.113.10", 8080)
+    assert talk(lab, "client", "tcp", "203.0.113.10", 9090) == "echo:hello"
+    final = c.stop()
+    assert final["modified"] >= 6  # SYN, SYN-ACK, data, its answer, FINs and ACKs both ways
+    assert final["errors"] == 0
