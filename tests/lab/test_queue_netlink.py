@@ -371,3 +371,45 @@ def test_gso_packets_rewritten_arrive_with_good_checksums(lab, consumer, tmp_pat
     assert final["gso_packets"] > 0 and final["csum_completed"] > 0
     assert any(r["len"] > 1500 and r["skb_info"] & SKB_GSO and r["rewritten"] for r in rows)
     assert final["kernel_errors"] == 0 and final["truncated"] == 0
+
+
+def _udp_received(lab) -> int:
+    out = lab.run("server", ["nstat", "-asz", "UdpInDatagrams"]).stdout
+    return sum(int(line.split()[1]) for line in out.splitlines()[1:] if line.strip())
+
+
+@pytest.mark.lab
+@needs_tools
+def test_a_flood_fails_closed_when_the_consumer_is_killed(lab, consumer) -> None:
+    """64-byte UDP at full speed through the netlink backend; SIGKILL the consumer in the middle:
+    from then on nothing reaches the server (bounded: a 4 s flood)."""
+    nfq.install_queue(lab.firewall_ns, 0, False)
+    c = consumer(lab, "--backend", "netlink")
+    srv = lab.exec(
+        "server",
+        ["iperf3", "-s", "-1", "-B", "203.0.113.10"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    flood = None
+    try:
+        time.sleep(0.5)
+        flood = lab.exec(
+            "client",
+            ["iperf3", "-c", "203.0.113.10", "-u", "-b", "0", "-l", "64", "-t", "4"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.5)
+        assert _udp_received(lab) > 100  # the flood passes while the consumer runs
+        c.kill()
+        time.sleep(0.3)  # what the consumer had answered is delivered
+        after_kill = _udp_received(lab)
+        time.sleep(1.0)
+        assert _udp_received(lab) == after_kill  # nothing since: fail closed
+        assert nfq.queue_stats(lab.firewall_ns) == []
+    finally:
+        for proc in (flood, srv):
+            if proc is not None:
+                proc.kill()
+                proc.wait(timeout=5)
