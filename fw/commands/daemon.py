@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fw.commands.options import ConntrackMaxOpt, JsonOpt, NameOpt, need_root
+from fw.commands.options import Backend, BackendOpt, ConntrackMaxOpt, JsonOpt, NameOpt, need_root
 from fw.commands.output import print_json, stderr, stdout
 from fw.errors import LabError, RulesError
 
@@ -117,12 +117,13 @@ def supervise(
     name: NameOpt = "default",
     fail_open: Annotated[bool, typer.Option("--fail-open", help="For status only.")] = False,
     conntrack_max: ConntrackMaxOpt = None,
+    backend: BackendOpt = Backend.netlink,
 ) -> None:
     """The supervisor of a lab's engine daemon (what `fwlab up` starts in the firewall)."""
     from fw.lab.supervisor import supervise as run_supervisor
     from fw.lab.topology import DEFAULT_CONNTRACK_MAX
 
-    raise typer.Exit(run_supervisor(name, fail_open=fail_open,
+    raise typer.Exit(run_supervisor(name, fail_open=fail_open, backend=str(backend),
                                     conntrack_limit=conntrack_max or DEFAULT_CONNTRACK_MAX))
 
 
@@ -133,10 +134,12 @@ def run(
     queue: Annotated[int, typer.Option("--queue", help="NFQUEUE number.")] = 0,
     fail_open: Annotated[bool, typer.Option("--fail-open", help="For status only.")] = False,
     conntrack_max: ConntrackMaxOpt = None,
+    backend: BackendOpt = Backend.netlink,
 ) -> None:
     """The engine daemon of a lab, without a supervisor (`fwlab up` runs it under one)."""
     from fw.lab.daemon import run as run_daemon
     from fw.lab.topology import DEFAULT_CONNTRACK_MAX
 
     raise typer.Exit(run_daemon(name, rules, queue_num=queue, fail_open=fail_open,
+                                backend=str(backend),
                                 conntrack_limit=conntrack_max or DEFAULT_CONNTRACK_MAX))

@@ -24,7 +24,15 @@ from typing import Annotated, Any
 import typer
 
 from fw.commands import daemon, logs, status
-from fw.commands.options import ConntrackMaxOpt, EngineOpt, JsonOpt, NameOpt, need_root
+from fw.commands.options import (
+    Backend,
+    BackendOpt,
+    ConntrackMaxOpt,
+    EngineOpt,
+    JsonOpt,
+    NameOpt,
+    need_root,
+)
 from fw.commands.output import print_json, rows_table, stderr, stdout
 from fw.errors import LabError
 
@@ -70,6 +78,7 @@ def up(
     ] = False,
     conntrack_max: ConntrackMaxOpt = None,
     engine: EngineOpt = "fwlab",
+    backend: BackendOpt = Backend.netlink,
 ) -> None:
     """Build a lab of network namespaces and start the engine daemon in its firewall."""
     need_root("up")
@@ -95,7 +104,7 @@ def up(
             if kernel:
                 kernel_lab.start(handle, kernel)
             pid = None if kernel else _start_daemon(
-                handle, stored, fail_open, conntrack_max or topo.conntrack_max)
+                handle, stored, fail_open, conntrack_max or topo.conntrack_max, str(backend))
         except BaseException as exc:
             detail = _daemon_output_tail(name)
             labns.down(name)
@@ -143,7 +152,9 @@ def _check_rules(path: Path) -> Any:
         raise LabError(f"{path}: the rules have errors; no lab built") from None
 
 
-def _start_daemon(handle: Any, stored: Any, fail_open: bool, conntrack_max: int) -> int:
+def _start_daemon(
+    handle: Any, stored: Any, fail_open: bool, conntrack_max: int, backend: str
+) -> int:
     """Install the queue rules, keep the compiled rules where the daemon finds them, start the
     supervisor (which starts the daemon) in the firewall namespace, wait until bound."""
     from fw.lab import rulestore
@@ -155,7 +166,8 @@ def _start_daemon(handle: Any, stored: Any, fail_open: bool, conntrack_max: int)
     except RuntimeError as exc:
         raise LabError(f"installing the queue rules failed: {exc}") from None
     rulestore.store(handle.name, stored)
-    return spawn_supervisor(handle, fail_open=fail_open, conntrack_max=conntrack_max)
+    return spawn_supervisor(handle, fail_open=fail_open, conntrack_max=conntrack_max,
+                            backend=backend)
 
 
 def _wait_links_up(handle: Any, timeout: float = 3.0) -> None:

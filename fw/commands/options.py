@@ -12,6 +12,7 @@ imports no command module (so no import circle can run through it).
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -19,8 +20,8 @@ import typer
 from fw.errors import LabError
 
 __all__ = [
-    "ConntrackMaxOpt", "EngineOpt", "IfaceOpt", "JsonOpt", "NameOpt", "RulesArg", "TopologyOpt",
-    "need_root",
+    "Backend", "BackendOpt", "ConntrackMaxOpt", "EngineOpt", "IfaceOpt", "JsonOpt", "NameOpt",
+    "RulesArg", "TopologyOpt", "need_root",
 ]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -46,6 +47,21 @@ EngineOpt = Annotated[
     str,
     typer.Option("--engine", help="fwlab: the engine daemon judges every packet (NFQUEUE); "
                  "kernel: the firewall runs the exported rules in its own nftables."),
+]
+
+
+class Backend(StrEnum):
+    """The kernel queue backends (fw.lab.nfqueue.BACKENDS)."""
+
+    netlink = "netlink"
+    netfilterqueue = "netfilterqueue"
+
+
+BackendOpt = Annotated[
+    Backend,
+    typer.Option("--backend", envvar="FWLAB_BACKEND",
+                 help="How the engine daemon talks to the kernel's queue: netlink (GSO packets, "
+                 "batched verdicts: fast) or netfilterqueue (libnetfilter_queue)."),
 ]
 
 

@@ -180,7 +180,7 @@ def _show_daemon(daemon: dict) -> None:
     failure = "fail open" if daemon.get("fail_open") else "fail closed"
     out.print(
         f"engine daemon: pid {daemon['pid']}, up {ago(daemon['uptime'])}, "
-        f"queue {daemon['queue']} ({failure})",
+        f"queue {daemon['queue']} ({daemon.get('backend', 'netfilterqueue')}, {failure})",
         markup=False,
     )
     out.print(f"rules: {daemon['rules']} ({daemon['mode']}), reloads {d['reloads']}", markup=False)

@@ -1,5 +1,5 @@
-"""The engine daemon (`fwlab run`): the sans-IO engine behind the NFQUEUE adapter, in the firewall
-namespace of a lab.
+"""The engine daemon (`fwlab run`): the sans-IO engine behind a kernel queue backend, in the
+firewall namespace of a lab.
 
 Its supervisor (supervisor.py, which `fwlab up` starts in the firewall namespace) forks it and
 forks a new one when it dies. It reads the lab's topology from the lab's state file, builds the
@@ -7,11 +7,13 @@ engine's routing table from it, takes the compiled rules the lab keeps (rulestor
 reads a user's rule file, so no include can hang it), binds queue 0 and then answers on a control
 socket; `up` waits for that answer.
 
-Threads, and why: netfilterqueue's C loop runs the packet callback on the main thread; a control
-thread accepts on the Unix socket and answers each request in a thread of its own (a client that
-says nothing cannot make `status` wait); a timer thread expires conntrack entries when the engine
-says one is due (engine.next_expiry()), so an idle lab forgets its connections too. One lock guards
-the engine: the packet path holds it per packet (uncontended, it costs next to nothing). A reload
+Threads, and why: the main thread drives the queue backend (queue_backend.serve: `--backend
+netlink`, GSO packets and batched verdicts, or `netfilterqueue`): it waits for packets at most
+until the engine's next expiry is due (engine.next_expiry()), so an idle lab forgets its
+connections too, and judges what arrived as one batch. A control thread accepts on the Unix
+socket and answers each request in a thread of its own (a client that says nothing cannot make
+`status` wait); a timer thread flushes the log. One lock guards the engine: the packet path holds
+it once per batch (logging, reject replies and crash reports wait until it is released). A reload
 waits for that lock only until the deadline its command gave, and is applied then or not at all.
 
 What the daemon adds around the engine:
@@ -40,7 +42,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -54,14 +56,16 @@ from fw.lab.engine_glue import load_rules, routing_for, rules_path
 from fw.lab.eventlog import LOG_LINES_PER_SECOND, JsonLog, LineLimit, packet_summary
 from fw.lab.monitor import COMMANDS as MONITOR_COMMANDS
 from fw.lab.monitor import Monitor
+from fw.lab.queue_backend import ACCEPT, DROP, JudgeErrors, QueuedPacket, Verdict, serve
 from fw.lab.runtime import check_lab_name, control_path, lab_dir, log_path
 
 __all__ = ["Daemon", "ReplySender", "run"]
 
 MAX_REQUEST = 64 << 20  # a reload carries a compiled rule set
 CONTROL_THREADS = 8  # requests answered at once; one slow client does not block `status`
-ACCEPT: tuple[str, None] = ("accept", None)
-DROP: tuple[str, None] = ("drop", None)
+DEFAULT_BACKEND = "netlink"
+MAX_WAIT = 0.5  # seconds the queue waits for packets before the loop looks at the timers again
+EXPIRY_CHECKS = 0.05  # and it looks at most 20 times a second
 
 
 # -- reject replies -----------------------------------------------------------------------------
@@ -152,6 +156,7 @@ class Daemon:
         rules: Path,
         *,
         queue_num: int = 0,
+        backend: str = DEFAULT_BACKEND,
         fail_open: bool = False,
         conntrack_limit: int = 262_144,
         ruleset: Any = None,
@@ -160,6 +165,7 @@ class Daemon:
         self.name = check_lab_name(name)
         self.rules = rules
         self.queue_num = queue_num
+        self.backend = backend
         self.fail_open = fail_open
         self.conntrack_limit = conntrack_limit
         self.clock = clock
@@ -173,7 +179,10 @@ class Daemon:
         self.monitor = Monitor()  # conntrack --follow and trace (monitor.py)
         self.engine: Any = None
         self.ruleset: Any = ruleset
-        self.adapter: Any = None
+        self.queue: Any = None  # the QueueBackend
+        self.judge_errors = JudgeErrors()
+        self._due: float | None = None  # the engine's next expiry, as last asked
+        self._check_at = 0.0
         self.log: JsonLog | None = None
         self.packet_lines = LineLimit()
         self.lines_held_back = 0
@@ -188,7 +197,7 @@ class Daemon:
         socket, start the timer. Anything wrong is a LabError / RulesError before the queue is
         bound, so a failed start leaves the lab failing closed, never open."""
         from fw.engine.engine import Engine
-        from fw.lab.nfqueue import NfqueueAdapter
+        from fw.lab.nfqueue import open_backend
 
         handle = labns.attach(self.name)
         routing = routing_for(handle.topology)
@@ -198,15 +207,15 @@ class Daemon:
         self.monitor.watch(self.engine)
         lab_dir(self.name).mkdir(parents=True, exist_ok=True)
         self.log = JsonLog(log_path(self.name))
-        self.adapter = NfqueueAdapter(self.queue_num, clock=self.clock)
-        self.adapter.bind(self.handle)
+        self.queue = open_backend(self.backend, self.queue_num, fail_open=self.fail_open)
+        self.queue.bind()
         self._server = self._listen(control_path(self.name))
         for target in (self._control_loop, self._timer_loop):
             t = threading.Thread(target=target, name=target.__name__, daemon=True)
             t.start()
             self._threads.append(t)
         self._log_event("start", rules=str(self.rules), mode=self.ruleset.mode, pid=os.getpid(),
-                        conntrack_limit=self.conntrack_limit)
+                        conntrack_limit=self.conntrack_limit, backend=self.backend)
 
     @staticmethod
     def _listen(path: Path) -> socket.socket:
@@ -225,7 +234,8 @@ class Daemon:
     def serve(self) -> None:
         """Hand packets to the engine until SIGTERM/SIGINT (or stop_event), then clean up."""
         try:
-            self.adapter.run(stop=self.stop_event)
+            serve(self.queue, self.judge, stop=self.stop_event, timeout=self._wait,
+                  errors=self.judge_errors)
         finally:
             self.close()
 
@@ -240,38 +250,65 @@ class Daemon:
                 control_path(self.name).unlink()
         self.replies.close()
         if self.log is not None:
-            self._log_event("stop", **(self.adapter.counters() if self.adapter else {}))
+            self._log_event("stop", **self.queue_counters())
             self.log.close()
+        if self.queue is not None:
+            self.queue.close()  # unbound: the kernel drops what still waits (fail closed)
+
+    def queue_counters(self) -> dict[str, Any]:
+        if self.queue is None:
+            return {}
+        return {"backend": self.backend, **self.queue.counters(),
+                "judge_errors": self.judge_errors.count}
 
     # -- the packet path -----------------------------------------------------------------------
+
+    def judge(self, packets: Sequence[QueuedPacket], now: float | None = None) -> list[Verdict]:
+        """A batch: the engine's verdicts under one hold of the lock; what they entail (log
+        lines, reject replies, crash reports) once it is released."""
+        now = self.clock() if now is None else now
+        with self.lock:
+            outcomes = [self._decide(p, now) for p in packets]
+        return [self._verdict(p, o, now) for p, o in zip(packets, outcomes, strict=True)]
 
     def handle(
         self, payload: bytes, hook: str, now: float, iif: str | None, oif: str | None
     ) -> tuple[str, bytes | None]:
         """One packet: the engine's verdict, and the rewritten bytes when NAT changed them."""
-        if iif == "lo" or oif == "lo":
+        (v,) = self.judge([QueuedPacket(0, hook, iif, oif, payload)], now)
+        return ("accept", v.payload) if v.accept else ("drop", None)
+
+    def _decide(self, p: QueuedPacket, now: float) -> Any:
+        """The engine's Decision, ACCEPT for what it never sees, or the exception it raised."""
+        if p.iif == "lo" or p.oif == "lo":
             self.loopback += 1
             return ACCEPT
-        if hook == "output" and self.replies.is_own(payload, now):
+        if p.hook == "output" and self.replies.is_own(p.payload, now):
             self.own_replies += 1
             return ACCEPT
         try:
-            with self.lock:
-                traced = self.monitor.wants(self.engine, payload, hook, iif, oif, now)
-                decision = self.engine.process(payload, hook=hook, iif=iif, oif=oif, now=now,
-                                               trace=traced)
-                self.monitor.after(self.engine, decision, payload, hook, now, traced)
+            traced = self.monitor.wants(self.engine, p.payload, p.hook, p.iif, p.oif, now)
+            decision = self.engine.process(p.payload, hook=p.hook, iif=p.iif, oif=p.oif, now=now,
+                                           trace=traced)
+            self.monitor.after(self.engine, decision, p.payload, p.hook, now, traced)
+            return decision
         except Exception as exc:
-            self._crash(exc, payload, hook, iif, oif)
+            return exc
+
+    def _verdict(self, p: QueuedPacket, outcome: Any, now: float) -> Verdict:
+        if outcome is ACCEPT:
+            return ACCEPT
+        if isinstance(outcome, Exception):
+            self._crash(outcome, p.payload, p.hook, p.iif, p.oif)
             return DROP
-        verdict = decision.verdict
-        if verdict == "accept":
+        decision = outcome
+        if decision.verdict == "accept":
             if decision.logs:
-                self._log_statements(decision, payload, hook)
-            return "accept", decision.packet
-        if verdict == "reject" and decision.reply is not None:
+                self._log_statements(decision, p.payload, p.hook)
+            return ACCEPT if decision.packet is None else Verdict(True, decision.packet)
+        if decision.verdict == "reject" and decision.reply is not None:
             self.replies.send(decision.reply, now)
-        self._log_verdict(decision, payload, hook)
+        self._log_verdict(decision, p.payload, p.hook)
         return DROP
 
     def _crash(
@@ -325,19 +362,25 @@ class Daemon:
 
     # -- the timer -----------------------------------------------------------------------------
 
-    def _timer_loop(self) -> None:
-        """Expire conntrack entries when the engine says the next one is due (at most 1 s late,
-        and never busier than 20 times a second); flush the log."""
-        delay = 0.5
-        while not self.stop_event.wait(delay):
+    def _wait(self) -> float:
+        """How long the queue may wait for packets: until the engine's next expiry (expired
+        first when it is due), at most MAX_WAIT. The engine is asked at most 20 times a second."""
+        now = self.clock()
+        if now >= self._check_at:
             with self.lock:
-                now = self.clock()
                 due = self.engine.next_expiry()
                 if due is not None and due <= now:
                     self.engine.expire(now)
                     self.monitor.drain(now)
                     due = self.engine.next_expiry()
-            delay = 1.0 if due is None else min(1.0, max(0.05, due - now))
+            self._due, self._check_at = due, now + EXPIRY_CHECKS
+        if self._due is None:
+            return MAX_WAIT
+        return min(MAX_WAIT, max(EXPIRY_CHECKS, self._due - now))
+
+    def _timer_loop(self) -> None:
+        """Flush the log (and say how many packet lines the rate limit held back)."""
+        while not self.stop_event.wait(0.5):
             self._report_held_back()
             if self.log is not None:
                 self.log.flush()
@@ -430,10 +473,12 @@ class Daemon:
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def status(self) -> dict[str, Any]:
+        from fw.lab.nfqueue import queue_stats
+
         with self.lock:
             engine = views.engine_status(self.engine)
-            counters = self.adapter.counters()
-        kernel = self.adapter.stats()
+            counters = self.queue_counters()
+        kernel = next((q for q in queue_stats(None) if q.queue_num == self.queue_num), None)
         return {
             "ok": True,
             "name": self.name,
@@ -443,6 +488,7 @@ class Daemon:
             "rules": str(self.rules),
             "mode": self.ruleset.mode,
             "queue": self.queue_num,
+            "backend": self.backend,
             "fail_open": self.fail_open,
             "engine": engine,
             "adapter": counters,
@@ -534,6 +580,7 @@ def run(
     rules: str | None = None,
     *,
     queue_num: int = 0,
+    backend: str = DEFAULT_BACKEND,
     fail_open: bool = False,
     conntrack_limit: int = 262_144,
     on_ready: Callable[[], None] | None = None,
@@ -543,8 +590,8 @@ def run(
     if os.geteuid() != 0:
         raise LabError("fwlab run needs root (it binds an NFQUEUE): run it with sudo")
     stored = rules_to_run(name, rules)
-    daemon = Daemon(name, Path(stored.path), queue_num=queue_num, fail_open=fail_open,
-                    conntrack_limit=conntrack_limit, ruleset=stored.ruleset)
+    daemon = Daemon(name, Path(stored.path), queue_num=queue_num, backend=backend,
+                    fail_open=fail_open, conntrack_limit=conntrack_limit, ruleset=stored.ruleset)
 
     def on_signal(signum: int, frame: object) -> None:
         daemon.stop_event.set()
@@ -556,13 +603,13 @@ def run(
     except BaseException:
         daemon.close()
         raise
-    rcvbuf = daemon.adapter.rcvbuf
-    ready = {"ready": True, "pid": os.getpid(), "rules": stored.path, "rcvbuf": rcvbuf}
+    ready = {"ready": True, "pid": os.getpid(), "rules": stored.path, "backend": backend,
+             "rcvbuf": daemon.queue.rcvbuf}
     print(json.dumps(ready), flush=True)
     if on_ready is not None:
         on_ready()
     daemon.serve()
-    print(json.dumps({"stopped": True, **daemon.adapter.counters()}), flush=True)
+    print(json.dumps({"stopped": True, **daemon.queue_counters()}), flush=True)
     sys.stdout.flush()
     return 0
 

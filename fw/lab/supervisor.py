@@ -245,7 +245,8 @@ def _preload() -> None:
     """Import what the daemon needs once, here, so every forked daemon starts with it."""
     import fw.engine.engine
     import fw.lab.daemon
-    import fw.lab.nfqueue  # noqa: F401
+    import fw.lab.nfqueue
+    import fw.lab.queue_netlink  # noqa: F401
 
 
 def supervise(name: str, **daemon_kwargs: Any) -> int:
@@ -259,11 +260,13 @@ def supervise(name: str, **daemon_kwargs: Any) -> int:
 # -- the command side ---------------------------------------------------------------------------
 
 
-def spawn_supervisor(handle: Any, *, fail_open: bool, conntrack_max: int) -> int:
+def spawn_supervisor(
+    handle: Any, *, fail_open: bool, conntrack_max: int, backend: str = "netlink"
+) -> int:
     """Start `fwlab supervise` in the lab's firewall namespace and wait until its daemon answers.
     Returns the daemon's pid."""
     argv = [sys.executable, "-m", "fw", "supervise", "--name", handle.name,
-            "--conntrack-max", str(conntrack_max)]
+            "--conntrack-max", str(conntrack_max), "--backend", backend]
     if fail_open:
         argv.append("--fail-open")
     with runtime.daemon_out_path(handle.name).open("ab") as out:
@@ -293,4 +296,5 @@ def request_restart(handle: Any) -> int:
     options = state.get("options") or {}
     return spawn_supervisor(handle, fail_open=bool(options.get("fail_open")),
                             conntrack_max=int(options.get("conntrack_limit",
-                                                          DEFAULT_CONNTRACK_MAX)))
+                                                          DEFAULT_CONNTRACK_MAX)),
+                            backend=str(options.get("backend", "netlink")))
