@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# scripts/bench_live.sh: real throughput through the lab's firewall namespace, five ways, one lab.
+# scripts/bench_live.sh: real throughput through the lab's firewall namespace, nine ways, two labs.
 #
 #   sudo scripts/bench_live.sh            # results on stdout and in docs/benchmarks.md ("## Live lab")
 #   BENCH_SECONDS=5 sudo scripts/bench_live.sh
 #
 # iperf3 TCP (one stream) and UDP (64-byte datagrams, unlimited rate) from `client` to `server`:
 #   kernel      forwarding only: no queue rules, no consumer
-#   accept-all  the queue rules and `python -m fw.lab.nfqueue` (the minimal consumer)
+#   accept-all  the queue rules and `python -m fw.lab.nfqueue` (the minimal consumer), with
+#               each queue backend (netfilterqueue, netlink)
 #   stateless   fwlab, tests/lab/rules/bench-stateless.fw
 #   stateful    fwlab, tests/lab/rules/bench-stateful.fw (swapped in with `fwlab reload`)
-#   masquerade  fwlab, tests/lab/rules/bench-masq.fw ("n/a" while the engine has no NAT)
-# plus the time of `fwlab up` and `fwlab down`. Every run is bounded (BENCH_SECONDS + 10 s);
-# the lab has a name of its own and is removed on exit, whatever happens.
+#   masquerade  fwlab, tests/lab/rules/bench-masq.fw ("n/a" when nothing was translated)
+# the three fwlab rows once per backend (`fwlab up --backend`: a lab each), plus the time of
+# `fwlab up` and `fwlab down` (the netlink lab). Every run is bounded (BENCH_SECONDS + 10 s);
+# the labs have names of their own and are removed on exit, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
 SECS=${BENCH_SECONDS:-3}
 NAME="bench$$"
-FWNS="fwl-$NAME-fw"
 SRV=203.0.113.10
 RULES=tests/lab/rules
 OUT=$(mktemp -d /tmp/fwlab-bench.XXXXXX)
@@ -31,7 +32,7 @@ now() { date +%s.%N; }
 cleanup() {
     for pid in $SERVER_PID $CONSUMER_PID; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    fwlab down --name "$NAME" >/dev/null 2>&1 || true
+    for lab in "$NAME" "${NAME}b"; do fwlab down --name "$lab" >/dev/null 2>&1 || true; done
     rm -rf "$OUT"
 }
 trap cleanup EXIT
@@ -72,44 +73,53 @@ EOF
 
 declare -A TCP UDP
 measure() { TCP[$1]=$(iperf tcp); UDP[$1]=$(iperf udp); echo "  $1: tcp ${TCP[$1]} Gbit/s, udp ${UDP[$1]} kpps" >&2; }
-supervisor_pid() { fwlab status --name "$NAME" --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["supervisor"]["supervisor_pid"])'; }
+supervisor_pid() { fwlab status --name "$1" --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["supervisor"]["supervisor_pid"])'; }
 
-echo "bench_live: lab $NAME, ${SECS} s per iperf3 run" >&2
-t0=$(now); fwlab up --name "$NAME" --rules "$RULES/bench-stateless.fw" >/dev/null; t1=$(now)
+# one lab per backend: the engine's three rule files, then (the last lab) the consumers
+engine_rows() {  # backend label
+    measure "$2-stateless"
+    fwlab reload --name "$NAME" "$RULES/bench-stateful.fw" >/dev/null
+    measure "$2-stateful"
+    fwlab reload --name "$NAME" "$RULES/bench-masq.fw" >/dev/null
+    measure "$2-masquerade"
+    if [ "$(fwlab nat --name "$NAME" --json | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 0 ]; then
+        TCP[$2-masquerade]="n/a"; UDP[$2-masquerade]="n/a"  # nothing translated: not a NAT number
+        echo "  masquerade: no NAT entries, reported as n/a" >&2
+    fi
+}
+
+echo "bench_live: labs $NAME, ${NAME}b, ${SECS} s per iperf3 run" >&2
+t0=$(now); fwlab up --name "$NAME" --backend netlink --rules "$RULES/bench-stateless.fw" >/dev/null; t1=$(now)
 UP_S=$(echo "$t1 - $t0" | bc)
 BUILD_S=$("$PY" -c "import json; print(round(json.load(open('/run/fwlab/$NAME/lab.json'))['up_seconds'], 3))")
+engine_rows netlink nl
+t0=$(now); fwlab down --name "$NAME" >/dev/null; t1=$(now)
+DOWN_S=$(echo "$t1 - $t0" | bc)
 
-measure stateless
-fwlab reload --name "$NAME" "$RULES/bench-stateful.fw" >/dev/null
-measure stateful
-fwlab reload --name "$NAME" "$RULES/bench-masq.fw" >/dev/null
-measure masquerade
-if [ "$(fwlab nat --name "$NAME" --json | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 0 ]; then
-    TCP[masquerade]="n/a"; UDP[masquerade]="n/a"  # nothing was translated: not a NAT number
-    echo "  masquerade: no NAT entries, reported as n/a" >&2
-fi
+NAME="${NAME}b"
+FWNS="fwl-$NAME-fw"
+fwlab up --name "$NAME" --backend netfilterqueue --rules "$RULES/bench-stateless.fw" >/dev/null
+engine_rows netfilterqueue nfq
 
 # the same lab without the engine: stop its supervisor, which stops the daemon and restarts
 # nothing (fail closed), then take the queue rules out
-kill "$(supervisor_pid)"
+kill "$(supervisor_pid "$NAME")"
 sleep 1
 for tool in iptables-nft ip6tables-nft; do ip netns exec "$FWNS" "$tool" -t raw -F; done
 measure kernel
 "$PY" -c "from fw.lab.nfqueue import install_queue; install_queue('$FWNS')"
-ip netns exec "$FWNS" "$PY" -m fw.lab.nfqueue >"$OUT/consumer.out" 2>&1 &
-CONSUMER_PID=$!
-for _ in $(seq 100); do grep -q ready "$OUT/consumer.out" && break; sleep 0.05; done
-measure accept-all
-kill "$CONSUMER_PID"; wait "$CONSUMER_PID" 2>/dev/null || true; CONSUMER_PID=""
+for backend in netfilterqueue netlink; do
+    ip netns exec "$FWNS" "$PY" -m fw.lab.nfqueue --backend "$backend" >"$OUT/consumer.out" 2>&1 &
+    CONSUMER_PID=$!
+    for _ in $(seq 100); do grep -q ready "$OUT/consumer.out" && break; sleep 0.05; done
+    measure "all-$backend"
+    kill "$CONSUMER_PID"; wait "$CONSUMER_PID" 2>/dev/null || true; CONSUMER_PID=""
+done
+fwlab down --name "$NAME" >/dev/null
 
-t0=$(now); fwlab down --name "$NAME" >/dev/null; t1=$(now)
-DOWN_S=$(echo "$t1 - $t0" | bc)
-
+ROWS="kernel all-netfilterqueue all-netlink nfq-stateless nfq-stateful nfq-masquerade nl-stateless nl-stateful nl-masquerade"
+for key in $ROWS; do export "TCP_${key//-/_}=${TCP[$key]}" "UDP_${key//-/_}=${UDP[$key]}"; done
 export SECS UP_S BUILD_S DOWN_S
-export TCP_KERNEL=${TCP[kernel]} TCP_ALL=${TCP[accept-all]} TCP_SL=${TCP[stateless]} \
-    TCP_SF=${TCP[stateful]} TCP_MASQ=${TCP[masquerade]} UDP_KERNEL=${UDP[kernel]} \
-    UDP_ALL=${UDP[accept-all]} UDP_SL=${UDP[stateless]} UDP_SF=${UDP[stateful]} \
-    UDP_MASQ=${UDP[masquerade]}
 "$PY" - <<'EOF'
 import os, platform, re, subprocess, time
 from pathlib import Path
@@ -124,8 +134,15 @@ def ratio(v, base):
     a, b = num(v), num(base)
     return f"{a / b:.2f}" if a is not None and b else "n/a"
 
-rows = [("kernel forwarding, no queue", "KERNEL"), ("accept-all NFQUEUE consumer", "ALL"),
-        ("fwlab stateless", "SL"), ("fwlab stateful", "SF"), ("fwlab stateful + masquerade", "MASQ")]
+rows = [("kernel forwarding, no queue", "kernel"),
+        ("accept-all consumer, netfilterqueue", "all_netfilterqueue"),
+        ("accept-all consumer, netlink", "all_netlink"),
+        ("fwlab stateless, netfilterqueue", "nfq_stateless"),
+        ("fwlab stateful, netfilterqueue", "nfq_stateful"),
+        ("fwlab stateful + masquerade, netfilterqueue", "nfq_masquerade"),
+        ("fwlab stateless, netlink", "nl_stateless"),
+        ("fwlab stateful, netlink", "nl_stateful"),
+        ("fwlab stateful + masquerade, netlink", "nl_masquerade")]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 iperf = subprocess.run(["iperf3", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
 lines = [
@@ -133,24 +150,31 @@ lines = [
     "",
     f"`sudo scripts/bench_live.sh` ({time.strftime('%Y-%m-%d')}, kernel {platform.release()}, "
     f"{os.cpu_count()} CPUs: {cpu}; {iperf.split(' (')[0]}; {e['SECS']} s per run). iperf3 from "
-    "`client` to `server` through the firewall namespace of one lab: TCP one stream, UDP 64-byte "
-    "datagrams at unlimited rate (received packets per second). Client, server, the consumer "
-    "and the kernel share the same CPUs; load average at the end "
+    "`client` to `server` through the firewall namespace of a lab (one lab per queue backend): "
+    "TCP one stream, UDP 64-byte datagrams at unlimited rate (received packets per second). "
+    "Client, server, the consumer and the kernel share the same CPUs; load average at the end "
     f"{os.getloadavg()[0]:.1f} (other work on the machine moves the absolute numbers; the "
-    "ratios, measured minutes apart, move less).",
+    "ratios, measured minutes apart, move less)." + (f" {e['BENCH_NOTE']}" if e.get("BENCH_NOTE")
+                                                    else ""),
     "",
     "| path | TCP Gbit/s | x kernel | x accept-all | UDP 64 B kpps | x accept-all |",
     "|---|---:|---:|---:|---:|---:|",
 ]
 for label, key in rows:
     t, u = e[f"TCP_{key}"], e[f"UDP_{key}"]
-    lines.append(f"| {label} | {t} | {ratio(t, e['TCP_KERNEL'])} | {ratio(t, e['TCP_ALL'])} "
-                 f"| {u} | {ratio(u, e['UDP_ALL'])} |")
+    lines.append(f"| {label} | {t} | {ratio(t, e['TCP_kernel'])} "
+                 f"| {ratio(t, e['TCP_all_netfilterqueue'])} "
+                 f"| {u} | {ratio(u, e['UDP_all_netfilterqueue'])} |")
 lines += [
     "",
     f"`fwlab up` (default lab, daemon ready): {float(e['UP_S']):.2f} s, of which building the "
     f"namespaces {float(e['BUILD_S']):.2f} s; `fwlab down`: {float(e['DOWN_S']):.2f} s.",
-    "Goal (issue 5): fwlab stateful >= 0.7 x the accept-all consumer (TCP).",
+    "Goals (issue 13, the netlink backend): stateful TCP >= 0.5 x kernel "
+    f"({ratio(e['TCP_nl_stateful'], e['TCP_kernel'])}), stateful + masquerade TCP >= 0.3 x "
+    f"kernel ({ratio(e['TCP_nl_masquerade'], e['TCP_kernel'])}), stateful UDP 64 B >= 1.0 x "
+    "the netfilterqueue accept-all consumer "
+    f"({ratio(e['UDP_nl_stateful'], e['UDP_all_netfilterqueue'])}). "
+    "x accept-all: against the netfilterqueue consumer.",
     "",
 ]
 section = "\n".join(lines)
