@@ -88,28 +88,39 @@ def _queue_target(queue_num: int, fail_open: bool, queues: int) -> list[str]:
     return target
 
 
-def _rules(op: str, queue_num: int, fail_open: bool, queues: int) -> list[list[str]]:
+def _rules(
+    op: str, queue_num: int, fail_open: bool, queues: int, openers: int | None
+) -> list[list[str]]:
     target = _queue_target(queue_num, fail_open, queues)
+    first = (
+        None if openers is None else ["-p", "tcp", "--syn", *_queue_target(openers, fail_open, 1)]
+    )
     out = []
     for tool in IPTABLES:
         for chain in CHAINS:
             out.append([tool, "-t", TABLE, op, chain, "-j", "CT", "--notrack"])
+            if first is not None:
+                out.append([tool, "-t", TABLE, op, chain, *first])
             out.append([tool, "-t", TABLE, op, chain, *target])
     return out
 
 
-def queue_rules(queue_num: int = 0, fail_open: bool = False, *, queues: int = 1) -> list[list[str]]:
+def queue_rules(
+    queue_num: int = 0, fail_open: bool = False, *, queues: int = 1, openers: int | None = None
+) -> list[list[str]]:
     """The argv of the commands that switch conntrack off and queue every packet (IPv4 and IPv6,
-    prerouting and output) to `queue_num` (or the range queue_num..queue_num+queues-1). Without
-    `fail_open` a queue with no listener drops (fail closed); with it, it accepts."""
-    return _rules("-A", queue_num, fail_open, queues)
+    prerouting and output) to `queue_num` (or the range queue_num..queue_num+queues-1); with
+    `openers`, TCP packets that can only open a connection (SYN without ACK) go to that queue
+    instead, so that a flood of them waits apart from established flows. Without `fail_open` a
+    queue with no listener drops (fail closed); with it, it accepts."""
+    return _rules("-A", queue_num, fail_open, queues, openers)
 
 
 def unqueue_rules(
-    queue_num: int = 0, fail_open: bool = False, *, queues: int = 1
+    queue_num: int = 0, fail_open: bool = False, *, queues: int = 1, openers: int | None = None
 ) -> list[list[str]]:
     """The argv of the commands that remove what queue_rules() installs (reverse order)."""
-    return list(reversed(_rules("-D", queue_num, fail_open, queues)))
+    return list(reversed(_rules("-D", queue_num, fail_open, queues, openers)))
 
 
 def _in_ns(ns: str | None, argv: Sequence[str]) -> list[str]:
@@ -117,7 +128,12 @@ def _in_ns(ns: str | None, argv: Sequence[str]) -> list[str]:
 
 
 def install_queue(
-    ns: str, queue_num: int = 0, fail_open: bool = False, *, queues: int = 1
+    ns: str,
+    queue_num: int = 0,
+    fail_open: bool = False,
+    *,
+    queues: int = 1,
+    openers: int | None = None,
 ) -> list[list[str]]:
     """Install queue_rules() in namespace `ns` (the firewall's). All or nothing: on a failing
     command, the rules already installed are removed and RuntimeError names the command and its
@@ -125,7 +141,7 @@ def install_queue(
     if not ns:
         raise ValueError("install_queue needs a namespace: it never touches the root namespace")
     done: list[list[str]] = []
-    for argv in queue_rules(queue_num, fail_open, queues=queues):
+    for argv in queue_rules(queue_num, fail_open, queues=queues, openers=openers):
         res = subprocess.run(_in_ns(ns, argv), capture_output=True, text=True, timeout=10)
         if res.returncode != 0:
             for undo in reversed(done):
@@ -133,14 +149,21 @@ def install_queue(
                 subprocess.run(_in_ns(ns, undo), capture_output=True, timeout=10)
             raise RuntimeError(f"{ns}: {' '.join(argv)}: {res.stderr.strip()}")
         done.append(argv)
-    return unqueue_rules(queue_num, fail_open, queues=queues)
+    return unqueue_rules(queue_num, fail_open, queues=queues, openers=openers)
 
 
-def remove_queue(ns: str, queue_num: int = 0, fail_open: bool = False, *, queues: int = 1) -> None:
+def remove_queue(
+    ns: str,
+    queue_num: int = 0,
+    fail_open: bool = False,
+    *,
+    queues: int = 1,
+    openers: int | None = None,
+) -> None:
     """Remove the rules install_queue() added (missing ones are ignored)."""
     if not ns:
         raise ValueError("remove_queue needs a namespace: it never touches the root namespace")
-    for argv in unqueue_rules(queue_num, fail_open, queues=queues):
+    for argv in unqueue_rules(queue_num, fail_open, queues=queues, openers=openers):
         subprocess.run(_in_ns(ns, argv), capture_output=True, timeout=10)
 
 
@@ -198,10 +221,12 @@ def open_backend(
     fail_open: bool = False,
     max_len: int | None = None,
     rcvbuf: int | None = None,
+    max_batch: int | None = None,
 ) -> QueueBackend:
     """A backend by name (not bound yet). `fail_open` asks the kernel to accept instead of
     dropping when the queue is full (netlink only: netfilterqueue cannot set that flag)."""
-    kwargs = {k: v for k, v in (("max_len", max_len), ("rcvbuf", rcvbuf)) if v is not None}
+    given = (("max_len", max_len), ("rcvbuf", rcvbuf), ("max_batch", max_batch))
+    kwargs = {k: v for k, v in given if v is not None}
     if name == "netlink":
         from fw.lab.queue_netlink import NetlinkBackend
 

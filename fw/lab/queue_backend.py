@@ -18,6 +18,7 @@ the queue fails closed, never open.
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -89,6 +90,9 @@ class QueueBackend(Protocol):
     name: str
     queue_num: int
     rcvbuf: int | None  # SO_RCVBUF as the kernel reports it after bind()
+
+    def fileno(self) -> int:
+        """The socket to wait on (-1 when not bound)."""
 
     def bind(self) -> None:
         """Bind the queue in this process's namespace (an error when another listener has it)."""
@@ -176,6 +180,19 @@ def judge_batch(
         return [DROP] * len(packets)
 
 
+def _answer(
+    backend: QueueBackend, packets: list[QueuedPacket], judge: BatchJudge, errors: JudgeErrors
+) -> None:
+    """Judge and answer one batch; a KeyboardInterrupt/SystemExit raised by the judge goes on
+    after the batch has been answered (dropped)."""
+    if not packets:
+        return
+    before = errors.last
+    backend.answer(packets, judge_batch(judge, packets, errors))
+    if errors.last is not before and not isinstance(errors.last, Exception):
+        raise errors.last  # type: ignore[misc]
+
+
 def serve(
     backend: QueueBackend,
     judge: BatchJudge,
@@ -183,15 +200,17 @@ def serve(
     stop: threading.Event,
     timeout: Callable[[], float] = lambda: 0.2,
     errors: JudgeErrors | None = None,
+    openers: QueueBackend | None = None,
 ) -> None:
-    """Receive, judge, answer until `stop` is set. A KeyboardInterrupt/SystemExit raised by the
-    judge ends the loop after the batch has been answered (dropped)."""
+    """Receive, judge, answer until `stop` is set. With `openers` (the queue of packets that can
+    only open connections), wait on both queues and read one openers batch (its backend's
+    max_batch, small) after each batch of the main queue: a flood of openers fills its own queue
+    while established flows keep theirs moving."""
     errors = errors if errors is not None else JudgeErrors()
     while not stop.is_set():
-        packets = backend.receive(timeout())
-        if not packets:
+        if openers is None:
+            _answer(backend, backend.receive(timeout()), judge, errors)
             continue
-        before = errors.last
-        backend.answer(packets, judge_batch(judge, packets, errors))
-        if errors.last is not before and not isinstance(errors.last, Exception):
-            raise errors.last  # type: ignore[misc]
+        select.select([backend, openers], [], [], timeout())
+        _answer(backend, backend.receive(0), judge, errors)
+        _answer(openers, openers.receive(0), judge, errors)

@@ -53,6 +53,21 @@ def test_queue_rules_fail_open_and_balance() -> None:
         nfq.queue_rules(65535, queues=2)
 
 
+def test_queue_rules_with_a_queue_for_connection_openers() -> None:
+    rules = nfq.queue_rules(0, openers=1)
+    assert len(rules) == 12  # 2 families x 2 chains x (notrack, openers, everything else)
+    for tool in nfq.IPTABLES:
+        for chain in nfq.CHAINS:
+            mine = [r[5:] for r in rules if r[0] == tool and r[4] == chain]
+            assert mine == [
+                ["-j", "CT", "--notrack"],
+                ["-p", "tcp", "--syn", "-j", "NFQUEUE", "--queue-num", "1"],
+                ["-j", "NFQUEUE", "--queue-num", "0"],
+            ]
+    undo = nfq.unqueue_rules(0, openers=1)
+    assert [[*r[:3], "-A", *r[4:]] for r in reversed(undo)] == rules
+
+
 def test_parse_queue_stats() -> None:
     text = "    0   4242     1 2  4016     5     7      123  1\n"
     (s,) = nfq.parse_queue_stats(text)

@@ -293,6 +293,43 @@ def test_serve_answers_every_batch_and_stops_on_interrupt() -> None:
     assert backend.answers == [[DROP]]  # answered (dropped) before the loop ends
 
 
+class ReadyBackend(FakeBackend):
+    """A fake whose socket is always readable (a pipe with a byte in it)."""
+
+    def __init__(self, batches, stop, log, name) -> None:
+        super().__init__(batches, stop)
+        self.log, self.name = log, name
+        self._r, self._w = os.pipe()
+        os.write(self._w, b"x")
+
+    def fileno(self) -> int:
+        return self._r
+
+    def receive(self, timeout):
+        self.log.append((self.name, timeout))
+        if self.name == "main" and not self.batches:
+            self.stop.set()
+        return self.batches.pop(0) if self.batches else []
+
+    def close(self) -> None:
+        os.close(self._r)
+        os.close(self._w)
+
+
+def test_openers_are_read_after_each_main_batch_without_waiting() -> None:
+    stop, log = threading.Event(), []
+    main = ReadyBackend([[pkt(1), pkt(2)], [pkt(3)]], stop, log, "main")
+    openers = ReadyBackend([[pkt(10)], [pkt(11)], [pkt(12)]], stop, log, "openers")
+    try:
+        serve(main, lambda ps: [ACCEPT] * len(ps), stop=stop, openers=openers)
+    finally:
+        main.close()
+        openers.close()
+    assert log == [("main", 0), ("openers", 0)] * 3  # never blocked in one while the other waits
+    assert main.answers == [[ACCEPT, ACCEPT], [ACCEPT]]
+    assert openers.answers == [[ACCEPT]] * 3
+
+
 # -- in a lab ---------------------------------------------------------------------------------
 
 
