@@ -25,7 +25,7 @@ app = typer.Typer(
 
 # Dependencies only some commands need (pyproject.toml's extras): `pip install fwlab` gives
 # check, explain, replay, export, import and static exposure anywhere.
-EXTRAS = {"pyroute2": "lab", "netfilterqueue": "lab", "matplotlib": "plot"}
+EXTRAS = {"pyroute2": "lab", "netfilterqueue": "lab", "numpy": "lab", "matplotlib": "plot"}
 
 
 def show_version(value: bool) -> None:
