@@ -15,7 +15,7 @@ from fw.commands.logs import format_log_event
 from fw.lab import netns as labns
 from fw.lab.topology import default_topology
 
-from .conftest import RULES, TEST_RULES, fwlab, new_lab_name
+from .conftest import RULES, TEST_RULES, fwlab, new_lab_name, read_line
 
 # -- no root ------------------------------------------------------------------------------------
 
@@ -108,8 +108,12 @@ def test_conntrack_nat_and_logs(cli_lab) -> None:
     rows = json.loads(lab.cli("conntrack", "--json").stdout)
     assert rows[0]["proto"] == "icmp" and rows[0]["state"]
     assert lab.cli("nat", "--json").returncode == 0
-    time.sleep(1.2)  # the daemon flushes its log at least once a second
     logs = lab.cli("logs")
+    for _ in range(20):  # the daemon flushes its log at least once a second; a busy one later
+        if "DROP" in logs.stdout:
+            break
+        time.sleep(0.5)
+        logs = lab.cli("logs")
     assert "DROP" in logs.stdout and "icmp 203.0.113.66 -> 192.0.2.2" in logs.stdout
     assert '"fwd-drop "' in logs.stdout and "stateful-web.fw:18" in logs.stdout
     follow = subprocess.Popen(
@@ -117,12 +121,13 @@ def test_conntrack_nat_and_logs(cli_lab) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        time.sleep(1.0)
+        time.sleep(3.0)  # until it follows the end of the log (bounded, not measured)
         lab.cli("exec", "attacker", "--", "ping", "-c", "1", "-W", "1", "192.0.2.2")
-        time.sleep(1.5)
+        first = read_line(follow, timeout=15)
     finally:
         follow.terminate()
         out, _ = follow.communicate(timeout=5)
+    out = first + out
     events = [json.loads(x) for x in out.splitlines()]
     assert [e["event"] for e in events] == ["drop"]
 

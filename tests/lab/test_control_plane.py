@@ -162,11 +162,14 @@ def test_a_stopped_daemon_is_busy_and_a_late_reload_is_never_applied(cli_lab) ->
         st = lab.cli("status", "--json")
         assert st.returncode == 1 and json.loads(st.stdout)["daemon"]["state"] == "busy"
         assert "engine daemon: busy" in lab.cli("status").stdout
-        late = lab.cli("reload", str(RULES / "stateless-web.fw"), "--timeout", "1")
+        late = lab.cli("reload", str(RULES / "stateless-web.fw"), "--timeout", "3")
         assert late.returncode == 2 and "the old rules stay" in late.stderr, late.stderr
     finally:
         os.kill(pid, signal.SIGCONT)
-    time.sleep(1)  # the daemon now reads the reload it was sent, after its deadline
+    for _ in range(40):  # the daemon now reads the reload it was sent, after its deadline
+        if "reload-refused" in [e["event"] for e in lab.log_events()]:
+            break
+        time.sleep(0.25)
     st = lab.status()["daemon"]
     assert st["pid"] == pid and st["mode"] == "stateful" and st["daemon"]["reloads"] == 0
     assert "reload-refused" in [e["event"] for e in lab.log_events()]

@@ -259,7 +259,7 @@ for line in sys.stdin:
 @pytest.mark.lab
 def test_reload_keeps_a_long_lived_connection(cli_lab, listener) -> None:
     lab = cli_lab("--rules", str(TEST_RULES / "open.fw"))
-    listener(lab, "server", "tcp", SERVER, 8080)
+    listener(lab, "server", "tcp", SERVER, 8080, life=90)  # slow reloads on a busy machine
     conn = lab.handle.exec(
         "client",
         [sys.executable, "-c", _LONG_CLIENT, SERVER, "8080"],
