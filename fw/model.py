@@ -7,12 +7,13 @@ meaning, not positions.
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
-from fw.core.vocab import CtState, NatBehaviour
+from fw.core.icmp_types import code_name
+from fw.core.vocab import CtState, CtStatus, NatBehaviour
 from fw.errors import Span
 
 Mode = Literal["stateful", "stateless"]
@@ -42,6 +43,29 @@ class PortRange(Node):
         return str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"
 
 
+def unless_none() -> object:
+    """An optional field that stays out of dumps while unset (golden dumps of files that do not
+    use it stay as they were)."""
+    return Field(default=None, exclude_if=lambda value: value is None)
+
+
+class AddrRange(Node):
+    """`192.0.2.10-192.0.2.20`: every address from `lo` to `hi`, both included."""
+
+    lo: IPv4Address | IPv6Address
+    hi: IPv4Address | IPv6Address
+
+    @property
+    def version(self) -> int:
+        return self.lo.version
+
+    def __str__(self) -> str:
+        return f"{self.lo}-{self.hi}"
+
+
+Addresses = IPv4Network | IPv6Network | AddrRange
+
+
 class IfaceMatch(Node):
     """`iif lan`, `oif { wan, dmz }`."""
 
@@ -52,11 +76,12 @@ class IfaceMatch(Node):
 
 
 class AddrMatch(Node):
-    """`ip saddr 192.0.2.0/24`, `ip6 daddr != $servers`: never matches the other family."""
+    """`ip saddr 192.0.2.0/24`, `ip6 daddr != $servers`: never matches the other family.
+    `prefixes` holds prefixes and address ranges."""
 
     kind: Literal["saddr", "daddr"]
     family: Literal[4, 6]
-    prefixes: tuple[IPv4Network | IPv6Network, ...]
+    prefixes: tuple[Addresses, ...]
     negate: bool = False
     span: Span | None = span_field()
 
@@ -107,17 +132,62 @@ class CtStateMatch(Node):
     span: Span | None = span_field()
 
 
+class CtStatusMatch(Node):
+    """`ct status dnat`: the connection's NAT bits; several names match any of them."""
+
+    kind: Literal["ct_status"] = "ct_status"
+    statuses: tuple[CtStatus, ...]
+    negate: bool = False
+    span: Span | None = span_field()
+
+
 Match = Annotated[
-    IfaceMatch | AddrMatch | ProtoMatch | PortMatch | TcpFlagsMatch | IcmpTypeMatch | CtStateMatch,
+    IfaceMatch | AddrMatch | ProtoMatch | PortMatch | TcpFlagsMatch | IcmpTypeMatch | CtStateMatch
+    | CtStatusMatch,
     Field(discriminator="kind"),
 ]
 
+LogLevel = Literal["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug"]
+LOG_LEVELS: tuple[str, ...] = LogLevel.__args__
+LimitUnit = Literal["second", "minute", "hour", "day"]
+UNIT_SECONDS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
 
 class Statement(Node):
-    """`counter` or `log [prefix "..."]`: they never end evaluation."""
+    """`counter` or `log [prefix "..."] [level LEVEL]`: they never end evaluation."""
 
     kind: Literal["counter", "log"]
     prefix: str | None = None
+    level: LogLevel | None = unless_none()
+
+
+class Limit(Node):
+    """`limit rate [over] N/unit [burst M packets]`: a token bucket of `burst` packets refilled
+    at `rate` per `unit`, as nft's limit. The rule matches while tokens last (with `over`: only
+    when they have run out). Not a field test: the engine asks it after the rule's matches."""
+
+    rate: int
+    unit: LimitUnit
+    burst: int = 5
+    over: bool = False
+    span: Span | None = span_field()
+
+    def __str__(self) -> str:
+        over = "over " if self.over else ""
+        burst = f" burst {self.burst} packets" if self.burst != 5 else ""
+        return f"limit rate {over}{self.rate}/{self.unit}{burst}"
+
+
+class RejectWith(Node):
+    """`reject with tcp reset | icmp type NAME | icmpv6 type NAME`: the reply chosen."""
+
+    kind: Literal["tcp-reset", "icmp", "icmpv6"]
+    code: int = 0  # the ICMP / ICMPv6 destination-unreachable code
+
+    def __str__(self) -> str:
+        if self.kind == "tcp-reset":
+            return "with tcp reset"
+        return f"with {self.kind} type {code_name(4 if self.kind == 'icmp' else 6, self.code)}"
 
 
 class Rule(Node):
@@ -127,6 +197,8 @@ class Rule(Node):
     statements: tuple[Statement, ...] = ()
     verdict: Verdict | None = None
     comment: str | None = None
+    reject_with: RejectWith | None = unless_none()
+    limit: Limit | None = unless_none()
     text: str = Field(default="", exclude=True, repr=False)
     span: Span | None = span_field()
 
@@ -137,6 +209,10 @@ class Rule(Node):
     @property
     def log_prefix(self) -> str:
         return next((s.prefix or "" for s in self.statements if s.kind == "log"), "")
+
+    @property
+    def log_level(self) -> str | None:
+        return next((s.level for s in self.statements if s.kind == "log"), None)
 
 
 PoolMethod = Literal["round-robin", "random", "hash", "source-hash"]

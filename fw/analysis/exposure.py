@@ -65,7 +65,7 @@ from fw.core.protocols import (
     opens_tcp_connection,
 )
 from fw.core.ranges import Ranges
-from fw.core.vocab import CtState
+from fw.core.vocab import CT_STATUS_BITS, CtState, CtStatus
 from fw.engine.routing import Routing, default_routing
 from fw.errors import FwlabError
 from fw.model import Match, NatRule, Rule, RuleSet
@@ -176,8 +176,8 @@ def rule_box(matches: Sequence[Match], ifaces: dict[str, int]) -> RuleBox | None
 
 
 # the order box differences split in: small fields first, so the big pieces stay few
-SPLIT_ORDER = [F[n] for n in ("iif", "oif", "proto", "ct_state", "tcp_flags", "icmp_type",
-                              "dport", "sport", "saddr", "daddr")]
+SPLIT_ORDER = [F[n] for n in ("iif", "oif", "proto", "ct_state", "ct_status", "tcp_flags",
+                              "icmp_type", "dport", "sport", "saddr", "daddr")]
 
 
 # -- the unsolicited packets -----------------------------------------------------------------
@@ -190,7 +190,8 @@ def unsolicited(stateful: bool, family: int, iif: int, daddr: Ranges) -> list[Bo
 
     def add(proto: int, ct: int, **fields: Ranges) -> None:
         values = {**base, **none, "proto": ranges.point(proto), **fields,
-                  "ct_state": ranges.point(ct if stateful else MISSING)}
+                  "ct_state": ranges.point(ct if stateful else MISSING),
+                  "ct_status": ranges.point(0 if stateful else MISSING)}
         boxes.append(space.make_box(**values))
 
     for proto in (TCP, UDP):
@@ -258,7 +259,8 @@ class Exposure:
         """The probe as field values before NAT, as the forward chain would see them if not
         translated (oif is left out of membership: it follows from the destination)."""
         values = packet_values(ProbeFields.of(probe), self.ifaces[self.sides.outside], MISSING,
-                               self.unsolicited_state(probe))
+                               self.unsolicited_state(probe),
+                               0 if self.ruleset.stateful else MISSING)
         return field_list(values)
 
     def unsolicited_state(self, probe: Probe) -> CtState | None:
@@ -281,7 +283,8 @@ class Exposure:
                 if not (ranges.contains(tag.daddr, values[F["daddr"]])
                         and ranges.contains(tag.dport, values[F["dport"]])):
                     continue
-                checks = [i for i in checks if i not in (F["daddr"], F["dport"])]
+                # translated: the destination was the tag's, and the connection is dnat'd
+                checks = [i for i in checks if i not in (F["daddr"], F["dport"], F["ct_status"])]
             if all(ranges.contains(box[i], values[i]) for i in checks):
                 return True
         return False
@@ -409,7 +412,10 @@ def analyse(ruleset: RuleSet, routing: Routing | None = None, *, inside: str | N
 
     if after:
         region += opened(ruleset, routing, where, ifaces, forwards, after)
-    chain = [r for r in ruleset.chains["forward"] if r.verdict is not None]
+    # a rate-limited rule decides only some of its packets: what could get in counts its
+    # accepts and none of its drops
+    chain = [r for r in ruleset.chains["forward"] if r.verdict is not None
+             and (r.limit is None or r.verdict == "accept")]
     tests = [(r, rule_box(r.matches, ifaces)) for r in chain]
     tests = [(r, b) for r, b in tests if b is not None]
     decided, remaining = space.first_match([b for _, b in tests], region,
@@ -492,7 +498,8 @@ def translate_to(boxes: list[Box], k: int, addr: int, port: int | None, where: S
         return []
     out = []
     for box in boxes:
-        fields = {"daddr": ranges.point(to), "oif": oif_of[oif]}
+        fields = {"daddr": ranges.point(to), "oif": oif_of[oif],
+                  "ct_status": ranges.point(CT_STATUS_BITS[CtStatus.DNAT])}
         if port is not None:
             proto = box[F["proto"]][0][0]
             fields["dport"] = ranges.point(proto << 16 | port)

@@ -96,6 +96,8 @@ def format_log_event(ev: dict[str, Any]) -> str:
     parts = [stamp, f"{kind.upper():7}", f"{ev.get('chain') or ev.get('hook') or '':8}"]
     if kind == "log":
         parts.append(json.dumps(ev.get("prefix", "")))
+        if ev.get("level"):
+            parts.append(f"level {ev['level']}")
     for prefix in ev.get("prefixes") or ():
         parts.append(json.dumps(prefix))
     parts.append(_packet_text(ev.get("packet") or {}))

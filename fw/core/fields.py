@@ -7,6 +7,7 @@ A field's value says everything a rule can ask in one integer:
 - a port is `proto << 16 | port` (so `tcp dport 80` never matches UDP);
 - an ICMP type is `proto << 8 | type`;
 - interfaces and ct states are small numbers (`interface_ids`, `CT_STATES`' order);
+- ct status is the connection's NAT bits (CT_STATUS_BITS: 1 snat, 2 dnat), 0 when none;
 - a value that does not exist for the packet is MISSING (-1), which only rules that do not test
   the field accept.
 Negation is the complement within the field's own domain, as nftables' protocol dependencies
@@ -19,12 +20,14 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Protocol
 
-from fw.core.protocols import ADDRESS_BITS, ICMP, ICMP_OF_FAMILY, ICMPV6, TCP
+from fw.core.protocols import ADDRESS_BITS, FAMILY_OF_ICMP, ICMP, ICMP_OF_FAMILY, ICMPV6, TCP
 from fw.core.ranges import IntervalSet, Ranges
-from fw.core.vocab import CT_STATES
+from fw.core.vocab import CT_STATES, CT_STATUS_BITS
 from fw.model import (
     AddrMatch,
+    AddrRange,
     CtStateMatch,
+    CtStatusMatch,
     IcmpTypeMatch,
     IfaceMatch,
     Match,
@@ -34,10 +37,11 @@ from fw.model import (
 )
 
 FIELDS = ("iif", "oif", "saddr", "daddr", "proto", "sport", "dport", "tcp_flags", "icmp_type",
-          "ct_state")
+          "ct_state", "ct_status")
 F = {name: i for i, name in enumerate(FIELDS)}
 MISSING = -1
 CT_STATE_ID = {state: i for i, state in enumerate(CT_STATES)}
+CT_STATUS_MAX = sum(CT_STATUS_BITS.values())
 
 
 # -- encoders of single values -----------------------------------------------------------------
@@ -54,9 +58,13 @@ def port_domain(proto: int) -> tuple[int, int]:
     return proto << 16, proto << 16 | 0xFFFF
 
 
-def network_range(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, int]:
-    """A prefix as the encoded addresses it holds."""
+def network_range(
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network | AddrRange,
+) -> tuple[int, int]:
+    """A prefix or an address range as the encoded addresses it holds."""
     family = net.version
+    if isinstance(net, AddrRange):
+        return addr_value(family, int(net.lo)), addr_value(family, int(net.hi))
     return (addr_value(family, int(net.network_address)),
             addr_value(family, int(net.broadcast_address)))
 
@@ -102,6 +110,10 @@ def encode(match: Match, ifaces: dict[str, int]) -> tuple[str, IntervalSet, tupl
     if isinstance(match, CtStateMatch):
         ids = IntervalSet((CT_STATE_ID[s], CT_STATE_ID[s]) for s in match.states)
         return "ct_state", ids, (0, len(CT_STATES) - 1)
+    if isinstance(match, CtStatusMatch):
+        mask = sum(CT_STATUS_BITS[s] for s in match.statuses)
+        bits = IntervalSet((v, v) for v in range(CT_STATUS_MAX + 1) if v & mask)
+        return "ct_status", bits, (0, CT_STATUS_MAX)
     raise TypeError(match)  # pragma: no cover - the Match union is closed
 
 
@@ -114,6 +126,38 @@ def implied_protocol(match: Match) -> int | None:
     if isinstance(match, IcmpTypeMatch):
         return ICMP_OF_FAMILY[match.family]
     return None
+
+
+def rule_protocols(matches: Sequence[Match]) -> set[int] | None:
+    """The protocols a rule's matches allow, or None when any may pass."""
+    allowed: set[int] | None = None
+    for match in matches:
+        protos = match_protocols(match)
+        if protos is not None:
+            allowed = protos if allowed is None else allowed & protos
+    return allowed
+
+
+def match_protocols(match: Match) -> set[int] | None:
+    implied = implied_protocol(match)
+    if implied is not None:
+        return {implied}
+    if isinstance(match, ProtoMatch):
+        return set(range(256)) - set(match.protos) if match.negate else set(match.protos)
+    return None
+
+
+def rule_families(matches: Sequence[Match]) -> set[int]:
+    """The address families a rule can match: `ip ...` (negated too: the test stays within its
+    family) and ICMP restrict it, so do protocols that exist in one family only."""
+    families = {4, 6}
+    for match in matches:
+        if isinstance(match, AddrMatch | IcmpTypeMatch):
+            families &= {match.family}
+    protos = rule_protocols(matches)
+    if protos is not None and protos and protos <= {ICMP, ICMPV6}:
+        families &= {FAMILY_OF_ICMP[p] for p in protos}
+    return families
 
 
 def interface_ids(rules: Sequence, known: Sequence[str]) -> dict[str, int]:
@@ -142,14 +186,17 @@ class PacketFields(Protocol):
     l4_offset: int
 
 
-def packet_values(pkt: PacketFields, iif: int, oif: int, ct_state: str | None) -> dict[str, int]:
-    """The packet as encoded field values: what the classifier and the analysis test."""
+def packet_values(pkt: PacketFields, iif: int, oif: int, ct_state: str | None,
+                  ct_status: int = MISSING) -> dict[str, int]:
+    """The packet as encoded field values: what the classifier and the analysis test.
+    `ct_status` is MISSING for a packet without a connection (stateless, untracked)."""
     proto = pkt.proto
     values = {
         "iif": iif,
         "oif": oif,
         "proto": proto,
         "ct_state": CT_STATE_ID[ct_state] if ct_state else MISSING,
+        "ct_status": ct_status,
     }
     if pkt.family:
         values["saddr"] = addr_value(pkt.family, pkt.src)

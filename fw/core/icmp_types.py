@@ -72,3 +72,9 @@ def type_name(family: int, number: int) -> str:
     """The nft name of a type number (the first one, for 132), or the number as text."""
     table = ICMP_TYPES if family == 4 else ICMPV6_TYPES
     return next((name for name, value in table.items() if value == number), str(number))
+
+
+def code_name(family: int, number: int) -> str:
+    """The nft name of a destination-unreachable code, or the number as text."""
+    table = ICMP_CODES if family == 4 else ICMPV6_CODES
+    return next((name for name, value in table.items() if value == number), str(number))

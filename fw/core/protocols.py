@@ -9,7 +9,21 @@ from __future__ import annotations
 ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58
 
 PROTOCOLS: dict[str, int] = {"icmp": ICMP, "tcp": TCP, "udp": UDP, "icmpv6": ICMPV6}
-PROTO_NAMES: dict[int, str] = {number: name for name, number in PROTOCOLS.items()}
+# Every other protocol `proto NAME` knows: the names of Debian netbase's /etc/protocols (as nft
+# reads them), shipped here so a rule file does not depend on the machine. Extension protocols
+# (IPv6 routing, fragment, options headers) are left out: they are never a packet's protocol.
+OTHER_PROTOCOLS: dict[str, int] = {
+    "igmp": 2, "ggp": 3, "ipencap": 4, "st": 5, "egp": 8, "igp": 9, "pup": 12, "hmp": 20,
+    "xns-idp": 22, "rdp": 27, "iso-tp4": 29, "dccp": 33, "xtp": 36, "ddp": 37, "idpr-cmtp": 38,
+    "ipv6": 41, "idrp": 45, "rsvp": 46, "gre": 47, "esp": 50, "ah": 51, "skip": 57,
+    "ipv6-icmp": 58, "rspf": 73, "vmtp": 81, "eigrp": 88, "ospf": 89, "ipip": 94, "etherip": 97,
+    "encap": 98, "pim": 103, "ipcomp": 108, "vrrp": 112, "l2tp": 115, "isis": 124, "sctp": 132,
+    "fc": 133, "mobility-header": 135, "udplite": 136, "mpls-in-ip": 137, "manet": 138,
+    "hip": 139, "shim6": 140, "wesp": 141, "rohc": 142, "ethernet": 143,
+}
+PROTOCOL_NAMES: dict[str, int] = {**PROTOCOLS, **OTHER_PROTOCOLS}
+# number -> name, the first name winning (58 is "icmpv6", not "ipv6-icmp")
+PROTO_NAMES: dict[int, str] = {n: name for name, n in reversed(PROTOCOL_NAMES.items())}
 PORT_PROTOCOLS = frozenset({TCP, UDP})
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80

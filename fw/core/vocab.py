@@ -16,9 +16,20 @@ class CtState(StrEnum):
     ESTABLISHED = "established"
     RELATED = "related"
     INVALID = "invalid"
+    UNTRACKED = "untracked"  # never tracked: neighbour discovery and MLD (Linux's noct_valid_new)
 
 
 CT_STATES: tuple[CtState, ...] = tuple(CtState)
+
+
+class CtStatus(StrEnum):
+    """The NAT bits of Linux's ct status, as `ct status dnat` tests them."""
+
+    SNAT = "snat"
+    DNAT = "dnat"
+
+
+CT_STATUS_BITS: dict[CtStatus, int] = {CtStatus.SNAT: 1, CtStatus.DNAT: 2}
 
 
 class NatBehaviour(StrEnum):

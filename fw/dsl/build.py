@@ -11,10 +11,14 @@ from pathlib import Path
 
 from lark import Token, Tree
 
+from fw.core.fields import rule_protocols
+from fw.core.icmp_types import ICMP_CODES, ICMPV6_CODES
+from fw.core.protocols import TCP
 from fw.core.vocab import NatBehaviour
+from fw.dsl.contradictions import never_matches
 from fw.dsl.diagnostics import Collector
 from fw.dsl.includes import MAX_DEPTH, MAX_LINES, IncludeTooDeep, SourceFiles, resolved
-from fw.dsl.matches import MatchBuilder, mentions_ip6
+from fw.dsl.matches import MatchBuilder, mentions_ip6, rule_family
 from fw.dsl.pools import PoolBuilder, pool_port_given
 from fw.dsl.spans import span_of, token_span, unquote
 from fw.dsl.values import (
@@ -23,25 +27,31 @@ from fw.dsl.values import (
     Value,
     ValueError_,
     check_one_kind,
+    exact_prefix,
+    network_or_none,
     suggest,
     to_port_range,
 )
 from fw.errors import FwlabError, Span
 from fw.model import (
     CHAINS,
+    LOG_LEVELS,
     ChainName,
     CtStateMatch,
+    CtStatusMatch,
+    Limit,
     NatRule,
     Policy,
     PortMatch,
     PortRange,
+    RejectWith,
     Rule,
     RuleSet,
     Statement,
 )
 
 NAT_BEHAVIOURS = tuple(NatBehaviour)
-RULE_PART_ORDER = {"match": 0, "statement": 1, "verdict": 2, "comment": 3}
+RULE_PART_ORDER = {"match": 0, "statement": 1, "verdict": 2, "reject_with": 2, "comment": 3}
 
 
 @dataclass
@@ -56,6 +66,7 @@ class Builder:
     out: Collector
     defines: dict[str, Define] = field(default_factory=dict)
     mode: str | None = None
+    mode_span: Span | None = None  # the main file's `mode` line: file-wide warnings point there
     policies: dict[str, Policy] = field(default_factory=dict)
     chains: dict[str, list[Rule]] = field(default_factory=lambda: {c: [] for c in CHAINS})
     nat: list[NatRule] = field(default_factory=list)
@@ -130,6 +141,7 @@ class Builder:
             self.out.error(f"unknown mode '{name}'; use 'stateful' or 'stateless'", span)
         elif self.mode is None:
             self.mode = str(name)
+            self.mode_span = span_of(item, path)
         elif self.mode != name:
             message = f"included file says 'mode {name}' but the rule set is {self.mode}"
             self.out.error(message, span)
@@ -143,6 +155,16 @@ class Builder:
             self.out.error(f"'${name}' is already defined at {first}", span)
         elif value is not None:
             self.defines[name] = Define(Value(value.atoms, value.span, name), span)
+            self.host_bits(value)
+
+    def host_bits(self, value: Value) -> None:
+        """`192.0.2.1/24` means 192.0.2.0/24: say so, it is often a host meant as a host."""
+        for atom in value.atoms:
+            if atom.kind == "address" and "/" in atom.text and "-" not in atom.text:
+                net = network_or_none(atom.text)
+                if net is not None and not exact_prefix(atom.text):
+                    self.out.warning(f"'{atom.text}' has host bits set: it means {net}",
+                                     atom.span)
 
     def item_include(self, item: Tree, path: str) -> None:
         token: Token = item.children[0]
@@ -226,19 +248,37 @@ class Builder:
 
     def rule(self, tree: Tree, chain: str, path: str) -> Rule | None:
         parts = self.ordered_parts(tree.children, path, nat=False)
-        matches = self.matches(parts["match"], path, nat=False)
-        if matches is None:
+        built = self.matches(parts["match"], path, nat=False)
+        statements = tuple(self.statement(p, path) for p in parts["statement"])
+        if built is None or None in statements:
             return None
-        statements = tuple(self.statement(p) for p in parts["statement"])
+        matches, limit = built
+        if not self.can_match(matches, span_of(tree, path)):
+            return None
         verdict = str(parts["verdict"][0]) if parts["verdict"] else None
         if verdict is None and not statements:
             self.out.warning("rule has no verdict and no statement: it does nothing",
                              span_of(tree, path))
+        try:
+            reject_with = self.reject_with(parts, matches, path)
+        except ValueError_ as exc:
+            self.out.error(exc.message, exc.span)
+            return None
         return Rule(
             chain=chain, index=len(self.chains[chain]), matches=matches, statements=statements,
-            verdict=verdict, comment=self.comment(parts), text=self.text_of(tree, path),
-            span=span_of(tree, path),
+            verdict=verdict, comment=self.comment(parts), reject_with=reject_with, limit=limit,
+            text=self.text_of(tree, path), span=span_of(tree, path),
         )
+
+    def reject_with(self, parts: dict[str, list[Tree]], matches: tuple,
+                    path: str) -> RejectWith | None:
+        if not parts["reject_with"]:
+            return None
+        tree = parts["reject_with"][0]
+        span = span_of(tree, path)
+        if [str(v) for v in parts["verdict"]] != ["reject"]:
+            raise ValueError_("'with' follows 'reject' only", span)
+        return reject_choice(tree, matches, span)
 
     def ordered_parts(self, children: list[Tree], path: str, nat: bool) -> dict[str, list[Tree]]:
         """Group a rule's parts, reporting any part out of the documented order."""
@@ -260,12 +300,14 @@ class Builder:
             for extra in parts[kind][1:]:
                 self.out.error(f"a rule has at most one {noun}", node_span(extra, path))
         if nat:
-            for kind in ("statement", "verdict"):
+            for kind in ("statement", "verdict", "reject_with"):
                 for part in parts[kind]:
                     self.out.error(f"{describe(kind)} is not allowed in a nat rule",
                                    node_span(part, path))
 
-    def matches(self, trees: list[Tree], path: str, nat: bool) -> tuple | None:
+    def matches(self, trees: list[Tree], path: str,
+                nat: bool) -> tuple[tuple, Limit | None] | None:
+        """The rule's matches, and its `limit` (not a field test: kept apart)."""
         builder = MatchBuilder(self, path)
         built = []
         for tree in trees:
@@ -274,22 +316,45 @@ class Builder:
             except ValueError_ as exc:
                 self.out.error(exc.message, exc.span)
                 return None
+        limits = [m for m in built if isinstance(m, Limit)]
+        for extra in limits[1:]:
+            self.out.error("a rule has at most one limit", extra.span)
+        if limits and nat:
+            self.out.error("'limit' is not allowed in a nat rule", limits[0].span)
         for match in built:
             self.check_match_mode(match, nat)
-        return tuple(built)
+        matches = tuple(m for m in built if not isinstance(m, Limit))
+        return matches, (limits[0] if limits else None)
+
+    def can_match(self, matches: tuple, span: Span) -> bool:
+        """False, after saying why, when two of the matches exclude each other."""
+        never = never_matches(matches)
+        if never is not None:
+            self.out.error(f"this rule can never match: {never.message}",
+                           never.match.span or span)
+        return never is None
 
     def check_match_mode(self, match: object, nat: bool) -> None:
-        if not isinstance(match, CtStateMatch):
+        if not isinstance(match, CtStateMatch | CtStatusMatch):
             return
+        word = "ct state" if isinstance(match, CtStateMatch) else "ct status"
         if nat:
-            self.out.error("'ct state' is not allowed in a nat rule", match.span)
+            self.out.error(f"'{word}' is not allowed in a nat rule", match.span)
         elif self.mode == "stateless":
-            self.out.error("'ct state' needs 'mode stateful'", match.span)
+            self.out.error(f"'{word}' needs 'mode stateful'", match.span)
 
-    def statement(self, tree: Tree) -> Statement:
+    def statement(self, tree: Tree, path: str) -> Statement | None:
+        """`counter`, or `log` with `prefix STRING` and `level LEVEL` in either order."""
         kind = str(tree.children[0])
-        prefix = unquote(tree.children[1]) if len(tree.children) > 1 else None
-        return Statement(kind=kind, prefix=prefix)
+        options: dict[str, str] = {}
+        for option in tree.children[1:]:
+            key, value = option.children
+            problem = log_option_problem(str(key), value, options)
+            if problem:
+                self.out.error(problem, token_span(value, path))
+                return None
+            options[str(key)] = unquote(value) if key == "prefix" else str(value)
+        return Statement(kind=kind, **options)
 
     def comment(self, parts: dict[str, list[Tree]]) -> str | None:
         return unquote(parts["comment"][0].children[0]) if parts["comment"] else None
@@ -303,11 +368,14 @@ class Builder:
 
     def nat_rule(self, tree: Tree, path: str) -> NatRule | None:
         parts = self.ordered_parts(tree.children, path, nat=True)
-        matches = self.matches(parts["match"], path, nat=True)
+        built = self.matches(parts["match"], path, nat=True)
         if not parts["action"]:
             self.out.error("a nat rule needs masquerade, snat or dnat", span_of(tree, path))
             return None
-        if matches is None:
+        if built is None:
+            return None
+        matches = built[0]
+        if not self.can_match(matches, span_of(tree, path)):
             return None
         try:
             return self.nat_rule_of(tree, parts, matches, path)
@@ -341,7 +409,7 @@ class Builder:
 
     def address_target(self, tree: Tree, path: str) -> tuple:
         target: Tree = tree.children[1]
-        atoms = [self.atom(a, path) for a in target.children]
+        atoms = [self.single_atom(a, path) for a in target.children]
         address = atoms[0]
         if address.kind != "address" or "/" in address.text:
             raise ValueError_(f"'{address.text}' is not an address to translate to", address.span)
@@ -355,6 +423,15 @@ class Builder:
             raise ValueError_("NAT is IPv4 only (NAT44): IPv6 passes untranslated", address.span)
         ports = to_port_range(atoms[1]) if len(atoms) > 1 else None
         return addr, ports
+
+    def single_atom(self, token: Token, path: str) -> Atom:
+        """A literal, or a `$name` defined as one literal (`dnat to $nas:$smb`)."""
+        value = self.resolve(token, path)
+        if len(value.atoms) != 1:
+            raise ValueError_(f"'${value.define}' is a set; a nat target is one value",
+                              value.span)
+        atom = value.atoms[0]
+        return Atom(atom.text, atom.kind, value.span) if value.define else atom
 
     def check_nat_matches(self, matches: tuple, span: Span) -> None:
         for match in matches:
@@ -395,7 +472,7 @@ class Builder:
             if chain not in self.policies:
                 self.out.warning(
                     f"no 'policy {chain}': {CHAIN_WORDS[chain]} that no rule decides are accepted",
-                    Span(path, 1, 1, 1, 2),
+                    self.mode_span or Span(path, 1, 1, 1, 2),
                 )
         if self.out.errors or self.mode is None:
             return None
@@ -441,11 +518,48 @@ def describe(kind: str) -> str:
     return {
         "match": "a match", "statement": "a statement (counter, log)", "verdict": "a verdict",
         "comment": "the comment", "action": "a nat action", "option": "a nat option",
+        "reject_with": "'reject with'",
     }[kind]
 
 
 def describe_order(order: int, nat: bool) -> str:
     return {1: "the nat action" if nat else "statements", 2: "the verdict", 3: "the comment"}[order]
+
+
+def log_option_problem(key: str, value: Token, seen: dict[str, str]) -> str | None:
+    if key in seen:
+        return f"'{key}' is given twice"
+    if key == "prefix" and value.type != "STRING":
+        return "a log prefix is a string in double quotes"
+    if key == "level" and str(value) not in LOG_LEVELS:
+        hint = suggest(str(value), dict.fromkeys(LOG_LEVELS))
+        return f"unknown log level '{value}'{hint} (levels: {', '.join(LOG_LEVELS)})"
+    return None
+
+
+def reject_choice(tree: Tree, matches: tuple, span: Span) -> RejectWith:
+    """`with tcp reset` on TCP-only rules; `with icmp(v6) type CODE` on rules of that family
+    only (nft refuses both otherwise: a TCP reset to UDP, an ICMP error to IPv6)."""
+    word, name = (str(c) for c in tree.children)
+    family = rule_family(matches)
+    if word == "tcp":
+        if name != "reset":
+            raise ValueError_(f"'reject with tcp {name}': the tcp reply is 'reset'", span)
+        if rule_protocols(matches) != {TCP}:
+            raise ValueError_("'reject with tcp reset' needs a rule that matches TCP only "
+                              "(add 'proto tcp' or a 'tcp' match)", span)
+        return RejectWith(kind="tcp-reset")
+    version = 4 if word == "icmp" else 6
+    table = ICMP_CODES if version == 4 else ICMPV6_CODES
+    code = int(name) if name.isdigit() and int(name) <= 255 else table.get(name)
+    if code is None:
+        hint = suggest(name, table) or f" (codes: {', '.join(table)})"
+        raise ValueError_(f"unknown {word} code '{name}'{hint}", span)
+    if family != version:
+        other = "ip" if version == 4 else "ip6"
+        raise ValueError_(f"'reject with {word}' needs a rule that matches IPv{version} only "
+                          f"(add an '{other} saddr' or '{other} daddr' match)", span)
+    return RejectWith(kind=word, code=code)
 
 
 def build(path: str, out: Collector) -> RuleSet | None:

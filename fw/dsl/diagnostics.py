@@ -70,11 +70,17 @@ class Collector:
 
     sources: Sources = field(default_factory=Sources)
     items: list[Diagnostic] = field(default_factory=list)
+    warned: set = field(default_factory=set, repr=False)
 
     def error(self, message: str, span: Span | None) -> None:
         self.items.append(Diagnostic("error", message, span, self.sources.line(span)))
 
     def warning(self, message: str, span: Span | None) -> None:
+        """A warning, once: a define used twice is not warned about twice."""
+        key = (message, span)
+        if key in self.warned:
+            return
+        self.warned.add(key)
         self.items.append(Diagnostic("warning", message, span, self.sources.line(span)))
 
     @property

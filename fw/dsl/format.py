@@ -9,8 +9,10 @@ from fw.core.protocols import PROTO_NAMES, TCP_FLAGS
 from fw.model import (
     AddrMatch,
     CtStateMatch,
+    CtStatusMatch,
     IcmpTypeMatch,
     IfaceMatch,
+    Limit,
     Match,
     PortMatch,
     ProtoMatch,
@@ -26,7 +28,9 @@ def words(items: Sequence[object]) -> str:
     return shown[0] if len(shown) == 1 else "{ " + ", ".join(shown) + " }"
 
 
-def match_text(match: Match) -> str:
+def match_text(match: Match | Limit) -> str:
+    if isinstance(match, Limit):
+        return str(match)
     op = "!= " if match.negate else ""
     if isinstance(match, IfaceMatch):
         return f"{match.kind} {op}{words(match.names)}"
@@ -43,6 +47,8 @@ def match_text(match: Match) -> str:
         return f"{word} type {op}{words([type_name(match.family, t) for t in match.types])}"
     if isinstance(match, CtStateMatch):
         return f"ct state {op}{','.join(match.states)}"
+    if isinstance(match, CtStatusMatch):
+        return f"ct status {op}{','.join(match.statuses)}"
     raise TypeError(match)  # pragma: no cover
 
 

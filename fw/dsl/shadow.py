@@ -77,7 +77,7 @@ def shadow_warnings(ruleset: RuleSet, out: Collector) -> None:
             earlier = index.first_cover(fields)
             if earlier is not None:
                 out.warning(shadow_message(earlier, rule), rule.span)
-            if rule.verdict is not None:
+            if rule.verdict is not None and rule.limit is None:  # a limit decides some only
                 index.add(rule, fields)
 
 

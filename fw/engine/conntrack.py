@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from fw.engine.nat import Binding
     from fw.engine.packet import Packet
 
-NEW, ESTABLISHED, RELATED, INVALID = CtState
+NEW, ESTABLISHED, RELATED, INVALID = (
+    CtState.NEW, CtState.ESTABLISHED, CtState.RELATED, CtState.INVALID)
 ORIGINAL, REPLY = 0, 1
 FlowKey = tuple[int, int, int, int, int]  # (proto, src, sport, dst, dport)
 

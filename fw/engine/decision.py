@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from fw.model import Match, Rule
+from fw.model import Limit, Match, Rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +16,7 @@ class LogEvent:
     chain: str
     rule: Rule
     verdict: str | None
+    level: str | None = None  # nft's log level; None: the default (warn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +25,7 @@ class TraceStep:
 
     rule: Rule
     matched: bool
-    failed: Match | None  # the first match that failed (views print it: "tcp dport 80")
+    failed: Match | Limit | None  # the first match that failed (views print it: "tcp dport 80")
 
 
 @dataclass(frozen=True, slots=True)

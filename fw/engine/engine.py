@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fw.core.fields import packet_values
+from fw.core.fields import MISSING, packet_values
 from fw.core.protocols import ICMPV6, LINK_CONTROL_ICMPV6, is_multicast
-from fw.core.vocab import CtState, Hook, Verdict
+from fw.core.vocab import CT_STATUS_BITS, CtState, CtStatus, Hook, Verdict
 from fw.engine.conntrack import Conn, ConnTable, CtVerdict
 from fw.engine.decision import Decision, LogEvent, NatChange
 from fw.engine.evaluate import CompiledRuleSet
@@ -103,7 +103,7 @@ class Engine:
                 return followed
         ct = self.conntrack.lookup(pkt, now) if self.stateful else None
         if ct is None or ct.conn is None:
-            return self.judge(pkt, hook, iif, oif, ct, trace)
+            return self.judge(pkt, hook, iif, oif, ct, trace, now)
         memo_key = self.memo_key(ct, pkt, hook, iif, oif) if not trace else None
         if memo_key is not None:
             memo = ct.conn.memo
@@ -111,7 +111,8 @@ class Engine:
             if remembered is not None:
                 return self.repeat(remembered, pkt, ct, now)
         decision = self.tracked(pkt, hook, iif, oif, ct, now, trace)
-        if memo_key is not None and decision.verdict != Verdict.REJECT and not ct.pending:
+        if memo_key is not None and decision.verdict != Verdict.REJECT and not ct.pending \
+                and not self.compiled.limits[decision.chain].mask:  # limits judge each packet
             self.remember(ct.conn, memo_key, decision)
         return decision
 
@@ -123,7 +124,7 @@ class Engine:
         if nat is not None:
             entry_iif = self.input_iface(pkt, hook, iif) if ct.pending else iif
             changes = nat.before(pkt, ct, entry_iif, now)
-        decision = self.judge(pkt, hook, iif, oif, ct, trace)
+        decision = self.judge(pkt, hook, iif, oif, ct, trace, now)
         if nat is not None and decision.accepted:
             after = nat.after(pkt, ct, decision.iif, decision.oif, now)
             if after is None:
@@ -194,19 +195,22 @@ class Engine:
         return "forward"
 
     def judge(self, pkt: Packet, hook: str, iif, oif, ct: CtVerdict | None,
-              trace: bool) -> Decision:
+              trace: bool, now: float) -> Decision:
         """The filter: the chain's first deciding rule, the statements that matched before it."""
         chain, iif, oif = self.place(pkt, hook, iif, oif)
         compiled = self.compiled
         ct_state = ct.state if ct is not None else None
-        values = packet_values(pkt, compiled.iface_id(iif), compiled.iface_id(oif), ct_state)
+        values = packet_values(pkt, compiled.iface_id(iif), compiled.iface_id(oif), ct_state,
+                               ct_status(ct))
         table = compiled.chains[chain]
-        mask = table.matching(values)
+        mask = compiled.matching(chain, values, now)
         rule = table.first_decider(mask)
         statements = tuple(table.statement_rules(mask, rule))
         verdict, reason = self.verdict_of(chain, rule, pkt, ct)
-        steps = tuple(compiled.trace(chain, values, rule)) if trace else ()
-        reply = build_reject(pkt) if verdict == Verdict.REJECT else None
+        steps = tuple(compiled.trace(chain, values, rule, mask)) if trace else ()
+        reply = None
+        if verdict == Verdict.REJECT:
+            reply = build_reject(pkt, reply=rule.reject_with if rule is not None else None)
         return Decision(verdict, chain, rule, ct_state, reason, iif, oif, reply=reply,
                         logs=log_events(chain, statements, rule), trace=steps,
                         statements=statements)
@@ -272,7 +276,23 @@ MEMO_LIMIT = 64  # remembered verdicts per connection: flag combinations are few
 
 def log_events(chain: str, statement_rules: tuple[Rule, ...], decider: Rule | None):
     rules = [*statement_rules, *([decider] if decider is not None else [])]
-    return tuple(LogEvent(r.log_prefix, chain, r, r.verdict) for r in rules if r.logs)
+    return tuple(LogEvent(r.log_prefix, chain, r, r.verdict, r.log_level)
+                 for r in rules if r.logs)
+
+
+def ct_status(ct: CtVerdict | None) -> int:
+    """The connection's NAT bits as `ct status` tests them (fw/core/fields.py's encoding);
+    MISSING without a connection. A new connection has its dnat bit in the filter chains and
+    its snat bit only from its second packet on, as in Linux (SNAT is done after them)."""
+    if ct is None or ct.conn is None:
+        return MISSING
+    binding = ct.conn.nat
+    if binding is None:
+        return 0
+    bits = CT_STATUS_BITS[CtStatus.SNAT] if "snat" in binding.kind else 0
+    if "dnat" in binding.kind or binding.kind == "mapped":
+        bits |= CT_STATUS_BITS[CtStatus.DNAT]
+    return bits
 
 
 __all__ = ["Engine"]

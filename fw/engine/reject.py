@@ -1,4 +1,5 @@
-"""The packet a `reject` verdict sends back: a TCP RST or an ICMP port unreachable.
+"""The packet a `reject` verdict sends back: a TCP RST or an ICMP port unreachable, or what
+`reject with tcp reset | icmp type CODE | icmpv6 type CODE` chose.
 
 Follows Linux's nf_reject_ipv4/ipv6 and icmp_send: the RST obeys RFC 793's reset generation
 rules, the ICMP error quotes as much of the offending packet as fits in the minimum MTU (576
@@ -14,6 +15,7 @@ import struct
 from fw.core.protocols import ACK, FIN, ICMP, ICMPV6, RST, SYN, TCP
 from fw.engine.checksum import internet_checksum, l4_checksum
 from fw.engine.packet import Packet
+from fw.model import RejectWith
 
 TTL = 64  # Linux's default ip_default_ttl / hop_limit for locally generated packets
 V4_MIN_MTU, V6_MIN_MTU = 576, 1280
@@ -26,11 +28,16 @@ _TCP = struct.Struct("!HHIIBBHHH")
 _V4_BCAST = 0xFFFFFFFF
 
 
-def build_reject(pkt: Packet, *, src_override: int | None = None) -> bytes | None:
-    """The answer to `pkt`, from its destination (or `src_override`); None when none is due."""
+def build_reject(pkt: Packet, *, src_override: int | None = None,
+                 reply: RejectWith | None = None) -> bytes | None:
+    """The answer to `pkt`, from its destination (or `src_override`); None when none is due.
+    Without `reply`, TCP gets a RST and anything else a port unreachable; the rules language
+    makes sure a `reply` fits the packets its rule matches (TCP only, one family)."""
     if not _may_answer(pkt):
         return None
     src = pkt.dst if src_override is None else src_override
+    if reply is not None and reply.kind != "tcp-reset":
+        return _unreachable(pkt, src, reply.code)
     if pkt.proto == TCP:
         return _rst(pkt, src) if pkt.sport >= 0 else None
     return _unreachable(pkt, src)
@@ -66,11 +73,12 @@ def _rst(pkt: Packet, src: int) -> bytes:
     return _ip(pkt.family, src, pkt.src, TCP, segment, df=True)
 
 
-def _unreachable(pkt: Packet, src: int) -> bytes:
+def _unreachable(pkt: Packet, src: int, code: int | None = None) -> bytes:
     if pkt.family == 4:
-        proto, itype, code, room = ICMP, ICMP_UNREACH, ICMP_PORT_UNREACH, V4_MIN_MTU - 28
+        proto, itype, port_code, room = ICMP, ICMP_UNREACH, ICMP_PORT_UNREACH, V4_MIN_MTU - 28
     else:
-        proto, itype, code, room = ICMPV6, ICMPV6_UNREACH, ICMPV6_PORT_UNREACH, V6_MIN_MTU - 48
+        proto, itype, port_code, room = ICMPV6, ICMPV6_UNREACH, ICMPV6_PORT_UNREACH, V6_MIN_MTU - 48
+    code = port_code if code is None else code
     size = min(pkt.length or len(pkt.raw), len(pkt.raw), room)
     segment = bytes((itype, code, 0, 0, 0, 0, 0, 0)) + bytes(pkt.raw[:size])
     csum = l4_checksum(pkt.family, src, pkt.src, proto, segment)

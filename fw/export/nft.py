@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fw.core.icmp_types import code_name
 from fw.dsl.diagnostics import Diagnostic
 from fw.export.nft_match import comment_expr, implies_proto, match_expr, quoted
 from fw.export.nft_nat import nat_table
-from fw.model import CHAINS, Rule, RuleSet
+from fw.model import CHAINS, Limit, RejectWith, Rule, RuleSet, Statement
 
 TABLE = "fwlab"
 NAT_TABLE = "fwlab_nat"
@@ -98,10 +99,12 @@ def joined(chains: list[list[str]]) -> list[list[str]]:
 def rule_line(rule: Rule) -> str:
     """Matches, `counter`, the log statements, the verdict, the comment: one nft rule."""
     words = [match_expr(m) for m in rule.matches]
+    if rule.limit is not None:  # after the matches: fwlab asks a limit last
+        words.append(limit_expr(rule.limit))
     words.append("counter")
     for statement in rule.statements:
         if statement.kind == "log":
-            words.append(f"log prefix {quoted(statement.prefix)}" if statement.prefix else "log")
+            words.append(log_expr(statement))
     if rule.verdict is not None:
         words.append(reject_stmt(rule) if rule.verdict == "reject" else rule.verdict)
     if rule.comment:
@@ -109,11 +112,35 @@ def rule_line(rule: Rule) -> str:
     return " ".join(words)
 
 
+def limit_expr(limit: Limit) -> str:
+    over = "over " if limit.over else ""
+    return f"limit rate {over}{limit.rate}/{limit.unit} burst {limit.burst} packets"
+
+
+def log_expr(statement: Statement) -> str:
+    words = ["log"]
+    if statement.prefix:
+        words.append(f"prefix {quoted(statement.prefix)}")
+    if statement.level:
+        words.append(f"level {statement.level}")
+    return " ".join(words)
+
+
 def reject_stmt(rule: Rule) -> str:
-    """The reply fw/engine/reject.py sends: a RST for TCP, a port unreachable otherwise."""
+    """The reply fw/engine/reject.py sends: a RST for TCP, a port unreachable otherwise, or
+    the one `reject with` chose (the rules language made sure it fits the rule)."""
+    if rule.reject_with is not None:
+        return reject_with_stmt(rule.reject_with)
     protos = implies_proto(rule.matches)
     if protos == {TCP}:
         return "reject with tcp reset"
     if protos is not None and TCP not in protos:
         return ICMP_ANY
     return f"goto {REJECT_CHAIN}"
+
+
+def reject_with_stmt(reply: RejectWith) -> str:
+    if reply.kind == "tcp-reset":
+        return "reject with tcp reset"
+    family = 4 if reply.kind == "icmp" else 6
+    return f"reject with {reply.kind} type {code_name(family, reply.code)}"

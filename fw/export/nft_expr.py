@@ -11,12 +11,13 @@ import socket
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network, summarize_address_range
 
 from fw.core.icmp_types import ICMP_TYPES, ICMPV6_TYPES
-from fw.core.protocols import PROTOCOLS, TCP_FLAGS
-from fw.core.vocab import CT_STATES
+from fw.core.protocols import PROTOCOL_NAMES, PROTOCOLS, TCP_FLAGS
+from fw.core.vocab import CT_STATES, CtStatus
 from fw.errors import FwlabError
 from fw.model import (
     AddrMatch,
     CtStateMatch,
+    CtStatusMatch,
     IcmpTypeMatch,
     IfaceMatch,
     Match,
@@ -27,7 +28,7 @@ from fw.model import (
 )
 
 ANY = {4: IPv4Network("0.0.0.0/0"), 6: IPv6Network("::/0")}
-NFT_PROTO_NAMES = {"ipv6-icmp": 58, "icmpv6": 58, **PROTOCOLS}
+NFT_PROTO_NAMES = {"ipv6-icmp": 58, **PROTOCOL_NAMES}
 ALL_FLAGS = 0xFF
 TCP_FLAGS_FIELD = {"payload": {"protocol": "tcp", "field": "flags"}}
 
@@ -63,6 +64,8 @@ def translate_match(match: dict, table_family: str) -> list[Match]:
         return payload_match(left["payload"], op, right, table_family)
     if isinstance(left, dict) and "ct" in left and left["ct"].get("key") == "state":
         return [ct_state(negate, right)]
+    if isinstance(left, dict) and "ct" in left and left["ct"].get("key") == "status":
+        return [ct_status(negate, right)]
     if isinstance(left, dict) and "&" in left:
         return [masked_flags(left["&"], negate, right)]
     raise Unsupported(describe(left))
@@ -227,3 +230,10 @@ def ct_state(negate: bool, right: object) -> CtStateMatch:
     if not all(s in CT_STATES for s in states):
         raise Unsupported(f"ct state {right!r}")
     return CtStateMatch(states=tuple(states), negate=negate)
+
+
+def ct_status(negate: bool, right: object) -> CtStatusMatch:
+    statuses = elements(right)
+    if not statuses or not all(s in tuple(CtStatus) for s in statuses):
+        raise Unsupported(f"ct status {right!r} (fwlab knows snat, dnat)")
+    return CtStatusMatch(statuses=tuple(CtStatus(s) for s in statuses), negate=negate)

@@ -10,14 +10,19 @@ across nft versions.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from ipaddress import IPv4Network, IPv6Network, collapse_addresses
+from ipaddress import IPv4Address, IPv6Address, collapse_addresses, ip_network
 
+from fw.core.fields import rule_protocols
 from fw.core.icmp_types import type_name
 from fw.core.protocols import TCP_FLAGS
+from fw.core.ranges import norm
 from fw.errors import FwlabError
 from fw.model import (
+    Addresses,
     AddrMatch,
+    AddrRange,
     CtStateMatch,
+    CtStatusMatch,
     IcmpTypeMatch,
     IfaceMatch,
     Match,
@@ -75,6 +80,9 @@ def match_expr(match: Match) -> str:
         # `ct state != a,b` compares the whole value with a|b (always true): negate a set
         states = ",".join(match.states) if not match.negate else nft_set(list(match.states))
         return f"ct state {op(match)}{states}"
+    if isinstance(match, CtStatusMatch):
+        statuses = ",".join(match.statuses) if not match.negate else nft_set(list(match.statuses))
+        return f"ct status {op(match)}{statuses}"
     raise TypeError(match)  # pragma: no cover - the Match union is closed
 
 
@@ -86,11 +94,32 @@ def iface(name: str, match: IfaceMatch) -> str:
     return quoted(name)
 
 
-def prefixes(nets: Iterable[IPv4Network | IPv6Network]) -> list[str]:
-    """Overlapping prefixes merged (an nft interval set refuses overlaps); hosts bare."""
+def prefixes(nets: Iterable[Addresses]) -> list[str]:
+    """Overlapping prefixes merged (an nft interval set refuses overlaps); hosts bare.
+    With address ranges among them, the merged intervals: a prefix where one is exact."""
     nets = list(nets)
+    if any(isinstance(n, AddrRange) for n in nets):
+        return [interval_text(lo, hi, nets[0].version) for lo, hi in norm(map(bounds, nets))]
     merged = list(collapse_addresses(nets)) if nets else []
     return [str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n) for n in merged]
+
+
+def bounds(net: Addresses) -> tuple[int, int]:
+    if isinstance(net, AddrRange):
+        return int(net.lo), int(net.hi)
+    return int(net.network_address), int(net.broadcast_address)
+
+
+def interval_text(lo: int, hi: int, version: int) -> str:
+    """`a.b.c.d` for one address, a prefix when the interval is one, else `lo-hi`."""
+    kind = IPv4Address if version == 4 else IPv6Address
+    first, last = kind(lo), kind(hi)
+    if lo == hi:
+        return str(first)
+    size = hi - lo + 1
+    if size & (size - 1) == 0 and lo % size == 0:
+        return str(ip_network(f"{first}/{first.max_prefixlen - size.bit_length() + 1}"))
+    return f"{first}-{last}"
 
 
 def ports(ranges: Iterable[PortRange]) -> list[str]:
@@ -118,21 +147,4 @@ def flags_expr(match: TcpFlagsMatch) -> str:
 
 def implies_proto(matches: Iterable[Match]) -> set[int] | None:
     """The protocols a rule's matches allow, or None when any may pass (for `reject`)."""
-    allowed: set[int] | None = None
-    for match in matches:
-        protos = match_protos(match)
-        if protos is not None:
-            allowed = protos if allowed is None else allowed & protos
-    return allowed
-
-
-def match_protos(match: Match) -> set[int] | None:
-    if isinstance(match, PortMatch):
-        return {match.proto}
-    if isinstance(match, TcpFlagsMatch):
-        return {6}
-    if isinstance(match, IcmpTypeMatch):
-        return {1 if match.family == 4 else 58}
-    if isinstance(match, ProtoMatch):
-        return set(range(256)) - set(match.protos) if match.negate else set(match.protos)
-    return None
+    return rule_protocols(list(matches))

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fw.core.fields import rule_families
+from fw.core.icmp_types import ICMP_CODES, ICMPV6_CODES
+from fw.dsl.contradictions import never_matches
 from fw.dsl.format import match_text
 from fw.errors import FwlabError
 from fw.export.nft_expr import Unsupported, translate_match
 from fw.export.nft_match import implies_proto
-from fw.model import AddrMatch, Match
+from fw.model import LOG_LEVELS, UNIT_SECONDS, AddrMatch, Limit, Match
 
 MAX_DEPTH = 16
 ENDINGS = frozenset({"accept", "drop", "reject", "jump", "goto", "return", "continue", "dnat",
@@ -125,6 +128,10 @@ def take(expr: dict, matches: list[Match], statements: list[str], ending: dict |
         if nat:
             raise Unsupported("log in a nat rule (fwlab's nat rules take no statements)")
         statements.append(log_text(body))
+    elif kind == "limit" and not nat:
+        if statements:
+            raise Unsupported("a limit after a statement (counter, log)")
+        matches.append(limit_of(body))
     elif kind in ENDINGS:
         return expr
     else:
@@ -133,8 +140,34 @@ def take(expr: dict, matches: list[Match], statements: list[str], ending: dict |
 
 
 def log_text(body: dict | None) -> str:
-    prefix = (body or {}).get("prefix")
-    return f"log prefix {fw_string(prefix)}" if prefix else "log"
+    body = body or {}
+    words = ["log"]
+    if body.get("prefix"):
+        words.append(f"prefix {fw_string(body['prefix'])}")
+    if body.get("level") and body["level"] != "warn":
+        if body["level"] not in LOG_LEVELS:
+            raise Unsupported(f"log level {body['level']!r}")
+        words.append(f"level {body['level']}")
+    return " ".join(words)
+
+
+def limit_of(body: dict) -> Limit:
+    """`limit rate [over] N/unit [burst M packets]`; byte rates have no fwlab equivalent."""
+    if body.get("rate_unit", "packets") != "packets" or body.get("per") not in UNIT_SECONDS:
+        raise Unsupported(f"the limit {body!r}")
+    return Limit(rate=body["rate"], unit=body["per"], burst=body.get("burst") or 5,
+                 over=bool(body.get("inv")))
+
+
+def reject_with_text(matches: list[Match], body: dict | None) -> str | None:
+    """`reject with icmp(v6) type CODE` where the rule is of that family only (as fwlab asks)."""
+    if not body or body.get("type") not in ("icmp", "icmpv6"):
+        return None
+    family = 4 if body["type"] == "icmp" else 6
+    table = ICMP_CODES if family == 4 else ICMPV6_CODES
+    if body.get("expr") not in table or rule_families(matches) != {family}:
+        return None
+    return f"reject with {body['type']} type {body['expr']}"
 
 
 class Inliner:
@@ -157,7 +190,7 @@ class Inliner:
                 if not self.skip:
                     raise FwlabError(f"{rule.at(exc)}: error: {exc.message}") from None
                 made, stop = [FwRule(skipped=f"{rule.at(exc)}: {exc.what}")], False
-            out.extend(made)
+            out.extend(map(alive, made))
             if stop:
                 break
         return out
@@ -195,6 +228,9 @@ class Inliner:
                comment: str | None) -> FwRule:
         """fwlab's reject answers TCP with a RST and the rest with a port unreachable; where
         nft answers otherwise the verdict is the same (refused) and a comment says so."""
+        chosen = reject_with_text(matches, body)
+        if chosen is not None:
+            return FwRule(matches, counted(parsed), chosen, comment)
         protos = implies_proto(matches)
         tcp_only, no_tcp = protos == {6}, protos is not None and 6 not in protos
         fits = (body == TCP_RESET and tcp_only) or (body in (None, *PORT_UNREACHABLE) and no_tcp)
@@ -223,6 +259,15 @@ class Inliner:
         if kind == "goto":
             out.append(FwRule(matches, [], policy, f"end of goto {target.name}"))
         return out
+
+
+def alive(rule: FwRule) -> FwRule:
+    """The rule, or a comment where inlining a jump made it one no packet can match (the
+    jump's matches exclude the target rule's: it is dead in nft too)."""
+    if rule.skipped is not None:
+        return rule
+    never = never_matches([m for m in rule.matches if not isinstance(m, Limit)])
+    return rule if never is None else FwRule(skipped=f"never matches: {never.message}")
 
 
 def counted(parsed: Parsed) -> list[str]:

@@ -349,8 +349,9 @@ class Daemon:
             return
         fields = packet_fields(decision, hook, packet_summary(payload))
         for ev in decision.logs:
+            level = {"level": ev.level} if ev.level else {}
             self._log_event("log", prefix=ev.prefix, chain=ev.chain, rule=rule_ref(ev.rule),
-                            verdict=ev.verdict, **fields)
+                            verdict=ev.verdict, **level, **fields)
 
     def _log_event(self, event: str, **fields: Any) -> None:
         if self.log is None:
