@@ -48,7 +48,8 @@ def check(
     strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 1) on warnings too.")
                       ] = False,
     topology: Annotated[str | None, typer.Option(
-        help="Topology file: also warn of pool members on none of its segments.")] = None,
+        help="Topology file whose firewall interfaces the rules may name (default: the "
+             "default lab); given, also warn of pool members on none of its segments.")] = None,
     exact: Annotated[bool, typer.Option(
         "--exact",
         help="Also find rules that several earlier rules cover together (symbolic; slower).")

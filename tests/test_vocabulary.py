@@ -181,3 +181,27 @@ class TestLimit:
     def test_bad_limits(self, tmp_path: Path, text: str, message: str) -> None:
         found = problems(tmp_path, f"forward {{\n {text} accept\n}}\n")
         assert any(message in m for m in found), found
+
+
+class TestCheckCommand:
+    def test_union_coverage_names_the_covering_rules(self, tmp_path: Path) -> None:
+        from fw.commands.check import file_diagnostics
+
+        path = tmp_path / "r.fw"
+        path.write_text("mode stateless\npolicy forward drop\nforward {\n"
+                        " tcp dport 0-1000 accept\n tcp dport 1001-65535 drop\n"
+                        " proto tcp ip saddr 192.0.2.1 reject\n proto udp accept\n}\n")
+        messages = [d.message for d in file_diagnostics(str(path))]
+        assert "rule can never match: rules at lines 4 and 5 take every packet it would" in \
+            messages
+        assert len([m for m in messages if "never match" in m]) == 1
+
+    def test_topology_option_names_interfaces_it_lacks(self, tmp_path: Path) -> None:
+        from tests.cli import fwlab
+
+        rules = tmp_path / "r.fw"
+        rules.write_text("mode stateless\npolicy input drop\npolicy forward drop\n"
+                         "policy output accept\nforward {\n iif dmz accept\n iif lan accept\n}\n")
+        result = fwlab("check", "--strict", str(rules))
+        assert result.code == 1
+        assert "interface 'dmz' is not in the topology of the default lab" in result.out

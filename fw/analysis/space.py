@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from fw.core.fields import FIELDS
+from fw.core.fields import CT_STATUS_MAX, FIELDS, MISSING
 from fw.core.ranges import Ranges, count, covers, inter, norm, overlaps, sub
 from fw.errors import FwlabError
 
@@ -29,6 +29,9 @@ RuleBox = tuple[tuple[int, Ranges], ...]  # ((field index, accepted values), ...
 # -- boxes -----------------------------------------------------------------------------------
 
 def make_box(tag: object = None, **fields: Ranges) -> Box:
+    """A box of every field; `ct_status` (the NAT bits, which most analyses do not split on)
+    spans every value when not given."""
+    fields.setdefault("ct_status", ((MISSING, CT_STATUS_MAX),))
     missing = [name for name in FIELDS if name not in fields]
     if missing:
         raise ValueError(f"a box needs every field; missing {missing}")

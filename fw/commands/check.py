@@ -6,23 +6,21 @@ from rich.text import Text
 
 from fw.commands.output import print_json, stdout
 from fw.dsl import load
-from fw.dsl.diagnostics import Diagnostic
+from fw.dsl.diagnostics import Diagnostic, Sources
 from fw.dsl.pools import outside_segments
+from fw.lab.topology import Topology, default_topology_path, load_topology
+from fw.model import IfaceMatch, RuleSet
 
 COLOURS = {"error": "bold red", "warning": "bold yellow"}
 
 
 def run_check(files: list[str], *, strict: bool, as_json: bool,
               topology: str | None = None, exact: bool = False) -> int:
-    networks = segment_networks(topology) if topology else None
+    lab = load_topology(topology or default_topology_path())
+    networks = segment_networks(lab) if topology else None
     diagnostics: list[Diagnostic] = []
     for path in files:
-        loaded = load(path)
-        diagnostics.extend(loaded.diagnostics)
-        if networks is not None and loaded.ruleset is not None:
-            diagnostics.extend(outside_segments(loaded.ruleset, networks))
-        if exact and loaded.ruleset is not None:
-            diagnostics.extend(exact_warnings(loaded.ruleset, loaded.diagnostics))
+        diagnostics.extend(file_diagnostics(path, lab, networks, exact=exact))
     if as_json:
         print_json({"files": files, "diagnostics": [d.as_json() for d in diagnostics]})
     else:
@@ -30,23 +28,61 @@ def run_check(files: list[str], *, strict: bool, as_json: bool,
     return exit_status(diagnostics, strict)
 
 
-def segment_networks(topology: str) -> list:
+def segment_networks(topology: Topology) -> list:
     """Every network an interface of the topology sits on (its segments' prefixes)."""
-    from fw.lab.topology import load_topology
-
-    nodes = load_topology(topology).nodes().values()
+    nodes = topology.nodes().values()
     return [a.network for node in nodes for i in node.interfaces.values() for a in i.addresses]
 
 
-def exact_warnings(ruleset, known: list[Diagnostic]) -> list[Diagnostic]:
+def file_diagnostics(path: str, topology: Topology | None = None,
+                     networks: list | None = None, *, exact: bool = False) -> list[Diagnostic]:
+    """What `check` says about one rule file: the language's errors and warnings, then (with
+    `exact`) the exact unreachable-rule analysis, the interfaces `topology` does not have, and
+    pool members outside the `networks` of an explicitly given topology."""
+    loaded = load(path)
+    if loaded.ruleset is None:
+        return loaded.diagnostics
+    sources = loaded.sources or Sources()
+    extra = exact_warnings(loaded.ruleset, loaded.diagnostics, sources) if exact else []
+    if topology is not None:
+        extra += interface_warnings(loaded.ruleset, topology, sources)
+    if networks is not None:
+        extra += outside_segments(loaded.ruleset, networks)
+    return [*loaded.diagnostics, *extra]
+
+
+def exact_warnings(ruleset, known: list[Diagnostic], sources: Sources) -> list[Diagnostic]:
     """Rules no packet reaches (fw/analysis/unreachable.py) that the shadow check, which looks
     for one covering rule, did not already name."""
     from fw.analysis.unreachable import unreachable
 
     named = {(d.span.file, d.span.line) for d in known if d.span}
     return [Diagnostic("warning", "rule can never match: the rules before it take all its "
-                       "packets between them (exact check)", r.span)
+                       "packets between them (exact check)", r.span, sources.line(r.span))
             for r in unreachable(ruleset) if r.span and (r.span.file, r.span.line) not in named]
+
+
+def interface_warnings(ruleset: RuleSet, topology: Topology,
+                       sources: Sources) -> list[Diagnostic]:
+    """`iif dmz` where the lab has no dmz: every rule naming it silently never matches."""
+    known = list(topology.firewall.interfaces)
+    out = []
+    for rule in [*ruleset.rules(), *ruleset.nat]:
+        for match in rule.matches:
+            if not isinstance(match, IfaceMatch):
+                continue
+            for name in (n for n in match.names if n not in known):
+                text = (f"interface '{name}' is not in the topology {topology_name(topology)} "
+                        f"(its firewall has {', '.join(known)}): a packet never comes in or "
+                        "goes out there")
+                out.append(Diagnostic("warning", text, match.span, sources.line(match.span)))
+    return out
+
+
+def topology_name(topology: Topology) -> str:
+    if topology.source is None or topology.source == default_topology_path():
+        return "of the default lab"
+    return str(topology.source)
 
 
 def exit_status(diagnostics: list[Diagnostic], strict: bool) -> int:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fw.dsl.build import build
-from fw.dsl.diagnostics import Collector, Diagnostic
+from fw.dsl.diagnostics import Collector, Diagnostic, Sources
 from fw.dsl.shadow import shadow_warnings
 from fw.errors import RulesError
 from fw.model import RuleSet
@@ -18,6 +18,7 @@ from fw.model import RuleSet
 class Loaded:
     ruleset: RuleSet | None
     diagnostics: list[Diagnostic]
+    sources: Sources | None = None  # the text of every file read, to quote lines of later checks
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -43,7 +44,7 @@ def load(path: str) -> Loaded:
         ruleset = build(path, out)
         if ruleset is not None:
             shadow_warnings(ruleset, out)
-    return Loaded(ruleset, out.items)
+    return Loaded(ruleset, out.items, out.sources)
 
 
 def load_ruleset(path: str) -> RuleSet:

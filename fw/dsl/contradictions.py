@@ -29,6 +29,8 @@ class Never:
 def never_matches(matches: Sequence[Match]) -> Never | None:
     """The first pair of matches that exclude each other, in rule order; None if the rule
     can match some packet."""
+    if not tests_a_field_twice(matches):  # the common case: nothing to intersect
+        return family_conflict(matches)
     ifaces = interface_ids([_Rule(matches)], ())
     fields: dict[str, tuple[IntervalSet, Match]] = {}
     for k, match in enumerate(matches):
@@ -40,12 +42,36 @@ def never_matches(matches: Sequence[Match]) -> Never | None:
             if not held & values:
                 return Never(match, conflict(name, first, match))
             fields[name] = (held & values, first)
-        if not rule_families(matches[: k + 1]):
-            first = next((m for m in matches[:k] if rule_families([m, match]) == set()),
-                         matches[0])
-            return Never(match, f"'{match_text(first)}' and '{match_text(match)}' are of "
-                         "different address families")
+        never = family_conflict(matches[: k + 1])
+        if never is not None:
+            return never
     return None
+
+
+def family_conflict(matches: Sequence[Match]) -> Never | None:
+    """The last match, if it leaves the rule no address family (IPv4 and IPv6 tests)."""
+    if rule_families(matches):
+        return None
+    k = next(k for k in range(1, len(matches)) if not rule_families(matches[: k + 1]))
+    last = matches[k]
+    first = next((m for m in matches[:k] if not rule_families([m, last])), matches[0])
+    return Never(last, f"'{match_text(first)}' and '{match_text(last)}' are of different "
+                 "address families")
+
+
+def tests_a_field_twice(matches: Sequence[Match]) -> bool:
+    """Whether two matches test one field (an implied protocol counts): only then can two of
+    them have no value in common."""
+    seen: set[str] = set()
+    for match in matches:
+        names = [match.kind]  # a match's kind is the field it tests
+        if implied_protocol(match) is not None:
+            names.append("proto")
+        for name in dict.fromkeys(names):
+            if name in seen:
+                return True
+            seen.add(name)
+    return False
 
 
 def tests_of(match: Match, ifaces: dict[str, int]) -> list[tuple[str, IntervalSet]]:

@@ -56,11 +56,14 @@ class Sources:
     """The text of every file read, so a diagnostic can quote its line."""
 
     texts: dict[str, str] = field(default_factory=dict)
+    split: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def line(self, span: Span | None) -> str:
         if span is None or span.file not in self.texts:
             return ""
-        lines = self.texts[span.file].splitlines()
+        lines = self.split.get(span.file)
+        if lines is None:  # split once: a 10,000-rule file may have thousands of warnings
+            lines = self.split[span.file] = self.texts[span.file].splitlines()
         return lines[span.line - 1] if 0 < span.line <= len(lines) else ""
 
 
