@@ -98,7 +98,7 @@ def test_rule_lines_follow_tables_chains_and_replacement() -> None:
     assert filter_lines[("inet", "filter", "input")][:3] == [25, 26, 27]
     assert filter_lines[("ip", "nat", "postrouting")] == [57, 58]
     exported = rule_lines((ROOT / "tests/golden/export/stateful-web.nft").read_text())
-    assert exported[("inet", "fwlab", "forward")][:3] == [15, 16, 17]
+    assert exported[("inet", "fwlab", "forward")][:3] == [14, 15, 16]
     oneliners = rule_lines("add rule inet t c tcp dport 1 accept\n"
                            "table ip x {\n chain c { udp dport 2 drop; accept; }\n}\n"
                            "delete table inet t\n")

@@ -205,3 +205,35 @@ class TestCheckCommand:
         result = fwlab("check", "--strict", str(rules))
         assert result.code == 1
         assert "interface 'dmz' is not in the topology of the default lab" in result.out
+
+
+class TestNeighbourDiscovery:
+    """Judged by the chains like any packet, untracked, as Linux does (noct_valid_new)."""
+
+    NS = craft.icmpv6("fe80::2", "ff02::1:ff00:1", 135, payload=bytes(16), ttl=255)
+
+    def test_dropped_by_policy_without_a_rule(self, tmp_path: Path) -> None:
+        rs = ruleset(tmp_path, "input {\n ct state established,related accept\n}\n",
+                     mode="stateful")
+        decision = Engine(rs).process(self.NS, iif="lan")
+        assert (decision.verdict, decision.chain, decision.ct_state) == (
+            "drop", "input", "untracked")
+
+    def test_let_in_by_a_rule_and_never_tracked(self, tmp_path: Path) -> None:
+        rs = ruleset(tmp_path, "input {\n ct state untracked icmpv6 type nd-neighbor-solicit "
+                     "accept\n}\n", mode="stateful")
+        engine = Engine(rs)
+        assert engine.process(self.NS, iif="lan").verdict == "accept"
+        assert list(engine.conntrack) == []
+
+    def test_check_shows_the_rule_to_add(self, tmp_path: Path) -> None:
+        from fw.commands.check import file_diagnostics
+
+        path = tmp_path / "r.fw"
+        path.write_text("mode stateless\npolicy input drop\npolicy forward accept\n"
+                        "policy output accept\ninput {\n ip6 saddr 2001:db8:1::/64 accept\n}\n")
+        (warning,) = [d for d in file_diagnostics(str(path)) if "neighbour" in d.message]
+        assert warning.span.line == 2
+        assert warning.message.endswith("add to input: icmpv6 type { nd-neighbor-solicit, "
+                                        "nd-neighbor-advert, nd-router-solicit, "
+                                        "nd-router-advert } accept")

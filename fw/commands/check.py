@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from fw.commands.neighbours import neighbour_warnings
 from fw.commands.output import print_json, stdout
 from fw.dsl import load
 from fw.dsl.diagnostics import Diagnostic, Sources
@@ -44,6 +45,8 @@ def file_diagnostics(path: str, topology: Topology | None = None,
         return loaded.diagnostics
     sources = loaded.sources or Sources()
     extra = exact_warnings(loaded.ruleset, loaded.diagnostics, sources) if exact else []
+    interfaces = list(topology.firewall.interfaces) if topology is not None else ["lan", "wan"]
+    extra += neighbour_warnings(loaded.ruleset, interfaces, sources)
     if topology is not None:
         extra += interface_warnings(loaded.ruleset, topology, sources)
     if networks is not None:

@@ -39,9 +39,14 @@ ECHO_REQUEST = {4: 8, 6: 128}
 ECHO_REPLY = {4: 0, 6: 129}
 ADDRESS_BITS = {4: 32, 6: 128}
 
-# IPv6's ARP: neighbour discovery and MLD. ARP never reaches the queue, so neither do these
-# get judged; without them no IPv6 host could even find the firewall.
+# IPv6's ARP: neighbour discovery and MLD (the exposure analysis leaves them out: no router
+# forwards them).
 LINK_CONTROL_ICMPV6 = frozenset({130, 131, 132, 133, 134, 135, 136, 137, 143})
+# The ones Linux never tracks (nf_conntrack_proto_icmpv6.c, noct_valid_new): `ct state
+# untracked`, judged by the chains like any packet. A redirect (137) is not among them.
+UNTRACKED_ICMPV6 = frozenset({130, 131, 132, 133, 134, 135, 136, 143})
+ND_TYPES = {"nd-neighbor-solicit": 135, "nd-neighbor-advert": 136,
+            "nd-router-solicit": 133, "nd-router-advert": 134}
 
 # Packets to these go to the firewall's own input, never forward.
 MULTICAST: dict[int, tuple[str, ...]] = {

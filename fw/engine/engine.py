@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fw.core.fields import MISSING, packet_values
-from fw.core.protocols import ICMPV6, LINK_CONTROL_ICMPV6, is_multicast
+from fw.core.protocols import ICMPV6, UNTRACKED_ICMPV6, is_multicast
 from fw.core.vocab import CT_STATUS_BITS, CtState, CtStatus, Hook, Verdict
 from fw.engine.conntrack import Conn, ConnTable, CtVerdict
 from fw.engine.decision import Decision, LogEvent, NatChange
@@ -23,7 +23,7 @@ from fw.engine.routing import Routing, default_routing
 from fw.model import Rule, RuleSet
 
 HOOKS = tuple(Hook)
-LINK_CONTROL = "IPv6 neighbour discovery / MLD: link-layer control is not filtered (as ARP)"
+UNTRACKED = "IPv6 neighbour discovery / MLD: never tracked (as in Linux)"
 NAT_EXHAUSTED = "NAT: no outside port left in the range (exhaustion)"
 TABLE_FULL = "connection table full (no unreplied entry to evict)"
 
@@ -94,8 +94,8 @@ class Engine:
         return self.leave(pkt, decision, first_fragment, now)
 
     def decide(self, pkt: Packet, hook: str, iif, oif, now: float, trace: bool) -> Decision:
-        if pkt.invalid is None and pkt.proto == ICMPV6 and pkt.icmp_type in LINK_CONTROL_ICMPV6:
-            return self.link_control(pkt, hook, iif, oif)
+        if pkt.invalid is None and pkt.proto == ICMPV6 and pkt.icmp_type in UNTRACKED_ICMPV6:
+            return self.untracked(pkt, hook, iif, oif, now, trace)
         if pkt.frag_offset:
             followed = self.fragments.follow(pkt, now)
             if followed is not None:
@@ -165,10 +165,12 @@ class Engine:
             memo.clear()
         memo[key] = decision.untranslated()
 
-    def link_control(self, pkt: Packet, hook: str, iif, oif) -> Decision:
+    def untracked(self, pkt: Packet, hook: str, iif, oif, now: float, trace: bool) -> Decision:
+        """Neighbour discovery and MLD: judged by the chains like any packet, but never
+        tracked, as Linux does (`ct state untracked` in a stateful rule set)."""
         self.stats.link_control += 1
-        chain, iif, oif = self.place(pkt, hook, iif, oif)
-        return Decision(Verdict.ACCEPT, chain, None, None, LINK_CONTROL, iif, oif)
+        ct = CtVerdict(CtState.UNTRACKED, reason=UNTRACKED) if self.stateful else None
+        return self.judge(pkt, hook, iif, oif, ct, trace, now)
 
     def input_iface(self, pkt: Packet, hook: str, iif: str | None) -> str | None:
         if hook == Hook.OUTPUT or iif is not None or not pkt.family:
@@ -242,17 +244,16 @@ class Engine:
             stats.dropped += 1
         else:
             stats.rejected += 1
-        if decision.reason is not LINK_CONTROL:
-            counters, length = self.compiled.counters[decision.chain], pkt.length
-            for rule in decision.statements:
-                counters.count(rule, length)
-            rule = decision.rule
-            if rule is None:
-                counters.policy_hits += 1
-                counters.policy_bytes += length
-            else:  # Counters.count inlined: every packet comes here
-                counters.hits[rule.index] += 1
-                counters.bytes[rule.index] += length
+        counters, length = self.compiled.counters[decision.chain], pkt.length
+        for rule in decision.statements:
+            counters.count(rule, length)
+        rule = decision.rule
+        if rule is None:
+            counters.policy_hits += 1
+            counters.policy_bytes += length
+        else:  # Counters.count inlined: every packet comes here
+            counters.hits[rule.index] += 1
+            counters.bytes[rule.index] += length
         if first_fragment is not None:
             self.fragments.remember(first_fragment, decision, now)
         return decision

@@ -5,8 +5,8 @@ empty (so it exists), deleted, and written again, so it loads the same on a mach
 never loaded and on one running an older version. Where fwlab does something implicitly that
 Linux does only when told, the script tells it:
 - every rule counts (fwlab counts every rule's hits), so every rule carries `counter`;
-- neighbour discovery and MLD are never filtered by the engine (they are IPv6's ARP), so each
-  base chain accepts them first;
+- neighbour discovery and MLD are judged by the chains, untracked, as Linux does: the script
+  says exactly what the file says about them (nothing added);
 - `mode stateless` tracks nothing, so raw-priority chains mark every packet `notrack`;
 - `reject` answers TCP with a RST and anything else with a port unreachable, as
   fw/engine/reject.py does, where nft's bare `reject` would send ICMP to TCP too;
@@ -26,12 +26,8 @@ from fw.model import CHAINS, Limit, RejectWith, Rule, RuleSet, Statement
 TABLE = "fwlab"
 NAT_TABLE = "fwlab_nat"
 REJECT_CHAIN = "fwlab_reject"
+# what older exports put first in every chain; `fwlab import` still leaves it out
 LINK_CONTROL_NOTE = "fwlab: neighbour discovery and MLD are not filtered (as ARP)"
-LINK_CONTROL = (
-    "icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, "
-    "nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, "
-    f'nd-redirect, mld2-listener-report }} accept comment "{LINK_CONTROL_NOTE}"'
-)
 TCP, ICMP_ANY = 6, "reject with icmpx port-unreachable"
 
 
@@ -77,7 +73,7 @@ def filter_body(ruleset: RuleSet) -> list[str]:
                                                  ICMP_ANY]))
     for name in CHAINS:
         head = f"type filter hook {name} priority filter; policy {ruleset.policies[name].verdict};"
-        chains.append(chain(name, head, [LINK_CONTROL, *map(rule_line, ruleset.chains[name])]))
+        chains.append(chain(name, head, list(map(rule_line, ruleset.chains[name]))))
     return [line for body in joined(chains) for line in body]
 
 
