@@ -64,6 +64,18 @@ def check(
 
 
 @app.command()
+def fmt(
+    file: Annotated[str, typer.Argument(help="Rule file (.fw).")],
+    check: Annotated[bool, typer.Option(
+        "--check", help="Print nothing; exit 1 when the file is not formatted.")] = False,
+) -> None:
+    """Print a rule file in one style: aligned, sets sorted, comments kept (like terraform fmt)."""
+    from fw.commands.fmt import run_fmt
+
+    raise typer.Exit(run_fmt(file, check=check))
+
+
+@app.command()
 def explain(
     rules: RulesArg,
     packet: Annotated[str, typer.Argument(
