@@ -22,11 +22,13 @@ from fw.analysis.exposure_text import (
     inside_text,
     port_ranges_text,
 )
-from fw.commands.common import routing_from
+from fw.commands.common import routing_from, warn_unknown_interfaces
 from fw.commands.output import print_json, stdout
 from fw.core import ranges
 from fw.dsl import load_ruleset
+from fw.engine.routing import Routing
 from fw.errors import FwlabError
+from fw.model import RuleSet
 
 CLASS_TITLES = {
     "tcp_syn": "TCP SYN (connection attempts)",
@@ -62,6 +64,12 @@ class Result:
                 "live": self.live, **({"live_by_engine": self.lives} if self.lives else {})}
 
 
+def loaded(path: str, routing: Routing) -> RuleSet:
+    ruleset = load_ruleset(path)
+    warn_unknown_interfaces(ruleset, routing)
+    return ruleset
+
+
 def run_exposure(files: list[str], *, inside: str | None = None, outside: str | None = None,
                  topology: str | None = None, as_json: bool = False, plot: str | None = None,
                  live: bool = False, ports: str = "1-65535", engine: str | None = None,
@@ -69,7 +77,7 @@ def run_exposure(files: list[str], *, inside: str | None = None, outside: str | 
     if plot is not None:
         check_plot_path(plot)
     routing = routing_from(topology)
-    results = [Result(f, analyse(load_ruleset(f), routing, inside=inside, outside=outside,
+    results = [Result(f, analyse(loaded(f, routing), routing, inside=inside, outside=outside,
                                  after=after or ()))
                for f in files]
     differences: list[str] = []

@@ -356,3 +356,17 @@ def test_hairpin_from_the_client(cli_lab, listener) -> None:
     assert talk(lab, "client", "tcp", FW_WAN, 8080) == "echo:hello"
     # the web host answers the firewall (hairpin source NAT), so the reply goes back through it
     assert [a for _, a, _ in web.peers()] == ["192.0.2.1"]
+
+
+@pytest.mark.lab
+def test_limit_rate_lets_through_the_burst(cli_lab, tmp_path: Path) -> None:
+    """`limit rate 1/minute burst 3 packets`: of six pings in a second, the bucket's three
+    get through and the rest meet the policy (the rate refills none within the test)."""
+    rules = tmp_path / "limit.fw"
+    rules.write_text("mode stateless\npolicy input accept\npolicy forward drop\n"
+                     "policy output accept\nforward {\n"
+                     "    icmp type echo-request limit rate 1/minute burst 3 packets accept\n"
+                     "    icmp type echo-reply accept\n}\n")
+    lab = cli_lab("--rules", str(rules))
+    res = lab.run("client", ["ping", "-n", "-q", "-c", "6", "-i", "0.2", "-W", "1", SERVER])
+    assert "6 packets transmitted, 3 received" in res.stdout, res.stdout
