@@ -78,7 +78,7 @@ class PoolBuilder:
                           weight=self.weight(weight) if weight is not None else 1, span=atom.span)
 
     def port(self, token: Token) -> int:
-        atom = self.builder.atom(token, self.path)
+        atom = self.builder.single_atom(token, self.path)  # a literal or a `$name` of one port
         ports = to_port_range(atom)
         if ports.lo != ports.hi:
             raise ValueError_("dnat translates to one port, not a range", atom.span)
