@@ -12,6 +12,8 @@ from fw.analysis import space
 from fw.analysis.diff import NONE, STATES, Where, l4_parts, state_value
 from fw.analysis.exposure import addr_domain, rule_box
 from fw.core import ranges
+from fw.core.protocols import ICMPV6, UNTRACKED_ICMPV6
+from fw.core.vocab import CtState
 from fw.engine.routing import Routing, default_routing
 from fw.model import CHAINS, Rule, RuleSet
 
@@ -23,9 +25,17 @@ def universe(chain: str, ruleset: RuleSet, where: Where) -> list[space.Box]:
     iif = NONE if chain == "output" else every
     oif = NONE if chain == "input" else every
     states = STATES if ruleset.stateful else (None,)
-    return [space.make_box(iif=iif, oif=oif, saddr=addr_domain(family), daddr=addr_domain(family),
-                           ct_state=ranges.point(state_value(ruleset, state)), **l4)
-            for state in states for family in (4, 6) for l4 in l4_parts(None, family)]
+    boxes = [space.make_box(iif=iif, oif=oif, saddr=addr_domain(family),
+                            daddr=addr_domain(family),
+                            ct_state=ranges.point(state_value(ruleset, state)), **l4)
+             for state in states for family in (4, 6) for l4 in l4_parts(None, family)]
+    # neighbour discovery and MLD: judged by the chains too, untracked (l4_parts leaves them out)
+    nd = ranges.norm((ICMPV6 << 8 | t,) * 2 for t in UNTRACKED_ICMPV6)
+    boxes.append(space.make_box(iif=iif, oif=oif, saddr=addr_domain(6), daddr=addr_domain(6),
+                                ct_state=ranges.point(state_value(ruleset, CtState.UNTRACKED)),
+                                proto=ranges.point(ICMPV6), sport=NONE, dport=NONE,
+                                tcp_flags=NONE, icmp_type=nd))
+    return boxes
 
 
 def unreachable(ruleset: RuleSet, routing: Routing | None = None) -> list[Rule]:
