@@ -9,7 +9,7 @@ from fw.core import ranges
 from fw.core.fields import FIELDS, MISSING, F
 from fw.core.protocols import ADDRESS_BITS
 
-SHOWN_FIELDS = tuple(name for name in FIELDS if name != "ct_state")
+SHOWN_FIELDS = tuple(name for name in FIELDS if name not in ("ct_state", "ct_status"))
 
 
 def match_json(box: Box, names: dict[int, str]) -> dict:
