@@ -224,10 +224,16 @@ class ConnTable:
     """All tracked connections, keyed by the packed tuple of each direction."""
 
     def __init__(
-        self, limit: int = 262_144, *, liberal: bool = False, timeouts: Timeouts | None = None
+        self,
+        limit: int = 262_144,
+        *,
+        liberal: bool = False,
+        loose: bool = True,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.limit = limit
         self.liberal = liberal
+        self.loose = loose
         self.timeouts = timeouts or Timeouts()
         self._tcp_timeouts = self.timeouts.tcp
         self.counters = Counters()

@@ -47,13 +47,26 @@ class Engine:
         *,
         conntrack_limit: int = 262_144,
         liberal: bool = False,
+        tcp_loose: bool = True,
+        verify_checksums: bool = True,
+        nat_mapping_hold: float = 0.0,
         seed: int | None = None,
     ) -> None:
-        """`seed` fixes NAT's random port choices (replays are then reproducible)."""
+        """`seed` fixes NAT's random port choices (replays are then reproducible).
+
+        The options are Linux's conntrack sysctls (docs/fidelity.md): `liberal` is
+        nf_conntrack_tcp_be_liberal, `tcp_loose` nf_conntrack_tcp_loose (pick up a TCP
+        connection in the middle), `verify_checksums` nf_conntrack_checksum (a packet with a
+        bad transport checksum is invalid in prerouting). An adapter whose packets may carry
+        checksums not computed yet (a local sender's, on a veth) must turn the last one off.
+        `nat_mapping_hold` keeps a NAT mapping that long after its last outbound packet even
+        when its connections are gone (RFC 4787 REQ-5 asks for 120 s; Linux keeps none).
+        """
         self.routing = routing or default_routing()
         self.compiled = CompiledRuleSet(ruleset, self.routing.interfaces)
         self.stateful = ruleset.stateful
-        self.conntrack = ConnTable(conntrack_limit, liberal=liberal)
+        self.verify_checksums = verify_checksums
+        self.conntrack = ConnTable(conntrack_limit, liberal=liberal, loose=tcp_loose)
         self.fragments = FragmentTable()
         self.stats = EngineStats()
         self.nat = Nat(ruleset.nat, self.routing, self.compiled.ifaces, self.conntrack, seed)
