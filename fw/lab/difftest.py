@@ -178,7 +178,7 @@ class Realiser:
             if step.side == 0:
                 self.delivered = leaving
                 pkt = decode(leaving)
-                if pkt.proto in (6, 17):
+                if pkt.proto in (6, 17) and pkt.sport >= 0:
                     self.view[1] = (str(_addr(pkt.family, pkt.src)), pkt.sport)
         key = tag_of(raw)
         assert key is not None
