@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fw.core.fields import packet_values
 from fw.core.protocols import ICMPV6, LINK_CONTROL_ICMPV6, is_multicast
 from fw.core.vocab import CtState, Hook, Verdict
+from fw.engine.checksum import verify
 from fw.engine.conntrack import Conn, ConnTable, CtVerdict
 from fw.engine.decision import Decision, LogEvent, NatChange
 from fw.engine.evaluate import CompiledRuleSet
@@ -25,6 +26,7 @@ from fw.model import Rule, RuleSet
 HOOKS = tuple(Hook)
 LINK_CONTROL = "IPv6 neighbour discovery / MLD: link-layer control is not filtered (as ARP)"
 NAT_EXHAUSTED = "NAT: no outside port left in the range (exhaustion)"
+BAD_CHECKSUM = "bad checksum (nf_conntrack_checksum): not tracked"
 TABLE_FULL = "connection table full (no unreplied entry to evict)"
 
 
@@ -69,7 +71,8 @@ class Engine:
         self.conntrack = ConnTable(conntrack_limit, liberal=liberal, loose=tcp_loose)
         self.fragments = FragmentTable()
         self.stats = EngineStats()
-        self.nat = Nat(ruleset.nat, self.routing, self.compiled.ifaces, self.conntrack, seed)
+        self.nat = Nat(ruleset.nat, self.routing, self.compiled.ifaces, self.conntrack, seed,
+                       nat_mapping_hold)
 
     @property
     def ruleset(self) -> RuleSet:
@@ -114,7 +117,7 @@ class Engine:
             if followed is not None:
                 self.stats.fragments_followed += 1
                 return followed
-        ct = self.conntrack.lookup(pkt, now) if self.stateful else None
+        ct = self.track(pkt, hook, now) if self.stateful else None
         if ct is None or ct.conn is None:
             return self.judge(pkt, hook, iif, oif, ct, trace)
         memo_key = self.memo_key(ct, pkt, hook, iif, oif) if not trace else None
@@ -127,6 +130,15 @@ class Engine:
         if memo_key is not None and decision.verdict != Verdict.REJECT and not ct.pending:
             self.remember(ct.conn, memo_key, decision)
         return decision
+
+    def track(self, pkt: Packet, hook: str, now: float) -> CtVerdict:
+        """Connection tracking; as Linux with nf_conntrack_checksum=1, a packet arriving with
+        a wrong transport checksum is invalid and changes no connection (prerouting only:
+        the firewall's own packets are not checked)."""
+        if (self.verify_checksums and hook == Hook.PREROUTING and pkt.invalid is None
+                and not verify(pkt)):
+            return CtVerdict(CtState.INVALID, reason=BAD_CHECKSUM)
+        return self.conntrack.lookup(pkt, now)
 
     def tracked(self, pkt: Packet, hook: str, iif, oif, ct: CtVerdict, now: float,
                 trace: bool) -> Decision:

@@ -83,10 +83,10 @@ def make_plan(conn: Conn, direction: int, kind: str) -> Plan:
 
 class Nat:
     def __init__(self, rules: Sequence[NatRule], routing: Routing, ifaces: dict[str, int],
-                 table: ConnTable, seed: int | None = None) -> None:
+                 table: ConnTable, seed: int | None = None, hold: float = 0.0) -> None:
         self.routing = routing
         self.table = table
-        self.mappings = MappingTable(seed)
+        self.mappings = MappingTable(seed, hold)
         self.pools: dict[tuple, PoolState] = {}  # (rule index, pool) -> its state
         self.exhausted = 0
         self.load_rules(rules, ifaces)

@@ -71,8 +71,8 @@ def _implies(match: str) -> tuple[str | None, int | None]:
     engine's rule just never matches), so the generator never writes one."""
     word = match.split()[0]
     proto = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "icmpv6"}.get(word)
-    if word == "proto" and "!=" not in match and "{" not in match:
-        proto = match.split()[1]
+    if word == "proto":  # a set or a negation conflicts with any other protocol match
+        proto = match.split()[1] if "!=" not in match and "{" not in match else match
     family = {"ip": 4, "icmp": 4, "ip6": 6, "icmpv6": 6}.get(word)
     family = family or {"icmp": 4, "icmpv6": 6}.get(proto or "")
     return proto, family
@@ -154,19 +154,19 @@ HANDSHAKE = [(0, "S", "handshake"), (1, "SA", "handshake"), (0, "A", "handshake"
 DATA = [(0, "PA", "data"), (1, "A", "data"), (1, "PA", "data"), (0, "A", "data")]
 CLOSE = [(0, "FA", "fin-close"), (1, "FA", "fin-close"), (0, "A", "fin-close")]
 TCP_SHAPES: dict[str, list[tuple]] = {
-    "full": HANDSHAKE + DATA + CLOSE,
-    "retransmission": HANDSHAKE + [(0, "PA", "retransmission"), (0, "PA", "retransmission",
-                                   "retrans"), (1, "A", "retransmission"),
-                                   (1, "A", "retransmission", "retrans")] + CLOSE,
-    "out-of-window": HANDSHAKE + [(0, "PA", "out-of-window", "seq-oow"),
+    "full": [*HANDSHAKE, *DATA, *CLOSE],
+    "retransmission": [*HANDSHAKE, (0, "PA", "retransmission"),
+                       (0, "PA", "retransmission", "retrans"), (1, "A", "retransmission"),
+                       (1, "A", "retransmission", "retrans"), *CLOSE],
+    "out-of-window": [*HANDSHAKE, (0, "PA", "out-of-window", "seq-oow"),
                                   (1, "A", "out-of-window", "ack-oow"),
                                   (0, "PA", "data"), (1, "PA", "out-of-window", "seq-oow")],
-    "rst-in-window": HANDSHAKE + DATA[:2] + [(1, "RA", "rst-in-window"), (0, "PA", "after-rst")],
-    "rst-out-of-window": HANDSHAKE + [(0, "R", "rst-out-of-window", "rst-oow"),
+    "rst-in-window": [*HANDSHAKE, *DATA[:2], (1, "RA", "rst-in-window"), (0, "PA", "after-rst")],
+    "rst-out-of-window": [*HANDSHAKE, (0, "R", "rst-out-of-window", "rst-oow"),
                                       (0, "PA", "data"), (1, "A", "data")],
-    "rst-from-opener": HANDSHAKE + [(0, "R", "rst-in-window"), (0, "A", "after-rst"),
+    "rst-from-opener": [*HANDSHAKE, (0, "R", "rst-in-window"), (0, "A", "after-rst"),
                                     (1, "A", "after-rst")],
-    "syn-on-established": HANDSHAKE + DATA[:2] + [(0, "S", "syn-on-established"),
+    "syn-on-established": [*HANDSHAKE, *DATA[:2], (0, "S", "syn-on-established"),
                                                    (1, "A", "syn-on-established"),
                                                    (0, "PA", "data")],
     "simultaneous-open": [(0, "S", "simultaneous-open"), (1, "S", "simultaneous-open"),
@@ -178,9 +178,9 @@ TCP_SHAPES: dict[str, list[tuple]] = {
                    (0, "A", "mid-stream"), (0, "FA", "mid-stream"), (1, "FA", "mid-stream")],
     "mid-stream-rst": [(0, "A", "mid-stream"), (0, "R", "mid-stream"), (0, "A", "mid-stream"),
                        (1, "A", "mid-stream")],
-    "bad-checksum": HANDSHAKE + [(0, "PA", "bad-checksum", "badsum"), (1, "A", "data"),
+    "bad-checksum": [*HANDSHAKE, (0, "PA", "bad-checksum", "badsum"), (1, "A", "data"),
                                  (1, "PA", "bad-checksum", "badsum"), (0, "PA", "data")],
-    "icmp-error": HANDSHAKE + [(0, "PA", "data"), (1, "error", "icmp-error-tracked"),
+    "icmp-error": [*HANDSHAKE, (0, "PA", "data"), (1, "error", "icmp-error-tracked"),
                                (1, "error-unknown", "icmp-error-unknown")],
 }
 UDP_SHAPES: dict[str, list[tuple]] = {
