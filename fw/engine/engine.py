@@ -118,7 +118,8 @@ class Engine:
                 self.stats.fragments_followed += 1
                 return followed
         ct = self.track(pkt, hook, now) if self.stateful else None
-        if ct is None or ct.conn is None:
+        if ct is None or ct.conn is None or ct.state == CtState.INVALID:
+            # Linux detaches an invalid packet from its connection: no NAT touches it
             return self.judge(pkt, hook, iif, oif, ct, trace)
         memo_key = self.memo_key(ct, pkt, hook, iif, oif) if not trace else None
         if memo_key is not None:

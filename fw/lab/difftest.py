@@ -443,6 +443,19 @@ class Result:
             self.disagreements.append(describe(conv, rules, sent))
 
 
+# Deliberate differences (docs/fidelity.md): predicates on a disagreeing conversation's
+# description. Each one names why the engine does not follow the kernel there.
+DELIBERATE: dict[str, object] = {}
+
+
+def deliberate(disagreement: dict) -> str | None:
+    """The documented reason a disagreement is allowed, or None."""
+    for reason, applies in DELIBERATE.items():
+        if applies(disagreement):  # type: ignore[operator]
+            return reason
+    return None
+
+
 def describe(conv: Conversation, rules: str, sent: list[Sent]) -> dict:
     def fmt(h):
         return None if h is None else [str(_addr(4 if h[0] < 2**32 and conv.family == 4 else 6,
@@ -533,4 +546,4 @@ def pct(ok: int, n: int) -> str:
     return f"{100.0 * ok / n:.1f}%" if n else "-"
 
 
-__all__ = ["PROFILES", "Result", "report", "run"]
+__all__ = ["PROFILES", "Result", "deliberate", "report", "run"]
