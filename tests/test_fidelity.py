@@ -13,6 +13,7 @@ import pytest
 from fw import craft
 from fw.dsl import load_ruleset
 from fw.engine.engine import Engine
+from fw.engine.packet import decode
 from tests.flows import Clock, Tcp, send
 
 CLIENT, SERVER = "192.0.2.2", "203.0.113.10"
@@ -115,3 +116,22 @@ class TestIcmpQueries:
         e, clock = engine(tmp_path), Clock()
         answer = craft.icmp(SERVER, CLIENT, 14, 0, b"\0" * 12, rest=7 << 16 | 1)
         assert send(e, answer, clock, iif="wan") == "drop invalid"
+
+
+class TestTupleClash:
+    """A server answers a masqueraded host at its inside address (it saw it on an invalid
+    packet that left untranslated): the new connection's reply tuple is the masqueraded one's
+    original. Linux's NAT gives it another source port from the same class and lets it in."""
+
+    def test_the_new_connection_gets_another_source_port(self, tmp_path: Path) -> None:
+        e, clock = engine(tmp_path, FORWARD_ALL + "nat {\n    oif wan masquerade\n}\n"), Clock()
+        out = e.process(craft.udp(CLIENT, SERVER, 33000, 22, b"q"), iif="lan", now=clock.now)
+        assert out.accepted and out.packet is not None  # masqueraded
+        back = e.process(craft.udp(SERVER, CLIENT, 22, 33000, b"a"), iif="wan",
+                         now=clock.advance(0.01))
+        assert back.accepted, back.reason
+        pkt = decode(back.packet)
+        assert (pkt.dport, 1 <= pkt.sport <= 511, pkt.sport != 22) == (33000, True, True)
+        again = e.process(craft.udp(SERVER, CLIENT, 22, 33000, b"a"), iif="wan",
+                          now=clock.advance(0.01))
+        assert decode(again.packet).sport == pkt.sport

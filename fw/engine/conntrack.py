@@ -347,6 +347,10 @@ class ConnTable:
         self._trim_unreplied()
         return gone
 
+    def in_use(self, family: int, key: FlowKey) -> bool:
+        """Does a connection in the table travel on this tuple, in either direction?"""
+        return self._find(pack(family, key))[0] is not None
+
     def contains(self, conn: Conn) -> bool:
         """Is this entry (not just its tuple) still in the table? NAT asks before freeing."""
         return self._map.get(conn.okey) is conn

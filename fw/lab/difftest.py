@@ -34,6 +34,7 @@ from fw import craft
 from fw.dsl import load_ruleset
 from fw.engine.checksum import internet_checksum
 from fw.engine.engine import Engine
+from fw.engine.nat import null_binding_range
 from fw.engine.packet import Packet, decode
 from fw.engine.routing import default_routing
 from fw.export.nft import to_nft
@@ -121,7 +122,17 @@ class Sent:
 
     @property
     def agrees(self) -> bool:
-        return self.engine == self.kernel
+        """The same outcome; a source port both changed without a rule asking (a tuple clash:
+        Linux draws it at random) counts as the same when both come from Linux's range."""
+        engine, kernel = self.engine, self.kernel
+        if engine == kernel:
+            return True
+        if engine is None or kernel is None or engine[::2] != kernel[::2] or engine[3] != kernel[3]:
+            return False
+        sent = header(decode(self.raw))[1]
+        lo, hi = null_binding_range(sent)
+        ports = (engine[1], kernel[1])
+        return sent not in ports and all(lo <= port <= hi for port in ports)
 
 
 # -- building a conversation with the engine ------------------------------------------------
@@ -445,19 +456,8 @@ class Result:
 
 # Deliberate differences (docs/fidelity.md): predicates on a disagreeing conversation's
 # description. Each one names why the engine does not follow the kernel there.
-def _clash(d: dict) -> bool:
-    """Every disagreeing packet is one the engine refused and Linux delivered to the address it
-    was sent to, from another source port: a new connection whose reply tuple is an existing
-    connection's original one (a server answering a masqueraded host at its inside address,
-    which it saw on an invalid packet that left untranslated). Linux's NAT gives the new
-    connection another source port (get_unique_tuple); the engine refuses the connection."""
-    wrong = [p for p in d["packets"] if not p["agree"]]
-    return bool(wrong) and all(
-        p["engine"] is None and p["kernel"] is not None and p["kernel"][2:] == p["sent"][2:]
-        and p["kernel"][1] != p["sent"][1] for p in wrong)
-
-
-DELIBERATE = {"tuple clash: Linux remaps the source port, the engine refuses": _clash}
+# None at the moment: the tuple clash that was one is now followed (Nat.unique_source).
+DELIBERATE: dict = {}
 
 
 def deliberate(disagreement: dict) -> str | None:
