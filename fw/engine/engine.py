@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fw.core.fields import packet_values
 from fw.core.protocols import ICMPV6, LINK_CONTROL_ICMPV6, is_multicast
 from fw.core.vocab import CtState, Hook, Verdict
-from fw.engine.checksum import verify
+from fw.engine.checksum import transport_ok
 from fw.engine.conntrack import Conn, ConnTable, CtVerdict
 from fw.engine.decision import Decision, LogEvent, NatChange
 from fw.engine.evaluate import CompiledRuleSet
@@ -137,7 +137,7 @@ class Engine:
         a wrong transport checksum is invalid and changes no connection (prerouting only:
         the firewall's own packets are not checked)."""
         if (self.verify_checksums and hook == Hook.PREROUTING and pkt.invalid is None
-                and not verify(pkt)):
+                and not transport_ok(pkt)):
             return CtVerdict(CtState.INVALID, reason=BAD_CHECKSUM)
         return self.conntrack.lookup(pkt, now)
 
