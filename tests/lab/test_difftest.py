@@ -4,7 +4,7 @@
 default lab's kernel (fw/lab/difftest.py). Every packet must agree (arrived or not, and as what
 after NAT) unless docs/fidelity.md lists its class as a deliberate difference. A failure prints
 the disagreeing conversations: rule set, packets, both outcomes; reproduce one with
-`sudo scripts/difftest --seed 10 --count 300 --json out.jsonl`.
+`sudo .venv/bin/python scripts/difftest --seed 10 --count 300 --json out.jsonl`.
 """
 
 from __future__ import annotations
