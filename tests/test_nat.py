@@ -108,7 +108,7 @@ class TestSourceNat:
                 => accept established; nat 203.0.113.10:80 -> 192.0.2.2:41000
             tcp 192.0.2.2:41000 -> 203.0.113.10:80 flags A
                 => accept established; nat 203.0.113.1:41000 -> 203.0.113.10:80
-            tcp 203.0.113.66:80 -> 203.0.113.1:41000 flags A => drop invalid
+            tcp 203.0.113.66:80 -> 203.0.113.1:41000 flags A => drop new
         """)
 
 
