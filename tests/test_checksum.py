@@ -222,3 +222,27 @@ def test_inner_rewrite_needs_an_icmp_error() -> None:
     buf6 = bytearray(bytes(IPv6() / UDP()))
     with pytest.raises(ValueError):
         rewrite_v4_icmp_inner(buf6, decode(buf6), src=1)
+
+
+def test_transport_ok_agrees_with_verify_on_damaged_segments() -> None:
+    """conntrack's checksum test (the engine's hot path) against the full verification."""
+    import random
+
+    from fw import craft
+    from fw.engine.checksum import transport_ok, verify
+    from fw.engine.packet import decode
+
+    rng = random.Random(5)
+    for _ in range(3000):
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(30)))
+        raw = bytearray(rng.choice([
+            craft.tcp("192.0.2.2", "203.0.113.10", rng.randrange(65536), 80, "PA", payload=data),
+            craft.udp("2001:db8::1", "2001:db8::2", rng.randrange(65536), 53, data),
+            craft.icmp("192.0.2.2", "203.0.113.10", 8, 0, data[:9], rest=rng.randrange(2**32)),
+        ]))
+        if rng.random() < 0.5:
+            at = rng.randrange(20 if raw[0] >> 4 == 4 else 40, len(raw))
+            raw[at] ^= 1 << rng.randrange(8)
+        pkt = decode(bytes(raw))
+        if pkt.invalid is None:
+            assert transport_ok(pkt) == verify(pkt), raw.hex()

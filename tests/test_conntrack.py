@@ -274,12 +274,31 @@ def test_ack_for_data_never_sent_is_invalid(table: ConnTable) -> None:
     assert verdict.reason.startswith("ACK is over upper bound")
 
 
-def test_unsolicited_ack_is_invalid(table: ConnTable) -> None:
+def test_unsolicited_ack_is_invalid_without_loose() -> None:
+    table = ConnTable(loose=False)  # nf_conntrack_tcp_loose=0
     flow = TcpFlow(table, s=Side(ATTACKER, 443, 7))
     verdict = flow.server("A")
     assert (verdict.state, verdict.conn) == ("invalid", None)
     assert verdict.reason == "tcp: no connection, and only a SYN may open one"
     assert table.counters.invalid == 1 and len(table) == 0
+
+
+def test_an_ack_picks_a_connection_up_in_the_middle(table: ConnTable) -> None:
+    """Linux's default (nf_conntrack_tcp_loose=1, tcp_new()): an ACK with no entry opens one
+    in ESTABLISHED, `new` until the other side answers, tracked liberally both ways (the
+    window scale was never seen), so even a wild ack number passes."""
+    flow = TcpFlow(table)
+    first = flow.client("PA", data=100)
+    assert first.state == "new" and first.reason == "tcp: picked up in the middle (loose)"
+    assert first.conn.state_name == "ESTABLISHED" and len(table) == 1
+    assert flow.server("A").state == "established"
+    assert flow.client("A", ack=flow.s.next_seq + 10_000_000).state == "established"
+
+
+def test_only_an_ack_class_segment_is_picked_up(table: ConnTable) -> None:
+    for flags in ("FA", "R", "RA", "SA", "F", ""):
+        verdict = TcpFlow(table).client(flags)
+        assert verdict.state == "invalid", flags
 
 
 def test_syn_ack_without_syn_is_invalid(table: ConnTable) -> None:

@@ -110,7 +110,7 @@ def expected(raw: bytes) -> dict:
     elif ICMP in s:
         i = s[ICMP]
         exp |= {"proto": 1, "icmp_type": i.type, "icmp_code": i.code}
-        exp["icmp_id"] = i.id if i.type in (0, 8) else -1
+        exp["icmp_id"] = i.id if i.type in (0, 8, 13, 14, 15, 16, 17, 18) else -1
     elif ICMPv6EchoRequest in s or ICMPv6EchoReply in s:
         i = s[ICMPv6EchoRequest] if ICMPv6EchoRequest in s else s[ICMPv6EchoReply]
         exp |= {"proto": 58, "icmp_type": i.type, "icmp_code": i.code, "icmp_id": i.id}

@@ -47,11 +47,11 @@ from fw.core import ranges
 from fw.core.fields import CT_STATE_ID, MISSING, F, interface_ids
 from fw.core.protocols import (
     ACK,
-    ECHO_REQUEST,
     ICMP,
     ICMP_OF_FAMILY,
     ICMPV6,
     LINK_CONTROL_ICMPV6,
+    QUERY_REPLY,
     SYN,
     TCP,
     UDP,
@@ -168,12 +168,13 @@ def l4_parts(state: str | None, family: int) -> list[dict[str, Ranges]]:
     types: Ranges = ((icmp << 8, icmp << 8 | 255),)
     if family == 6:
         types = ranges.sub(types, ranges.norm((icmp << 8 | t,) * 2 for t in LINK_CONTROL_ICMPV6))
-    echo = ranges.point(icmp << 8 | ECHO_REQUEST[family])
+    echo = ranges.norm((icmp << 8 | t,) * 2 for t in QUERY_REPLY[family])  # queries that open
     flags = {None: ALL_FLAGS, CtState.NEW: NEW_TCP_FLAGS,
              CtState.INVALID: ranges.sub(ALL_FLAGS, NEW_TCP_FLAGS),
              CtState.ESTABLISHED: ESTABLISHED_FLAGS}
     icmp_types = {None: types, CtState.NEW: echo, CtState.INVALID: ranges.sub(types, echo),
-                  CtState.ESTABLISHED: ranges.point(icmp << 8 | ECHO_REPLY[family]),
+                  CtState.ESTABLISHED: ranges.norm((icmp << 8 | t,) * 2
+                                                   for t in QUERY_REPLY[family].values()),
                   CtState.RELATED: ranges.norm((icmp << 8 | t,) * 2 for t in ICMP_ERRORS[family])}
     out = []
     for proto in (TCP, UDP):

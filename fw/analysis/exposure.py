@@ -8,7 +8,9 @@ symbolically, never packet by packet:
 1. The unsolicited packets are a handful of boxes (space.py) per family: TCP, UDP, ICMP, arriving
    on the outside interface from any source. In stateful mode each box also fixes the connection
    state the engine gives such a packet with an empty table: a TCP segment is `new` when SYN is
-   set and ACK, RST and FIN are clear, `invalid` otherwise; UDP is `new`; ICMP echo-request is
+   set and ACK, RST and FIN are clear, or (picked up in the middle, as Linux's default
+   nf_conntrack_tcp_loose) ACK is set and SYN, RST and FIN are clear, `invalid` otherwise;
+   UDP is `new`; an ICMP query (echo, timestamp, information, address mask request) is
    `new`, every other ICMP type `invalid` (an error quoting no known connection included).
    Stateless: no state (the field is missing, as for the engine).
 2. DNAT (stateful files only, NAT44: IPv4 only) is a first-match walk over the `dnat` rules of
@@ -52,13 +54,13 @@ from fw.core.fields import port_domain as _port_pair
 from fw.core.protocols import (
     ACK,
     ADDRESS_BITS,
-    ECHO_REQUEST,
     EPHEMERAL,
     ICMP,
     ICMP_OF_FAMILY,
     ICMPV6,
     LINK_CONTROL_ICMPV6,
     MULTICAST,
+    QUERY_REPLY,
     SYN,
     TCP,
     UDP,
@@ -207,7 +209,7 @@ def unsolicited(stateful: bool, family: int, iif: int, daddr: Ranges) -> list[Bo
     types = ((proto << 8, proto << 8 | 255),)
     if family == 6:
         types = ranges.sub(types, ranges.norm((proto << 8 | t,) * 2 for t in LINK_CONTROL_ICMPV6))
-    echo = ranges.point(proto << 8 | ECHO_REQUEST[family])
+    echo = ranges.norm((proto << 8 | t,) * 2 for t in QUERY_REPLY[family])
     if stateful:
         add(proto, NEW, icmp_type=echo)
         add(proto, INVALID, icmp_type=ranges.sub(types, echo))
@@ -270,7 +272,7 @@ class Exposure:
         if probe.proto == TCP:
             opens = opens_tcp_connection(probe.flags)
         else:
-            opens = probe.proto == UDP or probe.icmp_type == ECHO_REQUEST[probe.family]
+            opens = probe.proto == UDP or probe.icmp_type in QUERY_REPLY[probe.family]
         return CtState.NEW if opens else CtState.INVALID
 
     def accepts(self, probe: Probe) -> bool:

@@ -37,6 +37,11 @@ ICMP_OF_FAMILY = {4: ICMP, 6: ICMPV6}
 FAMILY_OF_ICMP = {ICMP: 4, ICMPV6: 6}
 ECHO_REQUEST = {4: 8, 6: 128}
 ECHO_REPLY = {4: 0, 6: 129}
+# ICMP queries Linux's ICMP tracker lets open a connection, with the reply that answers each
+# (nf_conntrack_proto_icmp.c valid_new/invmap: echo, timestamp, information, address mask;
+# ICMPv6: echo). Their identifier is the connection's 'port'.
+QUERY_REPLY = {4: {8: 0, 13: 14, 15: 16, 17: 18}, 6: {128: 129}}
+QUERY_TYPES = {f: frozenset(m) | frozenset(m.values()) for f, m in QUERY_REPLY.items()}
 ADDRESS_BITS = {4: 32, 6: 128}
 
 # IPv6's ARP: neighbour discovery and MLD (the exposure analysis leaves them out: no router
@@ -66,6 +71,9 @@ def flag_letters(flags: int) -> str:
     return "".join(letter for bit, letter in enumerate(FLAG_LETTERS) if flags & (1 << bit))
 
 
-def opens_tcp_connection(flags: int) -> bool:
-    """Only a SYN (no ACK, RST or FIN) may open a TCP connection (Linux's tcp_new())."""
-    return flags & (SYN | ACK | RST | FIN) == SYN
+def opens_tcp_connection(flags: int, loose: bool = True) -> bool:
+    """A SYN (no ACK, RST or FIN) opens a TCP connection (Linux's tcp_new()); with
+    nf_conntrack_tcp_loose (Linux's default, the engine's `tcp_loose`) a segment with ACK
+    and none of the three picks one up in the middle."""
+    opening = flags & (SYN | ACK | RST | FIN)
+    return opening == SYN or (loose and opening == ACK)

@@ -72,6 +72,24 @@ def verify(pkt: Packet) -> bool:
     return internet_checksum(segment, pseudo) == 0
 
 
+def transport_ok(pkt: Packet) -> bool:
+    """What conntrack checks with nf_conntrack_checksum=1: the TCP, UDP or ICMP checksum of
+    a whole (unfragmented) segment. One big-int sum: with the checksum field in, the words of a
+    correct segment and its pseudo header sum to 0xffff, i.e. 0 mod 0xffff (and not 0)."""
+    proto, off = pkt.proto, pkt.l4_offset
+    if proto not in _L4_CSUM or off < 0 or pkt.is_fragment:
+        return True
+    segment = pkt.raw[off : pkt.length]
+    if proto == UDP and pkt.family == 4 and segment[6:8] == b"\0\0":
+        return True  # no checksum
+    total = int.from_bytes(segment)
+    if len(segment) & 1:
+        total <<= 8
+    if proto != ICMP or pkt.family != 4:
+        total += pkt.src + pkt.dst + proto + len(segment)
+    return total % 0xFFFF == 0 and total != 0
+
+
 def _put(buf: bytearray, off: int, size: int, new: int) -> int:
     """Write a field; return old - new, the checksum delta of the change."""
     old = int.from_bytes(buf[off : off + size])

@@ -76,9 +76,9 @@ def key_of(pkt: Packet) -> FlowKey | None:
         return (proto, pkt.src, pkt.sport, pkt.dst, pkt.dport)
     if proto == (ICMP if pkt.family == 4 else ICMPV6):
         ident = pkt.icmp_id
-        if pkt.is_echo_request:
+        if pkt.is_query_request:
             return (proto, pkt.src, ident, pkt.dst, ident | _ECHO_ANSWER)
-        if pkt.is_echo_reply:
+        if pkt.is_query_reply:
             return (proto, pkt.src, ident | _ECHO_ANSWER, pkt.dst, ident)
         return None
     return (proto, pkt.src, 0, pkt.dst, 0)
@@ -225,10 +225,16 @@ class ConnTable:
     """All tracked connections, keyed by the packed tuple of each direction."""
 
     def __init__(
-        self, limit: int = 262_144, *, liberal: bool = False, timeouts: Timeouts | None = None
+        self,
+        limit: int = 262_144,
+        *,
+        liberal: bool = False,
+        loose: bool = True,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.limit = limit
         self.liberal = liberal
+        self.loose = loose
         self.timeouts = timeouts or Timeouts()
         self._tcp_timeouts = self.timeouts.tcp
         self.counters = Counters()
@@ -342,6 +348,10 @@ class ConnTable:
         self._trim_unreplied()
         return gone
 
+    def in_use(self, family: int, key: FlowKey) -> bool:
+        """Does a connection in the table travel on this tuple, in either direction?"""
+        return self._find(pack(family, key))[0] is not None
+
     def contains(self, conn: Conn) -> bool:
         """Is this entry (not just its tuple) still in the table? NAT asks before freeing."""
         return self._map.get(conn.okey) is conn
@@ -435,21 +445,28 @@ class ConnTable:
         """No entry: may this packet start a connection? If so, a pending one."""
         proto = pkt.proto
         if proto == TCP:
-            if pkt.tcp_flags & (SYN | ACK | RST | FIN) != SYN:
+            opening = pkt.tcp_flags & (SYN | ACK | RST | FIN)
+            if opening == SYN:
+                start, why = tcp_states.start, why or "tcp SYN opens a connection"
+            elif opening == ACK and self.loose:
+                start, why = tcp_states.pick_up, why or "tcp: picked up in the middle (loose)"
+            elif self.loose:
+                return self._invalid("tcp: no connection, and only a SYN or an ACK may open one")
+            else:
                 return self._invalid("tcp: no connection, and only a SYN may open one")
             conn = self._make(pkt, key, now, TcpState.NONE, now)
-            outcome, reason = tcp_states.start(conn, pkt, now, self.timeouts.tcp)
+            outcome, reason = start(conn, pkt, now, self.timeouts.tcp)
             if outcome is not Outcome.ACCEPT:
                 return self._invalid(reason)
-            why = why or "tcp SYN opens a connection"
         elif proto == UDP:
             conn = self._make(pkt, key, now, FlowState.UNREPLIED, now + self.timeouts.udp_unreplied)
             why = why or "udp: first datagram of a flow"
         elif proto in (ICMP, ICMPV6):
-            if not pkt.is_echo_request:
-                return self._invalid("icmp echo reply without a request")
+            if not pkt.is_query_request:
+                return self._invalid(f"icmp type {pkt.icmp_type}: a reply without a request")
             conn = self._make(pkt, key, now, FlowState.UNREPLIED, now + self.timeouts.icmp)
-            why = why or "icmp echo request"
+            why = why or ("icmp echo request" if pkt.is_echo_request else
+                          f"icmp query (type {pkt.icmp_type})")
         else:
             conn = self._make(pkt, key, now, FlowState.UNREPLIED, now + self.timeouts.generic)
             why = why or f"protocol {proto}: first packet (generic tracking)"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fw.core.fields import MISSING, packet_values
 from fw.core.protocols import ICMPV6, UNTRACKED_ICMPV6, is_multicast
 from fw.core.vocab import CT_STATUS_BITS, CtState, CtStatus, Hook, Verdict
+from fw.engine.checksum import transport_ok
 from fw.engine.conntrack import Conn, ConnTable, CtVerdict
 from fw.engine.decision import Decision, LogEvent, NatChange
 from fw.engine.evaluate import CompiledRuleSet
@@ -25,6 +26,7 @@ from fw.model import Rule, RuleSet
 HOOKS = tuple(Hook)
 UNTRACKED = "IPv6 neighbour discovery / MLD: never tracked (as in Linux)"
 NAT_EXHAUSTED = "NAT: no outside port left in the range (exhaustion)"
+BAD_CHECKSUM = "bad checksum (nf_conntrack_checksum): not tracked"
 TABLE_FULL = "connection table full (no unreplied entry to evict)"
 
 
@@ -47,16 +49,30 @@ class Engine:
         *,
         conntrack_limit: int = 262_144,
         liberal: bool = False,
+        tcp_loose: bool = True,
+        verify_checksums: bool = True,
+        nat_mapping_hold: float = 0.0,
         seed: int | None = None,
     ) -> None:
-        """`seed` fixes NAT's random port choices (replays are then reproducible)."""
+        """`seed` fixes NAT's random port choices (replays are then reproducible).
+
+        The options are Linux's conntrack sysctls (docs/fidelity.md): `liberal` is
+        nf_conntrack_tcp_be_liberal, `tcp_loose` nf_conntrack_tcp_loose (pick up a TCP
+        connection in the middle), `verify_checksums` nf_conntrack_checksum (a packet with a
+        bad transport checksum is invalid in prerouting). An adapter whose packets may carry
+        checksums not computed yet (a local sender's, on a veth) must turn the last one off.
+        `nat_mapping_hold` keeps a NAT mapping that long after its last outbound packet even
+        when its connections are gone (RFC 4787 REQ-5 asks for 120 s; Linux keeps none).
+        """
         self.routing = routing or default_routing()
         self.compiled = CompiledRuleSet(ruleset, self.routing.interfaces)
         self.stateful = ruleset.stateful
-        self.conntrack = ConnTable(conntrack_limit, liberal=liberal)
+        self.verify_checksums = verify_checksums
+        self.conntrack = ConnTable(conntrack_limit, liberal=liberal, loose=tcp_loose)
         self.fragments = FragmentTable()
         self.stats = EngineStats()
-        self.nat = Nat(ruleset.nat, self.routing, self.compiled.ifaces, self.conntrack, seed)
+        self.nat = Nat(ruleset.nat, self.routing, self.compiled.ifaces, self.conntrack, seed,
+                       nat_mapping_hold)
 
     @property
     def ruleset(self) -> RuleSet:
@@ -101,8 +117,9 @@ class Engine:
             if followed is not None:
                 self.stats.fragments_followed += 1
                 return followed
-        ct = self.conntrack.lookup(pkt, now) if self.stateful else None
-        if ct is None or ct.conn is None:
+        ct = self.track(pkt, hook, now) if self.stateful else None
+        if ct is None or ct.conn is None or ct.state == CtState.INVALID:
+            # Linux detaches an invalid packet from its connection: no NAT touches it
             return self.judge(pkt, hook, iif, oif, ct, trace, now)
         memo_key = self.memo_key(ct, pkt, hook, iif, oif) if not trace else None
         if memo_key is not None:
@@ -115,6 +132,15 @@ class Engine:
                 and not self.compiled.limits[decision.chain].mask:  # limits judge each packet
             self.remember(ct.conn, memo_key, decision)
         return decision
+
+    def track(self, pkt: Packet, hook: str, now: float) -> CtVerdict:
+        """Connection tracking; as Linux with nf_conntrack_checksum=1, a packet arriving with
+        a wrong transport checksum is invalid and changes no connection (prerouting only:
+        the firewall's own packets are not checked)."""
+        if (self.verify_checksums and hook == Hook.PREROUTING and pkt.invalid is None
+                and not transport_ok(pkt)):
+            return CtVerdict(CtState.INVALID, reason=BAD_CHECKSUM)
+        return self.conntrack.lookup(pkt, now)
 
     def tracked(self, pkt: Packet, hook: str, iif, oif, ct: CtVerdict, now: float,
                 trace: bool) -> Decision:

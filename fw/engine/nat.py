@@ -83,10 +83,10 @@ def make_plan(conn: Conn, direction: int, kind: str) -> Plan:
 
 class Nat:
     def __init__(self, rules: Sequence[NatRule], routing: Routing, ifaces: dict[str, int],
-                 table: ConnTable, seed: int | None = None) -> None:
+                 table: ConnTable, seed: int | None = None, hold: float = 0.0) -> None:
         self.routing = routing
         self.table = table
-        self.mappings = MappingTable(seed)
+        self.mappings = MappingTable(seed, hold)
         self.pools: dict[tuple, PoolState] = {}  # (rule index, pool) -> its state
         self.exhausted = 0
         self.load_rules(rules, ifaces)
@@ -97,6 +97,7 @@ class Nat:
         self.pool_of_rule: dict[int, PoolState] = {}  # id(rule) -> state, for these rules
         kept = {(r.index, r.pool) for r in rules if r.pool is not None}
         self.pools = {key: state for key, state in self.pools.items() if key in kept}
+        self.loaded = bool(rules)  # Linux binds (null bindings too) only where NAT is in use
         self.dnat = compile_chain([r for r in rules if r.action == "dnat"], ifaces, any_rule)
         self.snat = compile_chain([r for r in rules if r.action != "dnat"], ifaces, any_rule)
 
@@ -183,6 +184,8 @@ class Nat:
             self.refresh(conn, ct.direction, now)
             return self.rewrite(pkt, conn, ct.direction, before=False)
         changes = self.new_source(pkt, conn, iif, oif, now)
+        if changes == []:
+            changes = self.unique_source(pkt, conn)
         if changes is not None:
             conn.reply = reverse(key_of(pkt))
             choice = conn.nat.choice if conn.nat is not None else None
@@ -207,6 +210,32 @@ class Nat:
             self.exhausted += 1
             return None
         return [self.bind_source(pkt, conn, mapping, rule, now)]
+
+    def unique_source(self, pkt: Packet, conn: Conn) -> list[NatChange]:
+        """Linux's NAT gives every new connection a binding, a null one when no rule
+        translates it; a null binding whose reply tuple is already some connection's gets
+        another source port (get_unique_tuple), where without it the connection could not
+        enter the table. Seen when a server answers a masqueraded host at its inside address."""
+        if not self.loaded or pkt.proto not in (TCP, UDP):
+            return []
+        proto, src, sport, dst, dport = key_of(pkt)
+        if not self.table.in_use(4, (proto, dst, dport, src, sport)):
+            return []
+        lo, hi = null_binding_range(sport)
+        for _ in range(64):
+            port = self.mappings.rng.randint(lo, hi)
+            if not self.table.in_use(4, (proto, dst, dport, src, port)):
+                break
+        else:
+            return []  # the table refuses the connection, as before
+        if conn.nat is None:
+            conn.nat = Binding("snat")
+        else:  # a port forward's connection: keep its rule
+            conn.nat.kind = f"{conn.nat.kind}+snat"
+        kind = conn.nat.kind
+        before = snapshot(pkt)
+        set_source(pkt, (src, port))
+        return [NatChange(kind, 4, before, snapshot(pkt))]
 
     def source_address(self, rule: NatRule | None, oif: str | None) -> int | None:
         if rule is not None and rule.to_addr is not None:
@@ -322,6 +351,14 @@ def writable(pkt: Packet) -> bytearray:
     if not isinstance(pkt.raw, bytearray):
         pkt.raw = bytearray(pkt.raw)
     return pkt.raw
+
+
+def null_binding_range(port: int) -> tuple[int, int]:
+    """The ports Linux draws from for a source port it must change without a range
+    (nf_nat_l4proto_unique_tuple): below 512, 600-1023 or 1024 and up, as the port was."""
+    if port < 512:
+        return 1, 511
+    return (600, 1023) if port < 1024 else (1024, 65535)
 
 
 def set_source(pkt: Packet, endpoint: tuple[int, int]) -> None:

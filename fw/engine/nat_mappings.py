@@ -5,8 +5,10 @@ A mapping is keyed by what its *mapping behaviour* says must share it: the insid
 (address-port-dependent). Its *filtering behaviour* says which remote endpoints may send in
 through it. Outside ports are never shared between mappings (no port overloading, REQ-3), the
 inside port is kept when free (port preservation), and a port below 1024 maps below 1024.
-Mappings live while a connection uses them and at least 120 s after their last outbound packet
-(REQ-5), refreshed by outbound traffic only (REQ-6).
+Mappings live while a connection uses them, as Linux's do (a masquerade mapping is its conntrack
+entry: a UDP mapping is gone 30 s after an unanswered packet). With a hold (the engine's
+`nat_mapping_hold`; RFC 4787 REQ-5 asks for at least 120 s) a mapping also outlives its last
+outbound packet by that long, refreshed by outbound traffic only (REQ-6).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from dataclasses import dataclass, field
 
 from fw.core.vocab import NatBehaviour
 
-MAPPING_HOLD = 120.0  # seconds a mapping outlives its last outbound packet (REQ-5)
-RECHECK = 10.0  # a mapping still in use past its hold is looked at again this much later
+RFC4787_HOLD = 120.0  # seconds REQ-5 wants a mapping to outlive its last outbound packet
+RECHECK = 10.0  # at most this long until a mapping still in use past its hold is looked at
 DEFAULT_RANGE = (32768, 60999)
 PRIVILEGED_RANGE = (1, 1023)
 ICMP_ID_RANGE = (0, 65535)
@@ -39,6 +41,7 @@ class Mapping:
     remotes: set[Endpoint] = field(default_factory=set)  # remote endpoints contacted
     conns: list = field(default_factory=list)  # connections that used it (some may be gone)
     recheck: float = 0.0  # still in use when last looked at: look again then
+    hold: float = 0.0  # seconds it outlives its last outbound packet (0: as Linux)
 
     def permits(self, remote: Endpoint) -> bool:
         """May this remote endpoint send in through the mapping (the filtering behaviour)?"""
@@ -49,8 +52,8 @@ class Mapping:
         return remote in self.remotes
 
     def hold_until(self) -> float:
-        """REQ-5: at least this long after the last outbound packet; longer while in use."""
-        return max(self.last_out + MAPPING_HOLD, self.recheck)
+        """`hold` after the last outbound packet (REQ-5 with a hold); longer while in use."""
+        return max(self.last_out + self.hold, self.recheck)
 
     def in_use(self, alive: Callable[[object], bool]) -> bool:
         self.conns = [conn for conn in self.conns if alive(conn)]
@@ -66,7 +69,8 @@ class NatCounters:
 
 
 class MappingTable:
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, hold: float = 0.0) -> None:
+        self.hold = hold
         self.by_key: dict[tuple, Mapping] = {}
         self.by_outside: dict[tuple[int, Endpoint], Mapping] = {}
         self.counters = NatCounters()
@@ -106,7 +110,7 @@ class MappingTable:
             self.counters.exhausted += 1
             return None
         created = Mapping(proto, inside, (address, port), mapping, filtering,
-                          self.key(proto, inside, remote, mapping), now, now)
+                          self.key(proto, inside, remote, mapping), now, now, hold=self.hold)
         self.by_key[created.key] = created
         self.by_outside[(proto, created.outside)] = created
         self.counters.mappings_created += 1
@@ -157,8 +161,9 @@ class MappingTable:
         for mapping in gone:
             self.remove(mapping)
         for mapping in due:
-            if mapping.conns:
-                mapping.recheck = now + RECHECK
+            if mapping.conns:  # look again when its first connection may be gone
+                soonest = min(conn.expires for conn in mapping.conns)
+                mapping.recheck = min(max(soonest, now), now + RECHECK)
         self.counters.mappings_expired += len(gone)
         return len(gone)
 

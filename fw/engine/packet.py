@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from fw.core.protocols import (
     ICMP,
     ICMPV6,
+    QUERY_REPLY,
+    QUERY_TYPES,
     SYN,
     TCP,
     UDP,
@@ -94,6 +96,19 @@ class Packet:
         if self.family == 4:
             return self.proto == ICMP and self.icmp_type == ICMP_ECHO_REQUEST
         return self.proto == ICMPV6 and self.icmp_type == ICMPV6_ECHO_REQUEST
+
+    @property
+    def is_query_request(self) -> bool:
+        """An ICMP query that opens a connection as Linux tracks it (echo, timestamp...)."""
+        if self.proto != (ICMP if self.family == 4 else ICMPV6) or self.icmp_id < 0:
+            return False
+        return self.icmp_type in QUERY_REPLY[self.family]
+
+    @property
+    def is_query_reply(self) -> bool:
+        if self.proto != (ICMP if self.family == 4 else ICMPV6) or self.icmp_id < 0:
+            return False
+        return self.icmp_type in QUERY_TYPES[self.family] and not self.is_query_request
 
     @property
     def is_echo_reply(self) -> bool:
@@ -318,10 +333,10 @@ def _decode_icmp(pkt: Packet, raw: bytes | bytearray, off: int, end: int, quoted
     pkt.icmp_code = raw[off + 1]
     pkt.payload_len = end - off - _ICMP_HDR
     if pkt.family == 4:
-        echo, error = itype in (0, 8), itype in ICMP_ERRORS
+        query, error = itype in QUERY_TYPES[4], itype in ICMP_ERRORS
     else:
-        echo, error = itype in (128, 129), itype in ICMPV6_ERRORS
-    if echo:
+        query, error = itype in QUERY_TYPES[6], itype in ICMPV6_ERRORS
+    if query:
         pkt.icmp_id = _U16.unpack_from(raw, off + 4)[0]
     elif error and not quoted:
         _decode_quoted(pkt, raw[off + _ICMP_HDR : end])

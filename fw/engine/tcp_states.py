@@ -12,8 +12,9 @@ We sit in the middle and only guess each endpoint's state: a packet the table ma
 IGNORE may be valid for the endpoints while we are out of sync, so it passes without
 changing our state; INVALID packets are marked invalid and change nothing.
 
-Unlike the kernel's default (nf_conntrack_tcp_loose=1) we never pick up a connection
-in the middle: only a SYN starts one (the connection table enforces that).
+As the kernel with nf_conntrack_tcp_loose=1 (its default, the table's `loose` option), an
+ACK-class segment with no entry picks the connection up in the middle (``pick_up``): state
+ESTABLISHED, both directions tracked liberally, since the window scale was never seen.
 """
 
 from __future__ import annotations
@@ -215,6 +216,19 @@ def start(
     table from NONE (kernel: tcp_new). Only a SYN gets further than INVALID."""
     w = tw.new_window()
     tw.init_original(w, pkt)
+    conn.tcp = w
+    conn.state = TcpState.NONE
+    return track(conn, ORIGINAL, pkt, now, timeouts)
+
+
+def pick_up(
+    conn: TcpConn, pkt: Packet, now: float, timeouts: tuple[float, ...] = TIMEOUTS
+) -> tuple[Outcome, str]:
+    """A segment of flag class ACK with no entry, with pickup allowed (kernel: tcp_new with
+    nf_conntrack_tcp_loose): the history is lost, so the sender's window is guessed from
+    this packet (unscaled) and both directions are tracked liberally (SACK assumed)."""
+    w = tw.new_window()
+    tw.init_picked_up(w, pkt)
     conn.tcp = w
     conn.state = TcpState.NONE
     return track(conn, ORIGINAL, pkt, now, timeouts)

@@ -113,6 +113,15 @@ def init_original(w: array, pkt: Packet) -> None:
     _options(w, 0, pkt)
 
 
+def init_picked_up(w: array, pkt: Packet) -> None:
+    """A connection picked up in the middle (kernel: tcp_new, loose branch)."""
+    end = seg_end(pkt)
+    w[END] = end
+    w[MAXWIN] = pkt.window or 1
+    w[MAXEND] = (end + w[MAXWIN]) & _MASK
+    w[FLAGS] = w[DIR_WORDS + FLAGS] = F_SACK_PERM | F_BE_LIBERAL
+
+
 def init_sender(w: array, direction: int, pkt: Packet) -> None:
     """SYN/ACK (or SYN of a simultaneous open) seeds the responder's block.
 
