@@ -100,8 +100,8 @@ def _put(buf: bytearray, off: int, size: int, new: int) -> int:
 def _adjust(buf: bytearray, off: int, delta: int, udp: bool = False) -> int:
     """Apply `delta` to the checksum at `off`; UDP's 0 means "no checksum" and stays 0."""
     old = (buf[off] << 8) | buf[off + 1]
-    if udp and old == 0:
-        return 0
+    if (udp and old == 0) or delta % 0xFFFF == 0:
+        return 0  # nothing changed: keep the field as it was (0xFFFF and 0 are not one value)
     new = (old + delta) % 0xFFFF
     if udp and new == 0:
         new = 0xFFFF
