@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,11 @@ def test_help_shows_flags_without_a_value(command: str) -> None:
 
 
 def test_completion_installs_and_completes(tmp_path: Path) -> None:
-    installed = fwlab("--install-completion", "bash", env={"HOME": str(tmp_path)})
+    # typer asks the parent process which shell it is: make it bash (`; :` keeps bash from
+    # exec-ing the command in its place), whatever runs the tests
+    command = " ".join(shlex.quote(a) for a in [*FWLAB, "--install-completion"])
+    installed = subprocess.run(["bash", "-c", f"{command}; :"], capture_output=True, text=True,
+                               timeout=60, env={**os.environ, "HOME": str(tmp_path)})
     assert installed.returncode == 0, installed.stderr
     script = tmp_path / ".bash_completions" / "fwlab.sh"
     assert "_fwlab_completion" in script.read_text()

@@ -85,9 +85,24 @@ def transport_ok(pkt: Packet) -> bool:
     total = int.from_bytes(segment)
     if len(segment) & 1:
         total <<= 8
+    pseudo = 0
     if proto != ICMP or pkt.family != 4:
-        total += pkt.src + pkt.dst + proto + len(segment)
-    return total % 0xFFFF == 0 and total != 0
+        pseudo = pkt.src + pkt.dst + proto + len(segment)
+        total += pseudo
+    return (total % 0xFFFF == 0 and total != 0) or not_computed_yet(segment, proto, pseudo)
+
+
+_CSUM_AT = {TCP: 16, UDP: 6}
+
+
+def not_computed_yet(segment: bytes, proto: int, pseudo: int) -> bool:
+    """A segment a local sender left to the device to checksum (CHECKSUM_PARTIAL, as on a veth)
+    carries only its pseudo header's sum; a capture in the lab is full of them, and Linux never
+    calls them bad. A wrong checksum looks like this by chance once in 65,535."""
+    at = _CSUM_AT.get(proto)
+    if at is None or len(segment) < at + 2:
+        return False
+    return int.from_bytes(segment[at : at + 2]) % 0xFFFF == pseudo % 0xFFFF
 
 
 def _put(buf: bytearray, off: int, size: int, new: int) -> int:
