@@ -82,7 +82,15 @@ def _consistent(matches: list[str]) -> bool:
     implied = [_implies(m) for m in matches]
     protos = {p for p, _ in implied if p}
     families = {f for _, f in implied if f}
-    return len(protos) <= 1 and len(families) <= 1
+    fields = [_field(m) for m in matches]  # `check` refuses a field tested twice
+    return len(protos) <= 1 and len(families) <= 1 and len(set(fields)) == len(fields)
+
+
+def _field(match: str) -> str:
+    """What a match tests: `ip saddr`, `tcp dport`, `ct state`, `iif`, `proto`."""
+    words = match.split()
+    return " ".join(words[:2]) if words[0] in ("ip", "ip6", "tcp", "udp", "icmp", "icmpv6", "ct") \
+        else words[0]
 
 
 def _rule(rng: random.Random, stateful: bool) -> str:
@@ -93,13 +101,19 @@ def _rule(rng: random.Random, stateful: bool) -> str:
     return " ".join([*matches, verdict])
 
 
+# The hosts and the firewall must find each other over IPv6 in the kernel; the engine judges
+# neighbour discovery by the chains as Linux does, so every file lets it in, as a user's must.
+ND_INPUT = ("input {\n    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, "
+            "nd-router-solicit, nd-router-advert } accept\n}")
+
+
 def rule_text(rng: random.Random) -> str:
     """A small rule file: a few random forward rules, often the usual stateful pair first,
     NAT (masquerade and port forwards to `web`) in about half of the stateful ones."""
     stateful = rng.random() < 0.85
     lines = [f"mode {'stateful' if stateful else 'stateless'}",
              f"policy forward {rng.choice(['accept', 'drop', 'drop'])}",
-             "policy input drop", "policy output accept", "", "forward {"]
+             "policy input drop", "policy output accept", "", ND_INPUT, "", "forward {"]
     if stateful and rng.random() < 0.6:
         lines.append("    ct state established,related accept")
     if stateful and rng.random() < 0.4:
