@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from fw.core.protocols import ADDRESS_BITS, FAMILY_OF_ICMP, ICMP, ICMP_OF_FAMILY, ICMPV6, TCP
-from fw.core.ranges import IntervalSet, Ranges
+from fw.core.ranges import IntervalSet, Ranges, norm
 from fw.core.vocab import CT_STATES, CT_STATUS_BITS
 from fw.model import (
     AddrMatch,
@@ -71,8 +71,6 @@ def network_range(
 
 def decode_low(ranges: Ranges, bits: int) -> Ranges:
     """Strip the encoding's high part (proto << 16, family << 128) off values of one kind."""
-    from fw.core.ranges import norm
-
     mask = (1 << bits) - 1
     return norm((lo & mask, hi & mask) for lo, hi in ranges)
 

@@ -4,6 +4,7 @@ and the checksum of a rewritten packet whose checksum the kernel had left unfini
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -414,6 +416,26 @@ def test_gso_packets_rewritten_arrive_with_good_checksums(lab, consumer, tmp_pat
     assert final["kernel_errors"] == 0 and final["truncated"] == 0
 
 
+@contextlib.contextmanager
+def udp_flood(lab) -> Iterator[None]:
+    """A 4 s flood of 64-byte UDP from client to an iperf3 server, under way when the body
+    starts (1.5 s in); both ends are ended by PID afterwards."""
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    srv = lab.exec("server", ["iperf3", "-s", "-1", "-B", "203.0.113.10"], **quiet)
+    flood = None
+    try:
+        time.sleep(0.5)
+        flood = lab.exec("client", ["iperf3", "-c", "203.0.113.10", "-u", "-b", "0", "-l", "64",
+                                    "-t", "4"], **quiet)
+        time.sleep(1.5)
+        yield
+    finally:
+        for proc in (flood, srv):
+            if proc is not None:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
 def _udp_received(lab) -> int:
     out = lab.run("server", ["nstat", "-asz", "UdpInDatagrams"]).stdout
     return sum(int(line.split()[1]) for line in out.splitlines()[1:] if line.strip())
@@ -426,22 +448,7 @@ def test_a_flood_fails_closed_when_the_consumer_is_killed(lab, consumer) -> None
     from then on nothing reaches the server (bounded: a 4 s flood)."""
     nfq.install_queue(lab.firewall_ns, 0, False)
     c = consumer(lab, "--backend", "netlink")
-    srv = lab.exec(
-        "server",
-        ["iperf3", "-s", "-1", "-B", "203.0.113.10"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    flood = None
-    try:
-        time.sleep(0.5)
-        flood = lab.exec(
-            "client",
-            ["iperf3", "-c", "203.0.113.10", "-u", "-b", "0", "-l", "64", "-t", "4"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1.5)
+    with udp_flood(lab):
         assert _udp_received(lab) > 100  # the flood passes while the consumer runs
         c.kill()
         time.sleep(0.3)  # what the consumer had answered is delivered
@@ -449,11 +456,6 @@ def test_a_flood_fails_closed_when_the_consumer_is_killed(lab, consumer) -> None
         time.sleep(1.0)
         assert _udp_received(lab) == after_kill  # nothing since: fail closed
         assert nfq.queue_stats(lab.firewall_ns) == []
-    finally:
-        for proc in (flood, srv):
-            if proc is not None:
-                proc.kill()
-                proc.wait(timeout=5)
 
 
 @pytest.mark.lab
@@ -465,22 +467,7 @@ def test_a_flood_through_the_lab_fails_closed_when_its_engine_is_killed(cli_lab)
     status = lab.status()
     assert status["daemon"]["backend"] == "netlink"
     handle = lab.handle
-    srv = handle.exec(
-        "server",
-        ["iperf3", "-s", "-1", "-B", "203.0.113.10"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    flood = None
-    try:
-        time.sleep(0.5)
-        flood = handle.exec(
-            "client",
-            ["iperf3", "-c", "203.0.113.10", "-u", "-b", "0", "-l", "64", "-t", "4"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1.5)
+    with udp_flood(handle):
         assert _udp_received(handle) > 100
         os.kill(int(status["supervisor"]["supervisor_pid"]), signal.SIGKILL)  # this lab's own
         os.kill(int(status["daemon"]["pid"]), signal.SIGKILL)  # (it dies with it anyway)
@@ -488,8 +475,3 @@ def test_a_flood_through_the_lab_fails_closed_when_its_engine_is_killed(cli_lab)
         after_kill = _udp_received(handle)
         time.sleep(1.0)
         assert _udp_received(handle) == after_kill
-    finally:
-        for proc in (flood, srv):
-            if proc is not None:
-                proc.kill()
-                proc.wait(timeout=5)
