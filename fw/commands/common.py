@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from fw.commands.output import stderr
 from fw.dsl import load_ruleset
 from fw.engine.engine import Engine
 from fw.engine.routing import Routing, default_routing
+from fw.errors import LabError, Span
 from fw.model import IfaceMatch, RuleSet
 
 
@@ -27,14 +30,39 @@ def engine_for(rules: str, topology: str | None = None, *, liberal: bool = False
     return Engine(ruleset, routing, liberal=liberal, seed=0)
 
 
+def unknown_interfaces(ruleset: RuleSet, known: Iterable[str]) -> dict[str, Span | None]:
+    """Each interface a rule names that `known` lacks, with where it is first named."""
+    have = set(known)
+    missing: dict[str, Span | None] = {}
+    for rule in [*ruleset.rules(), *ruleset.nat]:
+        for match in rule.matches:
+            if isinstance(match, IfaceMatch):
+                for name in match.names:
+                    if name not in have:
+                        missing.setdefault(name, match.span)
+    return missing
+
+
+def refuse_unknown_interfaces(ruleset: RuleSet, known: Iterable[str], force: bool) -> None:
+    """`fwlab up` and `reload` run a file in a real lab, where a rule naming an interface the
+    firewall lacks silently never matches: one line naming the first such place, exit 2,
+    unless `--force`."""
+    known = list(known)
+    missing = unknown_interfaces(ruleset, known)
+    if force or not missing:
+        return
+    (name, span), *more = missing.items()
+    also = f" (also {', '.join(repr(n) for n, _ in more)})" if more else ""
+    raise LabError(f"interface '{name}' is not in the lab's topology (its firewall has "
+                   f"{', '.join(sorted(known))}){also}: rules naming it would never match; "
+                   "--force runs the file anyway", span)
+
+
 def warn_unknown_interfaces(ruleset: RuleSet, routing: Routing) -> None:
     """Once on stderr per name: a rule naming an interface the topology lacks never matches
     (`fwlab check` says where each one is)."""
     known = set(routing.interfaces)
-    missing = {name: match.span for rule in [*ruleset.rules(), *ruleset.nat]
-               for match in rule.matches if isinstance(match, IfaceMatch)
-               for name in match.names if name not in known}
-    for name, span in missing.items():
+    for name, span in unknown_interfaces(ruleset, known).items():
         where = f"{span}: " if span else ""
         stderr.print(f"fwlab: {where}warning: interface '{name}' is not in the topology "
                      f"(it has {', '.join(sorted(known))}): rules naming it never match",

@@ -15,7 +15,15 @@ from typing import Annotated, Any
 
 import typer
 
-from fw.commands.options import Backend, BackendOpt, ConntrackMaxOpt, JsonOpt, NameOpt, need_root
+from fw.commands.options import (
+    Backend,
+    BackendOpt,
+    ConntrackMaxOpt,
+    ForceOpt,
+    JsonOpt,
+    NameOpt,
+    need_root,
+)
 from fw.commands.output import print_json, stderr, stdout
 from fw.errors import LabError, RulesError
 
@@ -42,8 +50,10 @@ def reload(
         "--timeout", min=0.1, help="Seconds to read, compile and apply it; else nothing changes."
     )] = RELOAD_SECONDS,
     as_json: JsonOpt = False,
+    force: ForceOpt = False,
 ) -> None:
-    """Swap the running rules atomically; connections survive. A file with errors is refused."""
+    """Swap the running rules atomically; connections survive. A file with errors is refused,
+    and so is one naming interfaces the lab's firewall lacks (unless --force)."""
     need_root("reload")
     path = Path(rules).expanduser().resolve()
     if not path.is_file():
@@ -52,9 +62,10 @@ def reload(
     from fw.commands import kernel_lab
     from fw.lab.netns import read_state
 
+    interfaces = None if force else lab_interfaces(name)
     if kernel_lab.runs_kernel(state := read_state(name)):
-        return kernel_lab.reload(name, path, state or {}, as_json, timeout)
-    answer = _reload(name, path, time.monotonic() + timeout)
+        return kernel_lab.reload(name, path, state or {}, as_json, timeout, interfaces)
+    answer = _reload(name, path, time.monotonic() + timeout, interfaces)
     if as_json:
         print_json(answer)
         if not answer.get("ok"):
@@ -67,8 +78,18 @@ def reload(
     stdout.print(f"lab {name!r} now runs {answer['rules']} ({answer['mode']})", markup=False)
 
 
-def _reload(name: str, path: Path, deadline: float) -> dict[str, Any]:
-    """Compile here, then hand the daemon the result under the lab's lock, all by `deadline`."""
+def lab_interfaces(name: str) -> list[str]:
+    """The interfaces of the running lab's firewall (what its rules may name)."""
+    from fw.lab.netns import attach
+
+    return list(attach(name).topology.firewall.interfaces)
+
+
+def _reload(name: str, path: Path, deadline: float,
+            interfaces: list[str] | None = None) -> dict[str, Any]:
+    """Compile here, then hand the daemon the result under the lab's lock, all by `deadline`.
+    With `interfaces`, a file naming others is refused before the daemon hears of it."""
+    from fw.commands.common import refuse_unknown_interfaces
     from fw.lab import control, rulestore
     from fw.lab.engine_glue import render_diagnostics
     from fw.lab.lablock import lab_lock
@@ -79,6 +100,10 @@ def _reload(name: str, path: Path, deadline: float) -> dict[str, Any]:
         return {"ok": False, "applied": False, "diagnostics": render_diagnostics(exc),
                 "error": f"{path}: rules not loaded, the old rules stay"}
     except rulestore.RulesTimeout as exc:
+        return {"ok": False, "applied": False, "error": str(exc)}
+    try:
+        refuse_unknown_interfaces(ruleset, interfaces or [], interfaces is None)
+    except LabError as exc:
         return {"ok": False, "applied": False, "error": str(exc)}
     request = {"cmd": "reload", "deadline": deadline,
                "compiled": rulestore.encode(rulestore.StoredRules(str(path), ruleset))}

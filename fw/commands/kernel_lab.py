@@ -138,16 +138,21 @@ def entries(name: str, what: str) -> list[dict]:
 # -- reload / logs --------------------------------------------------------------------------------
 
 
-def reload(name: str, path: Path, state: dict[str, Any], as_json: bool, seconds: float) -> None:
+def reload(name: str, path: Path, state: dict[str, Any], as_json: bool, seconds: float,
+           interfaces: list[str] | None = None) -> None:
     """Compile the new file (within `seconds`, as for the engine), export it and load it in one
-    nft transaction, under the lab's lock; the old rules stay on any error."""
+    nft transaction, under the lab's lock; the old rules stay on any error. With `interfaces`,
+    a file naming others is refused."""
+    from fw.commands.common import refuse_unknown_interfaces
     from fw.errors import FwlabError, RulesError
     from fw.lab import kernel_engine, rulestore
     from fw.lab.engine_glue import render_diagnostics
     from fw.lab.lablock import lab_lock
 
     try:
-        prepared = kernel_engine.prepare(path, rulestore.compile_rules(path, seconds))
+        ruleset = rulestore.compile_rules(path, seconds)
+        refuse_unknown_interfaces(ruleset, interfaces or [], interfaces is None)
+        prepared = kernel_engine.prepare(path, ruleset)
         with lab_lock(name, "reload", timeout=seconds):
             answer = kernel_engine.reload(name, prepared, state)
     except RulesError as exc:

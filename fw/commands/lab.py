@@ -29,6 +29,7 @@ from fw.commands.options import (
     BackendOpt,
     ConntrackMaxOpt,
     EngineOpt,
+    ForceOpt,
     JsonOpt,
     NameOpt,
     need_root,
@@ -79,10 +80,12 @@ def up(
     conntrack_max: ConntrackMaxOpt = None,
     engine: EngineOpt = "fwlab",
     backend: BackendOpt = Backend.netlink,
+    force: ForceOpt = False,
 ) -> None:
     """Build a lab of network namespaces and start the engine daemon in its firewall."""
     need_root("up")
     from fw.commands import kernel_lab
+    from fw.commands.common import refuse_unknown_interfaces
     from fw.lab import netns as labns
     from fw.lab.engine_glue import rules_path
     from fw.lab.lablock import lab_lock
@@ -93,6 +96,7 @@ def up(
     topo = load_topology(topology) if topology else default_topology()
     rules_file = rules_path(topo, rules)
     stored = StoredRules(str(rules_file), _check_rules(rules_file))
+    refuse_unknown_interfaces(stored.ruleset, topo.firewall.interfaces, force)
     kernel = (kernel_lab.prepare(rules_file, stored.ruleset)
               if kernel_lab.check_engine(engine, fail_open) else None)
     with lab_lock(name, "up", timeout=LOCK_WAIT):

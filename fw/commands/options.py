@@ -48,6 +48,11 @@ EngineOpt = Annotated[
     typer.Option("--engine", help="fwlab: the engine daemon judges every packet (NFQUEUE); "
                  "kernel: the firewall runs the exported rules in its own nftables."),
 ]
+ForceOpt = Annotated[
+    bool,
+    typer.Option("--force", help="Run a rule file that names interfaces the lab's firewall "
+                 "does not have (those rules never match)."),
+]
 
 
 class Backend(StrEnum):

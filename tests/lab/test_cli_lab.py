@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,31 @@ def test_reload_command(cli_lab) -> None:
     assert lab.status()["daemon"]["mode"] == "stateless"
     nofile = lab.cli("reload", "/nonexistent.fw")
     assert nofile.returncode == 2 and "does not exist" in nofile.stderr
+
+
+@pytest.mark.lab
+def test_rules_naming_interfaces_the_lab_lacks_are_refused_unless_forced(cli_lab, tmp_path) -> None:
+    """`iif dmz` in the default lab (lan, wan) would silently never match: `up` and `reload`
+    refuse such a file in one line naming where, exit 2; `--force` runs it anyway."""
+    dmz = str(tmp_path / "dmz.fw")
+    Path(dmz).write_text("mode stateful\npolicy forward drop\nforward {\n"
+                         "    ct state established accept\n    iif lan oif dmz accept\n}\n")
+    where = f"{dmz}:5:13: error: interface 'dmz' is not in the lab's topology (its firewall " \
+            "has lan, wan)"
+    name = new_lab_name()
+    refused_up = fwlab("up", "--name", name, "--rules", dmz)
+    assert refused_up.returncode == 2 and refused_up.stderr.count("\n") == 1, refused_up.stderr
+    assert refused_up.stderr.startswith(f"fwlab: {where}") and "--force" in refused_up.stderr
+    assert labns.lab_namespaces(name) == [] and not (labns.RUN_DIR / name).exists()
+    lab = cli_lab()
+    refused = lab.cli("reload", dmz)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith(f"fwlab: {where}")
+    as_json = lab.cli("reload", dmz, "--json")
+    assert as_json.returncode == 2 and where in json.loads(as_json.stdout)["error"]
+    assert lab.status()["daemon"]["rules"].endswith("stateful-web.fw")
+    forced = lab.cli("reload", dmz, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert lab.status()["daemon"]["rules"].endswith("dmz.fw")
+    forced_up = cli_lab("--rules", dmz, "--force")
+    assert forced_up.status()["daemon"]["rules"].endswith("dmz.fw")
