@@ -1,10 +1,16 @@
 """Turn a one-line packet description (what `fwlab explain` takes) into packet bytes.
 
     tcp 203.0.113.66:80 -> 192.0.2.2:40000 flags SA seq 1 ack 1 len 100
-    udp [2001:db8:1::2]:5353 -> [2001:db8:2::10]:53
+    tcp 192.0.2.2:40000 -> 203.0.113.10:https flags syn,ack
+    udp [2001:db8:1::2]:5353 -> [2001:db8:2::10]:domain
     icmp 192.0.2.2 -> 203.0.113.10 type echo-request id 7
     icmp 198.51.100.1 -> 192.0.2.2 type time-exceeded quoting udp 192.0.2.2:40000 -> 203.0.113.10:53
-    proto 47 192.0.2.2 -> 203.0.113.10
+    icmp 203.0.113.1 -> 192.0.2.2 type destination-unreachable code port-unreachable
+    gre 192.0.2.2 -> 203.0.113.10          (any name of /etc/protocols: esp, ah, sctp, ...)
+    proto 47 192.0.2.2 -> 203.0.113.10     (proto NAME too)
+
+The words are the rules language's: service names for ports (fw/core/services.py), protocol
+names (fw/core/protocols.py), ICMP type and code names and TCP flag names as nft spells them.
 
 A mistake is reported as one line that names the offending word, since the user typed the line
 on a command line and has nothing else to look at.
@@ -17,7 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fw import craft
-from fw.core.icmp_types import ICMP_TYPES, ICMPV6_TYPES
+from fw.core.icmp_types import ICMP_CODES, ICMP_TYPES, ICMPV6_CODES, ICMPV6_TYPES
+from fw.core.protocols import PROTO_NAMES, PROTOCOL_NAMES, PROTOCOLS, TCP, TCP_FLAGS, UDP
+from fw.core.services import service_names, service_port
 from fw.errors import PacketSpecError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -77,9 +85,8 @@ def _parse(spec: _Spec, words: list[str]) -> bytes:
         words, quoted = words[:cut], _parse(spec, words[cut + 1 :] or ["(nothing)"])
     if len(words) < 3 or words[1] != "->":
         raise spec.error(" ".join(words[:3]) or kind, "should be 'SRC -> DST'")
-    needs_port = kind in ("tcp", "udp")
-    src, sport = _endpoint(spec, words[0], needs_port)
-    dst, dport = _endpoint(spec, words[2], needs_port)
+    src, sport = _endpoint(spec, words[0], kind)
+    dst, dport = _endpoint(spec, words[2], kind)
     if src.version != dst.version:
         raise spec.error(words[2], f"is not the same IP version as {words[0]!r}")
     opts = _options(spec, kind, words[3:])
@@ -87,27 +94,63 @@ def _parse(spec: _Spec, words: list[str]) -> bytes:
 
 
 def _kind(spec: _Spec, words: list[str]) -> tuple[str, list[str]]:
-    """The leading protocol word; `proto N` keeps N in the options as `proto`."""
-    kind = words[0].lower()
-    if kind == "proto" and len(words) > 1:
-        _number(spec, words[1], 255)
-        return "proto", [*words[2:], "proto", words[1]]
-    if kind not in _OPTIONS:
-        raise spec.error(words[0], "is not a protocol (tcp, udp, icmp, icmpv6 or proto N)")
-    return kind, words[1:]
+    """The leading protocol word: tcp, udp, icmp, icmpv6, or any other protocol by name
+    (`gre`) or number (`proto 47`, `proto gre`), kept in the options as `proto`."""
+    word, rest = words[0].lower(), words[1:]
+    if word == "proto" and rest:
+        word, rest = rest[0].lower(), rest[1:]
+        number = PROTOCOL_NAMES.get(word)
+        if number is None and not word[:1].isdigit():
+            raise spec.error(words[1], f"is not a protocol name or number{_close(word)}")
+        number = number if number is not None else _number(spec, word, 255)
+    elif word in _OPTIONS and word != "proto":
+        return word, rest
+    elif word in PROTOCOL_NAMES:
+        number = PROTOCOL_NAMES[word]
+    else:
+        raise spec.error(words[0], "is not a protocol (tcp, udp, icmp, icmpv6, a name such as "
+                                   f"gre or esp, or proto N){_close(word)}")
+    name = PROTO_NAMES.get(number)
+    if name in PROTOCOLS and not word[:1].isdigit():  # `proto tcp`, `ipv6-icmp`: the header
+        return name, rest                                # too (`proto 6` stays a bare number)
+    return "proto", [*rest, "proto", str(number)]
 
 
-def _endpoint(spec: _Spec, word: str, needs_port: bool) -> tuple[IPAddress, int]:
+def _close(word: str, known: list[str] | None = None) -> str:
+    from difflib import get_close_matches
+
+    close = get_close_matches(word, known if known is not None else list(PROTOCOL_NAMES), n=1,
+                              cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _endpoint(spec: _Spec, word: str, kind: str) -> tuple[IPAddress, int]:
     addr, port = _split_port(spec, word)
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
         raise spec.error(addr, "is not an IP address") from None
+    needs_port = kind in _PORT_PROTOCOLS
     if needs_port and port is None:
         raise spec.error(word, "needs a port (ADDR:PORT or [IPv6]:PORT)")
     if not needs_port and port is not None:
         raise spec.error(word, "has a port, but this protocol has none")
-    return ip, _number(spec, port, 0xFFFF) if port is not None else 0
+    return ip, _port(spec, port, _PORT_PROTOCOLS[kind]) if port is not None else 0
+
+
+_PORT_PROTOCOLS = {"tcp": TCP, "udp": UDP}
+
+
+def _port(spec: _Spec, word: str, proto: int) -> int:
+    """A port number, or a service name of the protocol (`https`, `domain`), as in rules."""
+    if word[:1].isdigit():
+        return _number(spec, word, 0xFFFF)
+    port = service_port(word.lower(), proto)
+    if port is None:
+        what = "TCP" if proto == TCP else "UDP"
+        raise spec.error(word, f"is not a port number or a {what} service name"
+                               f"{_close(word.lower(), list(service_names(proto)))}")
+    return port
 
 
 def _split_port(spec: _Spec, word: str) -> tuple[str, str | None]:
@@ -174,19 +217,28 @@ class _Desc:
 
 def _tcp(d: _Desc) -> bytes:
     d.no_quote("tcp")
-    flags = d.opts.get("flags", "S")
-    if flags[:1].isdigit():  # a number, for flag sets no letter spells (`flags 0`: none)
-        bits = _number(d.spec, flags, 255)
-    else:
-        try:
-            bits = craft.tcp_flags(flags)
-        except ValueError:
-            raise d.spec.error(flags, "are not TCP flags (letters F S R P A U E C, or a "
-                                      "number)") from None
+    bits = _tcp_flags(d.spec, d.opts.get("flags", "S"))
     n = d.numbers(seq=0, ack=0, window=64240, len=0, ttl=64)
     payload = bytes(n["len"])
     args = (d.src, d.dst, d.sport, d.dport, bits, n["seq"], n["ack"], n["window"], payload)
     return craft.tcp(*args, ttl=n["ttl"])
+
+
+def _tcp_flags(spec: _Spec, flags: str) -> int:
+    """`SA` (tcpdump's letters), `syn,ack` (nft's names) or a number (`0`: none)."""
+    if flags[:1].isdigit():
+        return _number(spec, flags, 255)
+    names = flags.lower().split(",")
+    if len(names) > 1 or names[0] in TCP_FLAGS:
+        if all(name in TCP_FLAGS for name in names):
+            return sum({TCP_FLAGS[name] for name in names})
+    else:
+        try:
+            return craft.tcp_flags(flags)
+        except ValueError:
+            pass
+    raise spec.error(flags, "are not TCP flags (letters F S R P A U E C, names such as "
+                            "syn,ack, or a number)")
 
 
 def _udp(d: _Desc) -> bytes:
@@ -207,6 +259,10 @@ def _icmp(d: _Desc) -> bytes:
         hint = "icmpv6 for IPv6 addresses" if want == 4 else "icmp for IPv4 addresses"
         raise d.spec.error(str(d.src), f"is not an IPv{want} address (use {hint})")
     itype = _icmp_type(d.spec, d.opts.get("type", "echo-request"), want)
+    codes = ICMP_CODES if want == 4 else ICMPV6_CODES
+    code = d.opts.get("code", "0").lower()
+    if code in codes:  # nft's names of destination-unreachable codes
+        d.opts["code"] = str(codes[code])
     n = d.numbers(code=0, id=1, seq=1, len=0, ttl=64)
     if itype in _ICMP_ERRORS[want]:
         return craft.icmp(d.src, d.dst, itype, n["code"], _quote(d, n["len"]), ttl=n["ttl"])

@@ -149,13 +149,18 @@ def test_other_protocol_description() -> None:
         ("tcp 192.0.2.1:1 192.0.2.2:2", "192.0.2.1:1 192.0.2.2:2"),
         ("tcp 192.0.2.1:1 -> [2001:db8::1]:2", "[2001:db8::1]:2"),
         ("tcp [2001:db8::1:2 -> [2001:db8::1]:2", "[2001:db8::1:2"),
-        ("sctp 192.0.2.1:1 -> 192.0.2.2:2", "sctp"),
+        ("sctp 192.0.2.1:1 -> 192.0.2.2:2", "192.0.2.1:1"),
+        ("grx 192.0.2.1 -> 192.0.2.2", "grx"),
+        ("tcp 192.0.2.1:1 -> 192.0.2.2:htps", "htps"),
+        ("udp 192.0.2.1:1 -> 192.0.2.2:https-alt", "https-alt"),
+        ("tcp 192.0.2.1:1 -> 192.0.2.2:2 flags syn,bogus", "syn,bogus"),
+        ("proto 256 192.0.2.1 -> 192.0.2.2", "256"),
         ("icmp 192.0.2.1:5 -> 192.0.2.2", "192.0.2.1:5"),
         ("icmp 192.0.2.1 -> 192.0.2.2 type ping", "ping"),
         ("icmp 2001:db8::1 -> 2001:db8::2", "2001:db8::1"),
         ("icmpv6 192.0.2.1 -> 192.0.2.2", "192.0.2.1"),
         ("icmp 192.0.2.1 -> 192.0.2.2 code 300", "300"),
-        ("proto gre 192.0.2.1 -> 192.0.2.2", "gre"),
+        ("proto grx 192.0.2.1 -> 192.0.2.2", "grx"),
         ("udp 192.0.2.1:1 -> 192.0.2.2:2 quoting udp 192.0.2.1:1 -> 192.0.2.2:2", "quoting"),
         ("icmp 192.0.2.1 -> 192.0.2.2 type time-exceeded quoting udp x -> y", "x"),
     ],
@@ -166,6 +171,45 @@ def test_bad_descriptions_name_the_word(text: str, word: str) -> None:
     message = str(info.value)
     assert isinstance(info.value, FwlabError) and "\n" not in message
     assert message.startswith(f"bad packet {text!r}: {word!r}")
+
+
+# The rules language's words mean the same packet as the numbers they stand for.
+SAME_PACKET = [
+    ("tcp 192.0.2.2:40000 -> 203.0.113.10:https", "tcp 192.0.2.2:40000 -> 203.0.113.10:443"),
+    ("tcp 192.0.2.2:ssh -> 203.0.113.10:HTTP", "tcp 192.0.2.2:22 -> 203.0.113.10:80"),
+    ("udp [2001:db8:1::2]:5353 -> [2001:db8:2::10]:domain",
+     "udp [2001:db8:1::2]:5353 -> [2001:db8:2::10]:53"),
+    ("udp 192.0.2.2:ntp -> 203.0.113.10:isakmp", "udp 192.0.2.2:123 -> 203.0.113.10:500"),
+    ("gre 192.0.2.2 -> 203.0.113.10", "proto 47 192.0.2.2 -> 203.0.113.10"),
+    ("esp 192.0.2.2 -> 203.0.113.10 ttl 9", "proto 50 192.0.2.2 -> 203.0.113.10 ttl 9"),
+    ("proto ah 2001:db8:1::2 -> 2001:db8:2::10", "proto 51 2001:db8:1::2 -> 2001:db8:2::10"),
+    ("sctp 192.0.2.2 -> 203.0.113.10", "proto 132 192.0.2.2 -> 203.0.113.10"),
+    ("proto tcp 192.0.2.2:1 -> 203.0.113.10:2", "tcp 192.0.2.2:1 -> 203.0.113.10:2"),
+    ("ipv6-icmp 2001:db8::1 -> 2001:db8::2", "icmpv6 2001:db8::1 -> 2001:db8::2"),
+    ("tcp 192.0.2.2:1 -> 203.0.113.10:2 flags syn,ack", "tcp 192.0.2.2:1 -> 203.0.113.10:2 flags SA"),
+    ("tcp 192.0.2.2:1 -> 203.0.113.10:2 flags fin,psh,ack",
+     "tcp 192.0.2.2:1 -> 203.0.113.10:2 flags 25"),
+    ("icmp 203.0.113.1 -> 192.0.2.2 type destination-unreachable code port-unreachable",
+     "icmp 203.0.113.1 -> 192.0.2.2 type 3 code 3"),
+    ("icmpv6 2001:db8::1 -> 2001:db8::2 type destination-unreachable code admin-prohibited",
+     "icmpv6 2001:db8::1 -> 2001:db8::2 type 1 code 1"),
+    ("icmpv6 fe80::2 -> ff02::1:ff00:1 type nd-neighbor-solicit ttl 255",
+     "icmpv6 fe80::2 -> ff02::1:ff00:1 type 135 ttl 255"),
+]
+
+
+@pytest.mark.parametrize(("words", "numbers"), SAME_PACKET)
+def test_names_mean_the_numbers_they_stand_for(words: str, numbers: str) -> None:
+    assert parse_packet(words) == parse_packet(numbers)
+
+
+def test_unknown_names_get_a_suggestion() -> None:
+    for text, hint in [("tcp 192.0.2.1:1 -> 192.0.2.2:htps", "did you mean 'https'?"),
+                       ("grx 192.0.2.1 -> 192.0.2.2", "did you mean 'gre'?"),
+                       ("proto espp 192.0.2.1 -> 192.0.2.2", "did you mean 'esp'?")]:
+        with pytest.raises(PacketSpecError) as info:
+            parse_packet(text)
+        assert hint in str(info.value) and "\n" not in str(info.value)
 
 
 def test_empty_description() -> None:
