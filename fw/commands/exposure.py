@@ -83,9 +83,6 @@ def run_exposure(files: list[str], *, inside: str | None = None, outside: str | 
     differences: list[str] = []
     verdicts: list[Text] = []  # per rule file: measured = computed, or where they differ
     engines = engine_list(engine, live)
-    if after and engines:
-        raise FwlabError("--live with --after is not measured yet: the lab does not send the "
-                         "inside host's packets first (drop --live for the computed exposure)")
     probed = port_span(ports) if engines else (1, 65535)
     for name in engines:
         measured = live_exposure([r.exposure for r in results], files, topology=topology,
@@ -94,7 +91,7 @@ def run_exposure(files: list[str], *, inside: str | None = None, outside: str | 
             result.lives[name] = got
             differ = compare_live(result, got, probed)
             differences += differ
-            verdicts += live_verdict(result.file, differ, probed, name)
+            verdicts += live_verdict(result.file, differ, got, name)
     chart = write_plot(results, plot) if plot is not None else None
     if as_json:
         print_json({"rulesets": [r.json() for r in results],
@@ -152,19 +149,30 @@ def live_exposure(exposures: list[Exposure], files: list[str], *, topology: str 
                        step=lambda text: status.update(text))
 
 
-def live_verdict(file: str, differences: list[str], ports: tuple[int, int],
-                 engine: str) -> list[Text]:
+def live_verdict(file: str, differences: list[str], live: dict, engine: str) -> list[Text]:
     """One line a rule file when the lab agrees with the analysis, else one per difference."""
     if not differences:
-        span = f"{ports[0]}-{ports[1]}" if ports[0] != ports[1] else str(ports[0])
         return [Text(f"{file}: measured = computed through {ENGINE_TITLES[engine]} "
-                     f"(TCP SYN, TCP ACK, UDP; ports {span})", style="bold green")]
+                     f"({probed_text(live)})", style="bold green")]
     return [Text(f"difference: {line}", style="bold red") for line in differences]
+
+
+def probed_text(live: dict) -> str:
+    """What the lab sent: the classes, the ports, and from whom once a flow was open."""
+    probe = live.get("probe", {})
+    lo, _, hi = str(probe.get("ports", "")).partition("-")
+    text = f"TCP SYN, TCP ACK, UDP, ICMP; ports {lo if lo == hi else probe.get('ports')}"
+    if "senders" in live:
+        senders = probe.get("senders", [])
+        text += f"; {len(senders)} senders: {', '.join(senders)}"
+    return text
 
 
 def compare_live(result: Result, live: dict, ports: tuple[int, int] = (1, 65535)) -> list[str]:
     """Where measured and computed disagree, one line each: the classes probed, on the ports
-    probed (the computed side is clipped to them)."""
+    probed (the computed side is clipped to them), per sender once a flow is open."""
+    if "senders" in live:
+        return compare_senders(result, live, ports)
     out = []
     for name in ("tcp_syn", "tcp_any", "udp"):
         got = live.get(name)
@@ -177,7 +185,60 @@ def compare_live(result: Result, live: dict, ports: tuple[int, int] = (1, 65535)
             out.append(f"{result.file}: {name}: computed {want['count']} "
                        f"({', '.join(want['ranges']) or 'none'}), measured{by} {got['count']} "
                        f"({', '.join(got['ranges']) or 'none'})")
+    if live.get("icmp") is not None:
+        want_types = icmp_types_text(probed_types(result.exposure["icmp"].types, live))
+        out += differs(f"{result.file}: icmp", want_types, live["icmp"]["types"], live)
     return out
+
+
+def probed_types(types: dict[int, ranges.Ranges], live: dict) -> dict[int, ranges.Ranges]:
+    """The ICMP types computed, of those the lab sent."""
+    sent = live.get("probe", {}).get("icmp_types", {})
+    out = {}
+    for family, held in types.items():
+        part = ranges.inter(held, ranges.norm((t, t) for t in sent.get(str(family), [])))
+        if part:
+            out[family] = part
+    return out
+
+
+def differs(what: str, want: list[str], got: list[str], live: dict) -> list[str]:
+    if want == got:
+        return []
+    by = f" through the {live['engine']}" if live.get("engine", "fwlab") != "fwlab" else ""
+    return [f"{what}: computed {', '.join(want) or 'none'}, measured{by} "
+            f"{', '.join(got) or 'none'}"]
+
+
+def compare_senders(result: Result, live: dict, ports: tuple[int, int]) -> list[str]:
+    """Once a flow is open: what each sender got in, against what the analysis says that
+    sender reaches (fw/analysis/exposure_senders.py)."""
+    from fw.analysis.exposure_senders import reach_from
+
+    out = []
+    for name, table in live["senders"].items():
+        for key, got in table.items():
+            address, sport = sender_of(key)
+            if name == "icmp":
+                family = 6 if ":" in address else 4
+                reached = {family: reach_from(result.exposure, name, address)}
+                want = icmp_types_text(probed_types(reached, live))
+            else:
+                reached = reach_from(result.exposure, name, address, sport or 0)
+                want = port_ranges_text(ranges.clip(reached, *ports))
+            out += differs(f"{result.file}: {name} from {key}", want, got, live)
+    return out
+
+
+def sender_of(key: str) -> tuple[str, int | None]:
+    """`203.0.113.10:3478`, `[2001:db8::1]:3478`, or a bare address (ICMP)."""
+    if key.startswith("["):
+        address, _, port = key[1:].partition("]:")
+        return address, int(port)
+    if key.count(":") == 1:
+        address, _, port = key.partition(":")
+        return address, int(port)
+    return key, None
 
 
 # -- table -----------------------------------------------------------------------------------
@@ -308,6 +369,8 @@ def measured_cell(live: dict | None, name: str) -> str:
 
 # -- chart -----------------------------------------------------------------------------------
 
+MEASURED_STYLE = {"fwlab": "#111111", "kernel": "#8e44ad"}
+
 PLOT_CLASSES = (("tcp_syn", "TCP SYN", "#c0392b"), ("tcp_any", "TCP any", "#e67e22"),
                 ("udp", "UDP", "#2980b9"))
 MIN_WIDTH = 400  # ports: a single exposed port stays visible on a 65,536-port axis
@@ -319,6 +382,41 @@ def check_plot_path(path: str) -> None:
     parent = Path(path).resolve().parent
     if not parent.is_dir():
         raise PlotError(f"--plot {path}: no such directory {parent}")
+
+
+def mark_measured(ax, r: Result, name: str, y: float) -> str:
+    """The ranges measured in the lab (each engine), as a thin bar under the computed one; the
+    text for the right margin."""
+    text = ""
+    for k, (engine, live) in enumerate(r.lives.items()):
+        got = live.get(name)
+        if got is None:
+            continue
+        bars = [(lo, max(hi - lo + 1, MIN_WIDTH)) for lo, hi in parse_ranges(got["ranges"])]
+        ax.broken_barh(bars, (y - 0.35 + 0.16 * k, 0.14), color=MEASURED_STYLE[engine], zorder=3,
+                       label=f"measured in the lab ({ENGINE_TITLES[engine]})")
+        text += f"; measured ({engine}) {got['count']:,}"
+    return text
+
+
+def mark_probed(ax, results: list[Result]) -> None:
+    """The ports the lab probed (--ports), when it did: outside them nothing was measured."""
+    window = next((live["probe"]["ports"] for r in results for live in r.lives.values()
+                   if "probe" in live), None)
+    if window is None:
+        return
+    (lo, hi), = parse_ranges([window])
+    ax.axvspan(lo, max(hi, lo + MIN_WIDTH // 2), color="#27ae60", alpha=0.25, zorder=1,
+               label=f"probed in the lab: {window}")
+
+
+def parse_ranges(texts: list[str]) -> list[tuple[int, int]]:
+    """`32768-32780`, `80` (port_ranges_text's output) back to pairs."""
+    out = []
+    for text in texts:
+        lo, _, hi = text.partition("-")
+        out.append((int(lo), int(hi or lo)))
+    return out
 
 
 def write_plot(results: list[Result], path: str) -> str:
@@ -350,10 +448,12 @@ def write_plot(results: list[Result], path: str) -> str:
         text += "".join(f"; {forward_short(use)}" for _, use in sorted(c.forwards.items()))
         if c.exposed and r.exposure.after:
             text += f", from {senders_text(c)}"
+        text += mark_measured(ax, r, name, y)
         ax.text(65535, y, f"  {text}", va="center", fontsize=8)
         labels.append(f"{Path(r.file).name}  {label}")
     for k in range(1, len(results)):
         ax.axhline(k * len(PLOT_CLASSES) - 0.5, color="#888888", linewidth=0.6)
+    mark_probed(ax, results)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xlim(0, 65535)
@@ -364,7 +464,10 @@ def write_plot(results: list[Result], path: str) -> str:
     if opened:
         title += "\nonce the inside has sent " + "; ".join(opened)
     ax.set_title(title, fontsize=10, loc="left")
-    ax.legend(loc="lower right", bbox_to_anchor=(1, 1), fontsize=8, frameon=False)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))  # one entry per engine, not per band
+    ax.legend(unique.values(), unique.keys(), loc="lower right", bbox_to_anchor=(1, 1),
+              fontsize=8, frameon=False)
     fig.tight_layout()
     try:
         fig.savefig(path)

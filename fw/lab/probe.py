@@ -6,9 +6,12 @@ Two small programs, each run inside a lab namespace:
     python -m fw.lab.probe send --plan FILE [--rate PPS]
 
 The listener reads every frame on the interface with a packet socket (what arrived, not what the
-firewall said) and writes, per class, the (address, port) pairs that came from the peers. The
-sender builds the probes with fw.craft and sends them through raw sockets at a bounded rate, so
-the firewall's queue never overflows into false "filtered" results. Both stop by themselves.
+firewall said) and writes, per class, the (source, source port, destination, port) of what came
+from the peers (ICMP: the type for the port, -1 for the source port). The sender builds the
+probes with fw.craft and sends them through raw sockets at a bounded rate, so the firewall's
+queue never overflows into false "filtered" results; a plan item may also be a packet ready
+made (`raw`, hex): the ICMP probes, and the `--after` packets an inside host sends. Both stop
+by themselves.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from fw import craft
-from fw.core.protocols import ACK, SYN, TCP, UDP
+from fw.core.protocols import ACK, ICMP, ICMPV6, SYN, TCP, UDP
 from fw.engine.packet import decode
 
 ETH_P_ALL = 0x0003
-CLASSES = ("tcp_syn", "tcp_any", "udp")
+CLASSES = ("tcp_syn", "tcp_any", "udp", "icmp")
 
 
 def classes_of(proto: int, flags: int) -> tuple[str, ...]:
@@ -37,6 +40,8 @@ def classes_of(proto: int, flags: int) -> tuple[str, ...]:
         return ("udp",)
     if proto == TCP:
         return ("tcp_syn", "tcp_any") if flags & (SYN | ACK) == SYN else ("tcp_any",)
+    if proto in (ICMP, ICMPV6):
+        return ("icmp",)
     return ()
 
 
@@ -46,7 +51,7 @@ def classes_of(proto: int, flags: int) -> tuple[str, ...]:
 class Arrivals:
     def __init__(self, peers: set[int]) -> None:
         self.peers = peers
-        self.seen: dict[str, set[tuple[str, int]]] = {name: set() for name in CLASSES}
+        self.seen: dict[str, set[tuple[str, int, str, int]]] = {name: set() for name in CLASSES}
         self.frames = 0
 
     def frame(self, data: bytes) -> None:
@@ -54,15 +59,18 @@ class Arrivals:
         if ethertype not in (0x0800, 0x86DD):
             return
         pkt = decode(data[14:])
-        if pkt.src not in self.peers or pkt.sport < 0:
+        icmp = pkt.proto in (ICMP, ICMPV6)
+        if pkt.src not in self.peers or (pkt.sport < 0 and not icmp):
             return
         self.frames += 1
+        src, dst = str(ip_address(pkt.src)), str(ip_address(pkt.dst))
+        row = (src, -1, dst, pkt.icmp_type) if icmp else (src, pkt.sport, dst, pkt.dport)
         for name in classes_of(pkt.proto, pkt.tcp_flags):
-            self.seen[name].add((str(ip_address(pkt.dst)), pkt.dport))
+            self.seen[name].add(row)
 
     def as_json(self) -> dict:
         return {"frames": self.frames,
-                "classes": {k: sorted(map(list, v)) for k, v in self.seen.items()}}
+                "arrivals": {k: sorted(map(list, v)) for k, v in self.seen.items()}}
 
 
 def listen(iface: str, peers: list[str], out: Path, seconds: float) -> None:
@@ -91,8 +99,11 @@ def listen(iface: str, peers: list[str], out: Path, seconds: float) -> None:
 def probes(plan: list[dict]) -> Iterator[tuple[int, str, bytes]]:
     """(family, destination, packet) for every probe of the plan."""
     for item in plan:
+        family = ip_address(item["dst"]).version
+        if "raw" in item:
+            yield family, item["dst"], bytes.fromhex(item["raw"])
+            continue
         src, dst, sport = item["src"], item["dst"], item["sport"]
-        family = ip_address(dst).version
         for lo, hi in item["ports"]:
             for port in range(lo, hi + 1):
                 if item["proto"] == "udp":
