@@ -396,6 +396,9 @@ def mark_measured(ax, r: Result, name: str, y: float) -> str:
         ax.broken_barh(bars, (y - 0.35 + 0.16 * k, 0.14), color=MEASURED_STYLE[engine], zorder=3,
                        label=f"measured in the lab ({ENGINE_TITLES[engine]})")
         text += f"; measured ({engine}) {got['count']:,}"
+        senders = live.get("senders", {}).get(name)
+        if senders:
+            text += f" from {sum(bool(v) for v in senders.values())} of {len(senders)} senders"
     return text
 
 
@@ -466,8 +469,8 @@ def write_plot(results: list[Result], path: str) -> str:
     ax.set_title(title, fontsize=10, loc="left")
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles, strict=True))  # one entry per engine, not per band
-    ax.legend(unique.values(), unique.keys(), loc="lower right", bbox_to_anchor=(1, 1),
-              fontsize=8, frameon=False)
+    ax.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.18),
+              ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
     try:
         fig.savefig(path)
