@@ -163,8 +163,10 @@ def probed_text(live: dict) -> str:
     lo, _, hi = str(probe.get("ports", "")).partition("-")
     text = f"TCP SYN, TCP ACK, UDP, ICMP; ports {lo if lo == hi else probe.get('ports')}"
     if "senders" in live:
-        senders = probe.get("senders", [])
-        text += f"; {len(senders)} senders: {', '.join(senders)}"
+        pairs = [sender_of(key) for key in probe.get("senders", [])]
+        addresses = ", ".join(dict.fromkeys(a for a, _ in pairs))
+        ports = ", ".join(dict.fromkeys(str(p) for _, p in pairs if p is not None))
+        text += f"; from {addresses}, each from ports {ports}"
     return text
 
 
@@ -364,7 +366,13 @@ def measured_cell(live: dict | None, name: str) -> str:
         return "-"
     got = live[name]
     key = "types" if name == "icmp" else "ranges"
-    return f"{got.get('count', 0):,}: {short(got.get(key, []))}"
+    text = f"{got.get('count', 0):,}: {short(got.get(key, []))}"
+    senders = live.get("senders", {}).get(name)
+    if senders:  # once a flow is open: who got in, of the senders probed
+        reached = [who for who, ports in senders.items() if ports]
+        text += (f"; from {len(reached)} of {len(senders)} senders: {short(reached)}" if reached
+                 else f"; from none of {len(senders)} senders")
+    return text
 
 
 # -- chart -----------------------------------------------------------------------------------
