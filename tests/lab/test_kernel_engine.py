@@ -117,6 +117,12 @@ def test_the_kernel_runs_the_lab_and_the_commands_read_it(kernel_lab, tmp_path: 
     refused = fwlab("reload", "--name", name, str(bad))
     assert refused.returncode == 2 and "the old rules stay" in refused.stderr
     assert status(name)["kernel"]["rules"].endswith("stateful-web.fw")
+    dmz = tmp_path / "dmz.fw"
+    dmz.write_text("mode stateful\npolicy forward drop\nforward {\n    iif dmz accept\n}\n")
+    refused = fwlab("reload", "--name", name, str(dmz))  # the lab has no dmz: never matches
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert f"{dmz}:4:5: error: interface 'dmz' is not in the lab's topology" in refused.stderr
+    assert status(name)["kernel"]["rules"].endswith("stateful-web.fw")
 
     res = fwlab("reload", "--name", name, str(RULES / "stateless-web.fw"))
     assert res.returncode == 0, res.stderr
