@@ -75,3 +75,20 @@ def test_each_sender_is_compared_with_what_it_reaches(tmp_path: Path) -> None:
     write_plot([r], str(chart))
     svg = chart.read_text()
     assert "measured in the lab" in svg and "probed in the lab: 4990-5010" in svg
+
+
+def test_the_listener_keeps_who_sent_what_icmp_included() -> None:
+    from ipaddress import ip_address
+
+    from fw import craft
+    from fw.lab.probe import Arrivals
+
+    arrivals = Arrivals({int(ip_address("203.0.113.10")), int(ip_address("2001:db8:2::66"))})
+    eth = bytes(12)
+    arrivals.frame(eth + b"\x08\x00" + craft.udp("203.0.113.10", "192.0.2.2", 3478, 5000))
+    arrivals.frame(eth + b"\x86\xdd" + craft.icmp_echo("2001:db8:2::66", "2001:db8:1::2", 128))
+    arrivals.frame(eth + b"\x08\x00" + craft.udp("203.0.113.66", "192.0.2.2", 1, 5000))  # no peer
+    got = arrivals.as_json()["arrivals"]
+    assert got["udp"] == [["203.0.113.10", 3478, "192.0.2.2", 5000]]
+    assert got["icmp"] == [["2001:db8:2::66", -1, "2001:db8:1::2", 128]]
+    assert got["tcp_syn"] == got["tcp_any"] == []
