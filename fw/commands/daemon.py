@@ -22,6 +22,7 @@ from fw.commands.options import (
     ForceOpt,
     JsonOpt,
     NameOpt,
+    OpenersMaxlenOpt,
     need_root,
 )
 from fw.commands.output import print_json, stderr, stdout
@@ -143,13 +144,15 @@ def supervise(
     fail_open: Annotated[bool, typer.Option("--fail-open", help="For status only.")] = False,
     conntrack_max: ConntrackMaxOpt = None,
     backend: BackendOpt = Backend.netlink,
+    openers_maxlen: OpenersMaxlenOpt = 0,
 ) -> None:
     """The supervisor of a lab's engine daemon (what `fwlab up` starts in the firewall)."""
     from fw.lab.supervisor import supervise as run_supervisor
     from fw.lab.topology import DEFAULT_CONNTRACK_MAX
 
     raise typer.Exit(run_supervisor(name, fail_open=fail_open, backend=str(backend),
-                                    conntrack_limit=conntrack_max or DEFAULT_CONNTRACK_MAX))
+                                    conntrack_limit=conntrack_max or DEFAULT_CONNTRACK_MAX,
+                                    openers_maxlen=openers_maxlen))
 
 
 def run(
@@ -160,11 +163,12 @@ def run(
     fail_open: Annotated[bool, typer.Option("--fail-open", help="For status only.")] = False,
     conntrack_max: ConntrackMaxOpt = None,
     backend: BackendOpt = Backend.netlink,
+    openers_maxlen: OpenersMaxlenOpt = 0,
 ) -> None:
     """The engine daemon of a lab, without a supervisor (`fwlab up` runs it under one)."""
     from fw.lab.daemon import run as run_daemon
     from fw.lab.topology import DEFAULT_CONNTRACK_MAX
 
     raise typer.Exit(run_daemon(name, rules, queue_num=queue, fail_open=fail_open,
-                                backend=str(backend),
+                                backend=str(backend), openers_maxlen=openers_maxlen,
                                 conntrack_limit=conntrack_max or DEFAULT_CONNTRACK_MAX))

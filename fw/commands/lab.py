@@ -19,12 +19,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 
 from fw.commands import daemon, logs, status
 from fw.commands.options import (
+    OPENER_LIMIT,
+    OPENERS_MAXLEN,
     Backend,
     BackendOpt,
     ConntrackMaxOpt,
@@ -32,6 +34,8 @@ from fw.commands.options import (
     ForceOpt,
     JsonOpt,
     NameOpt,
+    OpenerLimitOpt,
+    OpenersMaxlenOpt,
     need_root,
 )
 from fw.commands.output import print_json, rows_table, stderr, stdout
@@ -81,6 +85,8 @@ def up(
     engine: EngineOpt = "fwlab",
     backend: BackendOpt = Backend.netlink,
     force: ForceOpt = False,
+    openers_maxlen: OpenersMaxlenOpt = OPENERS_MAXLEN,
+    opener_limit: OpenerLimitOpt = OPENER_LIMIT,
 ) -> None:
     """Build a lab of network namespaces and start the engine daemon in its firewall."""
     need_root("up")
@@ -108,7 +114,8 @@ def up(
             if kernel:
                 kernel_lab.start(handle, kernel)
             pid = None if kernel else _start_daemon(
-                handle, stored, fail_open, conntrack_max or topo.conntrack_max, str(backend))
+                handle, stored, fail_open, conntrack_max or topo.conntrack_max, str(backend),
+                Openers(openers_maxlen, opener_limit))
         except BaseException as exc:
             detail = _daemon_output_tail(name)
             labns.down(name)
@@ -156,22 +163,31 @@ def _check_rules(path: Path) -> Any:
         raise LabError(f"{path}: the rules have errors; no lab built") from None
 
 
+class Openers(NamedTuple):
+    """The openers queue of a lab: how many may wait (0: none), the per-source limit."""
+
+    maxlen: int
+    limit: int
+
+
 def _start_daemon(
-    handle: Any, stored: Any, fail_open: bool, conntrack_max: int, backend: str
+    handle: Any, stored: Any, fail_open: bool, conntrack_max: int, backend: str, openers: Openers
 ) -> int:
     """Install the queue rules, keep the compiled rules where the daemon finds them, start the
     supervisor (which starts the daemon) in the firewall namespace, wait until bound."""
     from fw.lab import rulestore
-    from fw.lab.nfqueue import install_queue
+    from fw.lab.nfqueue import OPENERS_QUEUE, install_queue
     from fw.lab.supervisor import spawn_supervisor
 
+    queue = OPENERS_QUEUE if openers.maxlen else None
     try:
-        install_queue(handle.firewall_ns, 0, fail_open)
+        install_queue(handle.firewall_ns, 0, fail_open, openers=queue,
+                      opener_limit=openers.limit if queue is not None else None)
     except RuntimeError as exc:
         raise LabError(f"installing the queue rules failed: {exc}") from None
     rulestore.store(handle.name, stored)
     return spawn_supervisor(handle, fail_open=fail_open, conntrack_max=conntrack_max,
-                            backend=backend)
+                            backend=backend, openers_maxlen=openers.maxlen)
 
 
 def _wait_links_up(handle: Any, timeout: float = 3.0) -> None:

@@ -20,8 +20,9 @@ import typer
 from fw.errors import LabError
 
 __all__ = [
-    "Backend", "BackendOpt", "ConntrackMaxOpt", "EngineOpt", "IfaceOpt", "JsonOpt", "NameOpt",
-    "RulesArg", "TopologyOpt", "need_root",
+    "OPENERS_MAXLEN", "OPENER_LIMIT", "Backend", "BackendOpt", "ConntrackMaxOpt", "EngineOpt",
+    "IfaceOpt", "JsonOpt", "NameOpt", "OpenerLimitOpt", "OpenersMaxlenOpt", "RulesArg",
+    "TopologyOpt", "need_root",
 ]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -41,6 +42,23 @@ ConntrackMaxOpt = Annotated[
     typer.Option("--conntrack-max", min=1, max=1 << 24,
                  help="Entries the engine's connection table holds (default: the topology's "
                  "`conntrack_max`, else 262144)."),
+]
+
+OPENERS_MAXLEN = 1024  # TCP openers waiting in their own queue (docs/lab.md, "Floods")
+OPENER_LIMIT = 2000  # TCP openers a second from one source before the kernel drops them
+
+OpenersMaxlenOpt = Annotated[
+    int,
+    typer.Option("--openers-maxlen", min=0, max=1 << 20,
+                 help="TCP connection openers (SYN without ACK) wait in a queue of their own, "
+                 "served after the established packets, and the kernel drops an opener when "
+                 "this many wait (0: one queue for every packet)."),
+]
+OpenerLimitOpt = Annotated[
+    int,
+    typer.Option("--opener-limit", min=0, max=1_000_000,
+                 help="TCP openers a second one source may send before the kernel drops them "
+                 "unjudged (0: no limit; needs the openers queue)."),
 ]
 
 EngineOpt = Annotated[

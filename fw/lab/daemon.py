@@ -66,6 +66,8 @@ CONTROL_THREADS = 8  # requests answered at once; one slow client does not block
 DEFAULT_BACKEND = "netlink"
 MAX_WAIT = 0.5  # seconds the queue waits for packets before the loop looks at the timers again
 EXPIRY_CHECKS = 0.05  # and it looks at most 20 times a second
+OPENERS_BATCH = 32  # openers judged after each batch of the main queue (docs/lab.md, "Floods")
+OPENERS_RCVBUF = 4 << 20  # bytes: the openers queue's own max_len bounds what waits
 
 
 # -- reject replies -----------------------------------------------------------------------------
@@ -159,6 +161,7 @@ class Daemon:
         backend: str = DEFAULT_BACKEND,
         fail_open: bool = False,
         conntrack_limit: int = 262_144,
+        openers_maxlen: int = 0,
         ruleset: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -168,6 +171,7 @@ class Daemon:
         self.backend = backend
         self.fail_open = fail_open
         self.conntrack_limit = conntrack_limit
+        self.openers_maxlen = openers_maxlen  # 0: no openers queue (everything in queue 0)
         self.clock = clock
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -180,6 +184,7 @@ class Daemon:
         self.engine: Any = None
         self.ruleset: Any = ruleset
         self.queue: Any = None  # the QueueBackend
+        self.openers: Any = None  # the openers queue's QueueBackend, when the lab has one
         self.judge_errors = JudgeErrors()
         self._due: float | None = None  # the engine's next expiry, as last asked
         self._check_at = 0.0
@@ -210,6 +215,7 @@ class Daemon:
         self.monitor.watch(self.engine)
         lab_dir(self.name).mkdir(parents=True, exist_ok=True)
         self.log = JsonLog(log_path(self.name))
+        self.openers = self._bind_openers()
         self.queue = open_backend(self.backend, self.queue_num, fail_open=self.fail_open)
         self.queue.bind()
         self._server = self._listen(control_path(self.name))
@@ -218,7 +224,23 @@ class Daemon:
             t.start()
             self._threads.append(t)
         self._log_event("start", rules=str(self.rules), mode=self.ruleset.mode, pid=os.getpid(),
-                        conntrack_limit=self.conntrack_limit, backend=self.backend)
+                        conntrack_limit=self.conntrack_limit, backend=self.backend,
+                        openers_maxlen=self.openers_maxlen or None)
+
+    def _bind_openers(self) -> Any:
+        """The queue of TCP connection openers (nfqueue.OPENERS_QUEUE), bound first so that the
+        lab is whole when `up` sees the daemon ready. Never fail-open, whatever the lab's mode:
+        when `openers_maxlen` packets wait, the kernel drops the next opener (a flood is shed
+        there, not in the main queue); fail-open would let the flood through unjudged."""
+        from fw.lab.nfqueue import OPENERS_QUEUE, open_backend
+
+        if not self.openers_maxlen:
+            return None
+        openers = open_backend(self.backend, OPENERS_QUEUE, fail_open=False,
+                               max_len=self.openers_maxlen, rcvbuf=OPENERS_RCVBUF,
+                               max_batch=OPENERS_BATCH)
+        openers.bind()
+        return openers
 
     @staticmethod
     def _listen(path: Path) -> socket.socket:
@@ -238,7 +260,7 @@ class Daemon:
         """Hand packets to the engine until SIGTERM/SIGINT (or stop_event), then clean up."""
         try:
             serve(self.queue, self.judge, stop=self.stop_event, timeout=self._wait,
-                  errors=self.judge_errors)
+                  errors=self.judge_errors, openers=self.openers)
         finally:
             self.close()
 
@@ -255,14 +277,16 @@ class Daemon:
         if self.log is not None:
             self._log_event("stop", **self.queue_counters())
             self.log.close()
-        if self.queue is not None:
-            self.queue.close()  # unbound: the kernel drops what still waits (fail closed)
+        for queue in (self.queue, self.openers):
+            if queue is not None:
+                queue.close()  # unbound: the kernel drops what still waits (fail closed)
 
     def queue_counters(self) -> dict[str, Any]:
         if self.queue is None:
             return {}
+        openers = {"openers": self.openers.counters()} if self.openers is not None else {}
         return {"backend": self.backend, **self.queue.counters(),
-                "judge_errors": self.judge_errors.count}
+                "judge_errors": self.judge_errors.count, **openers}
 
     # -- the packet path -----------------------------------------------------------------------
 
@@ -482,7 +506,9 @@ class Daemon:
         with self.lock:
             engine = views.engine_status(self.engine)
             counters = self.queue_counters()
-        kernel = next((q for q in queue_stats(None) if q.queue_num == self.queue_num), None)
+        queues = {q.queue_num: q for q in queue_stats(None)}
+        kernel = queues.get(self.queue_num)
+        openers = queues.get(self.openers.queue_num) if self.openers is not None else None
         return {
             "ok": True,
             "name": self.name,
@@ -497,6 +523,8 @@ class Daemon:
             "engine": engine,
             "adapter": counters,
             "kernel_queue": asdict(kernel) if kernel else None,
+            "openers_queue": asdict(openers) if openers else None,
+            "openers_maxlen": self.openers_maxlen,
             "daemon": {
                 "crashes": self.crashes,
                 "loopback": self.loopback,
@@ -587,6 +615,7 @@ def run(
     backend: str = DEFAULT_BACKEND,
     fail_open: bool = False,
     conntrack_limit: int = 262_144,
+    openers_maxlen: int = 0,
     on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Run the daemon of lab `name` in this process (which must be in the lab's firewall
@@ -595,7 +624,8 @@ def run(
         raise LabError("fwlab run needs root (it binds an NFQUEUE): run it with sudo")
     stored = rules_to_run(name, rules)
     daemon = Daemon(name, Path(stored.path), queue_num=queue_num, backend=backend,
-                    fail_open=fail_open, conntrack_limit=conntrack_limit, ruleset=stored.ruleset)
+                    fail_open=fail_open, conntrack_limit=conntrack_limit,
+                    openers_maxlen=openers_maxlen, ruleset=stored.ruleset)
 
     def on_signal(signum: int, frame: object) -> None:
         daemon.stop_event.set()

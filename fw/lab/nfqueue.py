@@ -70,6 +70,8 @@ __all__ = [
 IPTABLES = ("iptables-nft", "ip6tables-nft")  # explicit: the nft backend is what was verified
 TABLE = "raw"
 CHAINS = ("PREROUTING", "OUTPUT")
+OPENERS_QUEUE = 1  # the lab's queue for TCP connection openers (queue 0 takes everything else)
+OPENER_LIMIT_NAME = "fwlab-openers"  # the hashlimit table of opener_limit (per namespace)
 
 
 # -- rules ------------------------------------------------------------------------------------
@@ -88,8 +90,26 @@ def _queue_target(queue_num: int, fail_open: bool, queues: int) -> list[str]:
     return target
 
 
+def _opener_limit_rule(tool: str, chain: str, per_source: int | None) -> list[str] | None:
+    """A TCP opener (SYN without ACK) beyond `per_source` a second from one source address (an
+    IPv6 /64) is dropped here, before it is queued: a flood from one host cannot crowd out the
+    openers of others in their shared queue. Only arriving packets (PREROUTING): the
+    firewall's own are not limited. None: no limit."""
+    if not per_source or chain != "PREROUTING":
+        return None
+    mask = ["--hashlimit-srcmask", "64"] if tool == "ip6tables-nft" else []
+    return ["-p", "tcp", "--syn", "-m", "hashlimit", "--hashlimit-above", f"{per_source}/sec",
+            "--hashlimit-burst", str(max(1, per_source // 4)), "--hashlimit-mode", "srcip", *mask,
+            "--hashlimit-name", OPENER_LIMIT_NAME, "-j", "DROP"]
+
+
 def _rules(
-    op: str, queue_num: int, fail_open: bool, queues: int, openers: int | None
+    op: str,
+    queue_num: int,
+    fail_open: bool,
+    queues: int,
+    openers: int | None,
+    opener_limit: int | None = None,
 ) -> list[list[str]]:
     target = _queue_target(queue_num, fail_open, queues)
     first = (
@@ -100,27 +120,42 @@ def _rules(
         for chain in CHAINS:
             out.append([tool, "-t", TABLE, op, chain, "-j", "CT", "--notrack"])
             if first is not None:
+                limit = _opener_limit_rule(tool, chain, opener_limit)
+                if limit is not None:
+                    out.append([tool, "-t", TABLE, op, chain, *limit])
                 out.append([tool, "-t", TABLE, op, chain, *first])
             out.append([tool, "-t", TABLE, op, chain, *target])
     return out
 
 
 def queue_rules(
-    queue_num: int = 0, fail_open: bool = False, *, queues: int = 1, openers: int | None = None
+    queue_num: int = 0,
+    fail_open: bool = False,
+    *,
+    queues: int = 1,
+    openers: int | None = None,
+    opener_limit: int | None = None,
 ) -> list[list[str]]:
     """The argv of the commands that switch conntrack off and queue every packet (IPv4 and IPv6,
     prerouting and output) to `queue_num` (or the range queue_num..queue_num+queues-1); with
     `openers`, TCP packets that can only open a connection (SYN without ACK) go to that queue
-    instead, so that a flood of them waits apart from established flows. Without `fail_open` a
-    queue with no listener drops (fail closed); with it, it accepts."""
-    return _rules("-A", queue_num, fail_open, queues, openers)
+    instead, so that a flood of them waits apart from established flows, and with
+    `opener_limit` those arriving beyond that many a second from one source are dropped before
+    they are queued. Without `fail_open` a queue with no listener drops (fail closed); with it,
+    it accepts."""
+    return _rules("-A", queue_num, fail_open, queues, openers, opener_limit)
 
 
 def unqueue_rules(
-    queue_num: int = 0, fail_open: bool = False, *, queues: int = 1, openers: int | None = None
+    queue_num: int = 0,
+    fail_open: bool = False,
+    *,
+    queues: int = 1,
+    openers: int | None = None,
+    opener_limit: int | None = None,
 ) -> list[list[str]]:
     """The argv of the commands that remove what queue_rules() installs (reverse order)."""
-    return list(reversed(_rules("-D", queue_num, fail_open, queues, openers)))
+    return list(reversed(_rules("-D", queue_num, fail_open, queues, openers, opener_limit)))
 
 
 def _in_ns(ns: str | None, argv: Sequence[str]) -> list[str]:
@@ -134,6 +169,7 @@ def install_queue(
     *,
     queues: int = 1,
     openers: int | None = None,
+    opener_limit: int | None = None,
 ) -> list[list[str]]:
     """Install queue_rules() in namespace `ns` (the firewall's). All or nothing: on a failing
     command, the rules already installed are removed and RuntimeError names the command and its
@@ -141,7 +177,8 @@ def install_queue(
     if not ns:
         raise ValueError("install_queue needs a namespace: it never touches the root namespace")
     done: list[list[str]] = []
-    for argv in queue_rules(queue_num, fail_open, queues=queues, openers=openers):
+    kw = {"queues": queues, "openers": openers, "opener_limit": opener_limit}
+    for argv in queue_rules(queue_num, fail_open, **kw):
         res = subprocess.run(_in_ns(ns, argv), capture_output=True, text=True, timeout=10)
         if res.returncode != 0:
             for undo in reversed(done):
@@ -149,7 +186,7 @@ def install_queue(
                 subprocess.run(_in_ns(ns, undo), capture_output=True, timeout=10)
             raise RuntimeError(f"{ns}: {' '.join(argv)}: {res.stderr.strip()}")
         done.append(argv)
-    return unqueue_rules(queue_num, fail_open, queues=queues, openers=openers)
+    return unqueue_rules(queue_num, fail_open, **kw)
 
 
 def remove_queue(
@@ -159,11 +196,13 @@ def remove_queue(
     *,
     queues: int = 1,
     openers: int | None = None,
+    opener_limit: int | None = None,
 ) -> None:
     """Remove the rules install_queue() added (missing ones are ignored)."""
     if not ns:
         raise ValueError("remove_queue needs a namespace: it never touches the root namespace")
-    for argv in unqueue_rules(queue_num, fail_open, queues=queues, openers=openers):
+    kw = {"queues": queues, "openers": openers, "opener_limit": opener_limit}
+    for argv in unqueue_rules(queue_num, fail_open, **kw):
         subprocess.run(_in_ns(ns, argv), capture_output=True, timeout=10)
 
 

@@ -261,12 +261,14 @@ def supervise(name: str, **daemon_kwargs: Any) -> int:
 
 
 def spawn_supervisor(
-    handle: Any, *, fail_open: bool, conntrack_max: int, backend: str = "netlink"
+    handle: Any, *, fail_open: bool, conntrack_max: int, backend: str = "netlink",
+    openers_maxlen: int = 0,
 ) -> int:
     """Start `fwlab supervise` in the lab's firewall namespace and wait until its daemon answers.
     Returns the daemon's pid."""
     argv = [sys.executable, "-m", "fw", "supervise", "--name", handle.name,
-            "--conntrack-max", str(conntrack_max), "--backend", backend]
+            "--conntrack-max", str(conntrack_max), "--backend", backend,
+            "--openers-maxlen", str(openers_maxlen)]
     if fail_open:
         argv.append("--fail-open")
     with runtime.daemon_out_path(handle.name).open("ab") as out:
@@ -297,4 +299,5 @@ def request_restart(handle: Any) -> int:
     return spawn_supervisor(handle, fail_open=bool(options.get("fail_open")),
                             conntrack_max=int(options.get("conntrack_limit",
                                                           DEFAULT_CONNTRACK_MAX)),
-                            backend=str(options.get("backend", "netlink")))
+                            backend=str(options.get("backend", "netlink")),
+                            openers_maxlen=int(options.get("openers_maxlen", 0)))

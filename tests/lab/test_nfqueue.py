@@ -68,6 +68,24 @@ def test_queue_rules_with_a_queue_for_connection_openers() -> None:
     assert [[*r[:3], "-A", *r[4:]] for r in reversed(undo)] == rules
 
 
+def test_openers_from_one_source_are_limited_before_their_queue() -> None:
+    """The per-source limit drops openers in PREROUTING (arriving ones only) before they are
+    queued; IPv6 sources count per /64. Removal undoes it in reverse."""
+    rules = nfq.queue_rules(0, openers=1, opener_limit=2000)
+    for tool in nfq.IPTABLES:
+        pre = [r[5:] for r in rules if r[0] == tool and r[4] == "PREROUTING"]
+        out = [r[5:] for r in rules if r[0] == tool and r[4] == "OUTPUT"]
+        limit = pre[1]
+        assert limit[:3] == ["-p", "tcp", "--syn"] and limit[-2:] == ["-j", "DROP"]
+        assert limit[limit.index("--hashlimit-above") + 1] == "2000/sec"
+        assert ("--hashlimit-srcmask" in limit) == (tool == "ip6tables-nft")
+        assert pre[2][-1] == "1" and pre[3][-1] == "0"  # then the openers queue, then the rest
+        assert not any("hashlimit" in " ".join(r) for r in out)
+    undo = nfq.unqueue_rules(0, openers=1, opener_limit=2000)
+    assert [[*r[:3], "-A", *r[4:]] for r in reversed(undo)] == rules
+    assert nfq.queue_rules(0, openers=1, opener_limit=0) == nfq.queue_rules(0, openers=1)
+
+
 def test_parse_queue_stats() -> None:
     text = "    0   4242     1 2  4016     5     7      123  1\n"
     (s,) = nfq.parse_queue_stats(text)
