@@ -264,6 +264,8 @@ def lab_for(rules: str, topology_file: str | None, engine: str = "fwlab",
             index: int = 0) -> Iterator[str]:
     name = f"exp{os.getpid() % 100000}{engine[0]}{index}"
     args = ["up", "--name", name, "--rules", rules, "--engine", engine]
+    if engine == "fwlab":  # the probes come from one source at up to START_RATE a second:
+        args += ["--opener-limit", "0"]  # a limit would drop them unjudged and uncounted
     args += [topology_file] if topology_file else []
     up = fwlab(*args)
     try:
