@@ -78,3 +78,19 @@ def test_conntrack_events_are_numbered_and_losses_counted(monkeypatch) -> None:
     assert [e["orig"]["sport"] for e in got["events"]] == [5002, 5003]
     assert got["lost"] == 1 and got["last"] == start + 3
     assert got["events"][0]["event"] == "NEW" and got["events"][0]["timeout"] == 30
+
+
+def test_events_are_numbered_but_not_kept_while_nobody_follows() -> None:
+    """An event holds its connection: a ring kept for nobody would hold dead connections (and
+    the memory a flood took). A follower that comes later starts from the right number."""
+    watcher, engine = setup()
+    for port in (5001, 5002):
+        judge(watcher, engine, craft.udp("192.0.2.2", "203.0.113.10", port, 53), 100.0)
+    assert not watcher.events and watcher.seq == 2
+    start = watcher.dispatch({"cmd": "ct-events", "after": None}, engine, 100.5, LOCK)["last"]
+    judge(watcher, engine, craft.udp("192.0.2.2", "203.0.113.10", 5003, 53), 101.0)
+    got = watcher.dispatch({"cmd": "ct-events", "after": start}, engine, 101.5, LOCK)
+    assert start == 2 and [e["orig"]["sport"] for e in got["events"]] == [5003]
+    judge(watcher, engine, craft.udp("192.0.2.2", "203.0.113.10", 5004, 53),
+          101.5 + monitor.FOLLOW_IDLE + 1)
+    assert not watcher.events and watcher.seq == 4  # the follower went away: nothing kept

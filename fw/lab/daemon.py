@@ -54,6 +54,7 @@ from fw.lab import netns as labns
 from fw.lab import rulestore
 from fw.lab.engine_glue import load_rules, routing_for, rules_path
 from fw.lab.eventlog import LOG_LINES_PER_SECOND, JsonLog, LineLimit, packet_summary
+from fw.lab.memtrim import Trimmer
 from fw.lab.monitor import COMMANDS as MONITOR_COMMANDS
 from fw.lab.monitor import Monitor
 from fw.lab.queue_backend import ACCEPT, DROP, JudgeErrors, QueuedPacket, Verdict, serve
@@ -187,6 +188,7 @@ class Daemon:
         self.openers: Any = None  # the openers queue's QueueBackend, when the lab has one
         self.judge_errors = JudgeErrors()
         self._due: float | None = None  # the engine's next expiry, as last asked
+        self.trimmer = Trimmer()  # memory back to the system after a full table emptied
         self._check_at = 0.0
         self.log: JsonLog | None = None
         self.packet_lines = LineLimit()
@@ -401,6 +403,8 @@ class Daemon:
                     self.engine.expire(now)
                     self.monitor.drain(now)
                     due = self.engine.next_expiry()
+                entries = len(self.engine.conntrack)
+            self.trimmer.note(entries)
             self._due, self._check_at = due, now + EXPIRY_CHECKS
         if self._due is None:
             return MAX_WAIT
@@ -537,6 +541,7 @@ class Daemon:
                 "log": str(log_path(self.name)),
                 "log_lines": self.log.lines if self.log else 0,
                 "log_lines_held_back": self.lines_held_back,
+                "memory_trims": self.trimmer.trims,
             },
         }
 

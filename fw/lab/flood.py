@@ -15,7 +15,8 @@ used by `scripts/bench_flood.py` (20 s, figures for docs/benchmarks.md) and by t
 Everything is bounded: the flood by time and count, every process by a timeout; all are started
 with `LabHandle.spawn` (so `fwlab down` ends whatever is left) or `run` with a timeout.
 
-    python -m fw.lab.flood send --dst ADDR [--seconds S] [--count N]
+    python -m fw.lab.flood send --dst ADDR [--seconds S] [--count N] [--proto syn|tcp|udp]
+                                [--port P] [--rate PPS]
 
 is the project's own SYN sender (raw socket, prebuilt packets), for machines without hping3.
 """
@@ -49,23 +50,34 @@ WEB_PORT = 80
 # -- the project's own sender ------------------------------------------------------------------
 
 
-def send_syns(dst: str, seconds: float, count: int, src_port: int = 40000) -> int:
-    """TCP SYNs to `dst`, destination ports 1..65535 in turn, as fast as one raw socket goes,
-    until `seconds` or `count`. Packets are built beforehand (a port's packet once), so the loop
-    is one sendto each. Returns how many were sent."""
+def send_syns(
+    dst: str, seconds: float, count: int, *, proto: str = "syn", port: int = 5201,
+    rate: float | None = None,
+) -> int:
+    """As fast as one raw socket goes (or `rate` a second), until `seconds` or `count`:
+    - proto "syn": TCP SYNs to `dst`, destination ports 1..65535 in turn (a SYN flood);
+    - "tcp" / "udp": SYNs / datagrams to `port` from source ports 1..65535 in turn: each a new
+      flow for a firewall that lets them through (the memory benchmark fills its table so).
+    Packets are built beforehand (a port's packet once), so the loop is one sendto each.
+    Returns how many were sent."""
     family = socket.AF_INET6 if ":" in dst else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
     src = _source_for(dst)
-    packets = [craft.tcp(src, dst, src_port, port, "S", seq=port) for port in range(1, 65536)]
-    end, sent = time.monotonic() + seconds, 0
-    while sent < count and time.monotonic() < end:
-        for packet in packets[: min(4096, count - sent)]:
+    build = {"syn": lambda p: craft.tcp(src, dst, 40000, p, "S", seq=p),
+             "tcp": lambda p: craft.tcp(src, dst, p, port, "S", seq=p),
+             "udp": lambda p: craft.udp(src, dst, p, port, payload=b"fwlab")}[proto]
+    packets = [build(p) for p in range(1, 65536)]
+    start, sent = time.monotonic(), 0
+    while sent < count and time.monotonic() < start + seconds:
+        for packet in packets[: min(1024, count - sent)]:
             try:
                 sock.sendto(packet, (dst, 0))
             except OSError:
                 time.sleep(0.0005)  # a full device queue: let it drain
             sent += 1
-        packets = packets[4096:] + packets[:4096]
+        packets = packets[1024:] + packets[:1024]
+        if rate and (ahead := sent / rate - (time.monotonic() - start)) > 0:
+            time.sleep(ahead)
     return sent
 
 
@@ -247,8 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     send.add_argument("--dst", required=True)
     send.add_argument("--seconds", type=float, default=10.0)
     send.add_argument("--count", type=int, default=1_000_000)
+    send.add_argument("--proto", choices=("syn", "tcp", "udp"), default="syn",
+                      help="syn: SYNs to every port; tcp, udp: to --port from every port")
+    send.add_argument("--port", type=int, default=5201)
+    send.add_argument("--rate", type=float, help="packets a second (default: as fast as it can)")
     args = ap.parse_args(argv)
-    sent = send_syns(args.dst, min(args.seconds, 600.0), min(args.count, FLOOD_COUNT))
+    sent = send_syns(args.dst, min(args.seconds, 600.0), min(args.count, FLOOD_COUNT),
+                     proto=args.proto, port=args.port, rate=args.rate)
     print(json.dumps({"sent": sent}), flush=True)
     return 0
 

@@ -28,6 +28,7 @@ __all__ = ["COMMANDS", "Monitor", "compile_match"]
 
 COMMANDS = ("ct-events", "trace-start", "trace-poll", "trace-stop")
 EVENT_RING = 8192  # conntrack events kept for followers
+FOLLOW_IDLE = 10.0  # seconds after a follower's last question that events are still kept
 SESSION_BUFFER = 2048  # trace records kept per session until polled
 SESSION_IDLE = 10.0  # seconds without a poll before a session is ended
 MAX_SESSIONS = 8
@@ -85,6 +86,7 @@ class Monitor:
         self.picked: list[Session] = []  # the sessions that want the packet being judged
         self.pending: list[Any] = []  # the engine's conntrack events, not yet numbered
         self.ids = itertools.count(1)
+        self.followed_at = -FOLLOW_IDLE  # when a follower last asked for conntrack events
 
     def watch(self, engine: Any) -> None:
         """Start collecting the engine's conntrack events (ct_events.py)."""
@@ -119,8 +121,16 @@ class Monitor:
             self.record(engine, decision, payload, hook)
 
     def drain(self, now: float) -> None:
+        """Number the engine's new events; keep them only while someone follows. An event
+        holds its connection, so a ring kept for nobody would hold up to EVENT_RING dead
+        connections, scattered over the heap, and with them the memory a flood took
+        (docs/lab.md, "Floods")."""
         pending = self.pending
-        if pending:
+        if pending and now - self.followed_at > FOLLOW_IDLE:
+            self.seq += len(pending)
+            pending.clear()
+            self.events.clear()
+        elif pending:
             wall = time.time()
             for event in pending:
                 self.seq += 1
@@ -158,6 +168,7 @@ class Monitor:
             self.drain(now)
             self.end_idle(now)
             if cmd == "ct-events":
+                self.followed_at = now
                 return self.ct_events(request.get("after"))
             if cmd == "trace-start":
                 return self.start(request, match, now)
