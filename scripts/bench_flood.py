@@ -42,15 +42,6 @@ def fwlab(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=ROOT)
 
 
-def limiter_drops(lab: str) -> int:
-    """Openers the kernel dropped before the queue (the per-source limit's rule, IPv4)."""
-    res = subprocess.run(["ip", "netns", "exec", f"fwl-{lab}-fw", "iptables-nft", "-t", "raw",
-                          "-L", "PREROUTING", "-v", "-x", "-n"], capture_output=True, text=True,
-                         timeout=10)
-    rows = [line.split() for line in res.stdout.splitlines() if "limit: above" in line]
-    return sum(int(r[0]) for r in rows)
-
-
 def one_mode(mode: str, seconds: float) -> dict:
     lab = f"flood{os.getpid() % 100000}"
     up = fwlab("up", "--name", lab, "--rules", RULES, *MODES[mode])
@@ -64,7 +55,8 @@ def one_mode(mode: str, seconds: float) -> dict:
         daemon = status.get("daemon") or {}
         return {"mode": mode, **flood.summary(result), "per_second": result["mbit_per_second"],
                 "sender": result["sender"], "load_before": round(load_before, 2),
-                "load_after": round(os.getloadavg()[0], 2), "limited": limiter_drops(lab),
+                "load_after": round(os.getloadavg()[0], 2),
+                "limited": daemon.get("openers_limited") or 0,
                 "kernel_queue": daemon.get("kernel_queue"),
                 "openers_queue": daemon.get("openers_queue"),
                 "judged": (daemon.get("engine") or {}).get("packets")}

@@ -3,6 +3,9 @@
 #
 #   sudo scripts/bench_live.sh            # results on stdout and in docs/benchmarks.md ("## Live lab")
 #   BENCH_SECONDS=5 sudo scripts/bench_live.sh
+#   sudo scripts/bench_live.sh flood [--seconds 20] [--modes openers,nolimit,single]
+#                                         # the SYN flood section instead (scripts/bench_flood.py;
+#                                         # docs/benchmarks.md "## Floods (issue 15)")
 #
 # iperf3 TCP (one stream) and UDP (64-byte datagrams, unlimited rate) from `client` to `server`:
 #   kernel      forwarding only: no queue rules, no consumer
@@ -18,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
+if [ "${1:-}" = flood ]; then shift; exec "$PY" scripts/bench_flood.py "$@"; fi
 SECS=${BENCH_SECONDS:-3}
 NAME="bench$$"
 SRV=203.0.113.10

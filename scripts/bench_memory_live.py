@@ -68,9 +68,9 @@ def wait_empty(lab: str, timeout: float = 150) -> float:
     return time.monotonic() - t0
 
 
-def measure(limit: int, rounds: int, proto: str) -> dict:
+def measure(limit: int, rounds: int, proto: str, rules: str = RULES) -> dict:
     lab = f"mem{os.getpid() % 100000}"
-    up = fwlab("up", "--name", lab, "--rules", RULES, "--conntrack-max", str(limit),
+    up = fwlab("up", "--name", lab, "--rules", rules, "--conntrack-max", str(limit),
                "--opener-limit", "0")
     if up.returncode != 0:
         raise SystemExit(f"fwlab up failed: {up.stderr.strip()[-300:]}")
@@ -88,7 +88,7 @@ def measure(limit: int, rounds: int, proto: str) -> dict:
                             "entries": entries(lab), "seconds": round(took, 1),
                             "load": round(os.getloadavg()[0], 2)})
         daemon = status(lab)
-        return {"limit": limit, "proto": proto, "samples": samples, "pid": pid,
+        return {"limit": limit, "proto": proto, "rules": rules, "samples": samples, "pid": pid,
                 "early_drops": daemon["engine"]["conntrack"].get("early_drops"),
                 "memory": daemon.get("memory")}
     finally:
@@ -140,6 +140,7 @@ def main() -> int:
     ap.add_argument("--max", type=int, default=50_000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--protos", default="udp,tcp")
+    ap.add_argument("--rules", default=RULES, help="e.g. tests/lab/rules/bench-masq.fw (NAT)")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -147,7 +148,8 @@ def main() -> int:
         return 2
     results = []
     for proto in args.protos.split(","):
-        results.append(measure(min(args.max, 65_000), max(1, min(args.rounds, 5)), proto))
+        results.append(measure(min(args.max, 65_000), max(1, min(args.rounds, 5)), proto,
+                               args.rules))
         print(json.dumps(results[-1]), flush=True)
     section = doc_section(results)
     print(section)

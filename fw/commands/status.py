@@ -196,6 +196,14 @@ def _show_daemon(daemon: dict) -> None:
         f"{kq.get('user_dropped', '?')} dropped (socket buffer full); "
         f"rcvbuf {daemon['adapter'].get('rcvbuf')} bytes"
     )
+    oq = daemon.get("openers_queue")
+    if oq:
+        limited = daemon.get("openers_limited")
+        out.print(
+            f"openers queue (TCP SYN): {oq['queue_total']} waiting, {oq['queue_dropped']} "
+            f"dropped (queue of {daemon.get('openers_maxlen')} full), "
+            f"{limited if limited is not None else '?'} dropped by the per-source limit"
+        )
 
 
 def _show_supervisor(sup: dict | None) -> None:

@@ -505,7 +505,7 @@ class Daemon:
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def status(self) -> dict[str, Any]:
-        from fw.lab.nfqueue import queue_stats
+        from fw.lab.nfqueue import opener_limit_drops, queue_stats
 
         with self.lock:
             engine = views.engine_status(self.engine)
@@ -529,6 +529,7 @@ class Daemon:
             "kernel_queue": asdict(kernel) if kernel else None,
             "openers_queue": asdict(openers) if openers else None,
             "openers_maxlen": self.openers_maxlen,
+            "openers_limited": opener_limit_drops() if self.openers is not None else None,
             "daemon": {
                 "crashes": self.crashes,
                 "loopback": self.loopback,

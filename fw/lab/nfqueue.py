@@ -61,6 +61,7 @@ __all__ = [
     "QueueStats",
     "install_queue",
     "open_backend",
+    "opener_limit_drops",
     "queue_rules",
     "queue_stats",
     "remove_queue",
@@ -207,6 +208,23 @@ def remove_queue(
 
 
 # -- counters ---------------------------------------------------------------------------------
+
+
+def opener_limit_drops(ns: str | None = None) -> int | None:
+    """Openers the per-source limit dropped before the queue (both families) in namespace `ns`
+    (None: this process's); None when the counters cannot be read."""
+    total = 0
+    for tool in IPTABLES:
+        argv = _in_ns(ns, [tool, "-t", TABLE, "-L", "PREROUTING", "-v", "-x", "-n"])
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if res.returncode != 0:
+            return None
+        total += sum(int(line.split()[0]) for line in res.stdout.splitlines()
+                     if "limit: above" in line)
+    return total
 
 
 @dataclass(frozen=True)
