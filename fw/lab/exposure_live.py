@@ -264,8 +264,10 @@ def lab_for(rules: str, topology_file: str | None, engine: str = "fwlab",
             index: int = 0) -> Iterator[str]:
     name = f"exp{os.getpid() % 100000}{engine[0]}{index}"
     args = ["up", "--name", name, "--rules", rules, "--engine", engine]
-    if engine == "fwlab":  # the probes come from one source at up to START_RATE a second:
-        args += ["--opener-limit", "0"]  # a limit would drop them unjudged and uncounted
+    if engine == "fwlab":  # the probes come from one source at up to START_RATE a second: a
+        # limit would drop them unjudged and uncounted, and the openers queue holds as many as
+        # the main queue (a sweep is one long burst of SYNs; drops only slow it down)
+        args += ["--opener-limit", "0", "--openers-maxlen", "8192"]
     args += [topology_file] if topology_file else []
     up = fwlab(*args)
     try:
