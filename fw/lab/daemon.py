@@ -4,7 +4,8 @@ firewall namespace of a lab.
 Its supervisor (supervisor.py, which `fwlab up` starts in the firewall namespace) forks it and
 forks a new one when it dies. It reads the lab's topology from the lab's state file, builds the
 engine's routing table from it, takes the compiled rules the lab keeps (rulestore.py: it never
-reads a user's rule file, so no include can hang it), binds queue 0 and then answers on a control
+reads a user's rule file, so no include can hang it), binds queue 1 (TCP connection openers,
+when the lab has that queue) and queue 0 (everything else), and then answers on a control
 socket; `up` waits for that answer.
 
 Threads, and why: the main thread drives the queue backend (queue_backend.serve: `--backend

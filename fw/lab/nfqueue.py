@@ -11,6 +11,9 @@ What this kernel can do (details, commands and errors in docs/lab-notes.md):
   routing decision, as docs/design.md requires for NAT.
 - every queued packet carries its hook (NF_INET_* number) and its interfaces, so one queue
   serves every hook; the backends turn them into names.
+- with `openers`, TCP SYNs without ACK go to a queue of their own (a SYN flood waits there, not
+  in front of established packets), optionally behind a per-source hashlimit (docs/lab.md,
+  "Floods").
 
 The adapter drives a queue backend (fw/lab/queue_backend.py: `netlink` or `netfilterqueue`) with
 one per-packet call:
