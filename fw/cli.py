@@ -203,10 +203,13 @@ app.command("lb")(_lb)
 
 def _register_operations(app: typer.Typer) -> None:
     """Commands that operate a running lab as one operates a firewall (issue 16)."""
+    from fw.commands.attach import attach, detach
     from fw.commands.capture import capture
     from fw.commands.labs import list_
     from fw.commands.trace import trace
 
+    app.command("attach")(attach)
+    app.command("detach")(detach)
     app.command("list")(list_)
     app.command("capture")(capture)
     app.command("trace")(trace)

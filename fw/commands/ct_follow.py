@@ -41,11 +41,11 @@ def follow_events(name: str, as_json: bool, seconds: float | None, count: int | 
 def fwlab_engine_only(name: str, what: str) -> None:
     """Events and traces come from fwlab's engine; a kernel lab has tools of its own."""
     from fw.commands import kernel_lab
-    from fw.lab.netns import lab_prefix, read_state
+    from fw.lab.netns import attach, read_state
 
     if kernel_lab.runs_kernel(read_state(name)):
         raise LabError(f"lab {name!r} runs the kernel engine: `fwlab {what}` follows fwlab's; "
-                       f"try `ip netns exec {lab_prefix(name)}fw conntrack -E` "
+                       f"try `ip netns exec {attach(name).firewall_ns} conntrack -E` "
                        "or `nft monitor trace` there")
 
 

@@ -18,7 +18,7 @@ from fw.commands.output import print_json, rules_table, stderr, stdout
 from fw.errors import LabError
 
 __all__ = ["check_engine", "entries", "logs", "prepare", "reload", "runs_kernel", "show_status",
-           "start", "status_answer"]
+           "status_answer"]
 
 LOGS_LINE = ("the kernel engine has no log fwlab can read (nft's `log` in a network namespace "
              "goes to the kernel log, if anywhere); `fwlab status` has each rule's counters")
@@ -42,22 +42,13 @@ def runs_kernel(state: dict[str, Any] | None) -> bool:
     return engine_of(state) == KERNEL
 
 
-def prepare(rules_file: Path, ruleset: Any) -> Any:
-    """The exported script, before the lab is built: a rule the kernel cannot run is an error at
-    its line (exit 2) and nothing is built."""
+def prepare(rules_file: Path, ruleset: Any, mapping: dict[str, str] | None = None) -> Any:
+    """The exported script (with the devices of `mapping` for the rule file's interface names),
+    before the lab is built: a rule the kernel cannot run is an error at its line (exit 2) and
+    nothing is built."""
     from fw.lab.kernel_engine import prepare as prepare_rules
 
-    return prepare_rules(rules_file, ruleset)
-
-
-def start(handle: Any, prepared: Any) -> None:
-    """Load the rules into the new lab's firewall (no daemon: returns None, no pid)."""
-    from fw.lab.kernel_engine import start as start_kernel
-
-    try:
-        start_kernel(handle, prepared)
-    except LabError as exc:
-        raise LabError(f"loading the rules into the kernel failed: {exc}") from None
+    return prepare_rules(rules_file, ruleset, mapping)
 
 
 def running(name: str, state: dict[str, Any]) -> bool:
@@ -98,7 +89,7 @@ def conntrack_size(name: str) -> tuple[int | None, int | None]:
     from fw.lab import netns as labns
 
     handle = labns.attach(name)
-    res = handle.run(handle.topology.firewall.host, ["cat", "/proc/sys/net/netfilter/"
+    res = handle.run(handle.firewall_host, ["cat", "/proc/sys/net/netfilter/"
                      "nf_conntrack_count", "/proc/sys/net/netfilter/nf_conntrack_max"])
     values = [int(v) for v in res.stdout.split()] if res.returncode == 0 else []
     return (values[0], values[1]) if len(values) == 2 else (None, None)
@@ -152,7 +143,8 @@ def reload(name: str, path: Path, state: dict[str, Any], as_json: bool, seconds:
     try:
         ruleset = rulestore.compile_rules(path, seconds)
         refuse_unknown_interfaces(ruleset, interfaces or [], interfaces is None)
-        prepared = kernel_engine.prepare(path, ruleset)
+        mapping = (state.get("attached") or {}).get("ifaces")
+        prepared = kernel_engine.prepare(path, ruleset, mapping)
         with lab_lock(name, "reload", timeout=seconds):
             answer = kernel_engine.reload(name, prepared, state)
     except RulesError as exc:

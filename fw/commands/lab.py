@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any
 
 import typer
 
@@ -92,7 +92,9 @@ def up(
     need_root("up")
     from fw.commands import kernel_lab
     from fw.commands.common import refuse_unknown_interfaces
+    from fw.lab import attachment
     from fw.lab import netns as labns
+    from fw.lab.attachment import Openers
     from fw.lab.engine_glue import rules_path
     from fw.lab.lablock import lab_lock
     from fw.lab.rulestore import StoredRules
@@ -101,7 +103,7 @@ def up(
     labns.check_lab_name(name)
     topo = load_topology(topology) if topology else default_topology()
     rules_file = rules_path(topo, rules)
-    stored = StoredRules(str(rules_file), _check_rules(rules_file))
+    stored = StoredRules(str(rules_file), check_rules(rules_file))
     refuse_unknown_interfaces(stored.ruleset, topo.firewall.interfaces, force)
     kernel = (kernel_lab.prepare(rules_file, stored.ruleset)
               if kernel_lab.check_engine(engine, fail_open) else None)
@@ -110,14 +112,14 @@ def up(
             return
         t0 = time.monotonic()
         handle = labns.up(topo, name)
-        try:
-            if kernel:
-                kernel_lab.start(handle, kernel)
-            pid = None if kernel else _start_daemon(
-                handle, stored, fail_open, conntrack_max or topo.conntrack_max, str(backend),
-                Openers(openers_maxlen, opener_limit))
+        try:  # a lab is its namespaces plus an attach to its firewall (fw/lab/attachment.py)
+            pid = attachment.start(name, handle.firewall_ns, handle.devices, stored=stored,
+                                   kernel=kernel, fail_open=fail_open,
+                                   conntrack_max=conntrack_max or topo.conntrack_max,
+                                   backend=str(backend),
+                                   openers=Openers(openers_maxlen, opener_limit))
         except BaseException as exc:
-            detail = _daemon_output_tail(name)
+            detail = daemon_output_tail(name)
             labns.down(name)
             if isinstance(exc, LabError):
                 raise LabError(f"{exc}{': ' + detail if detail else ''}; lab removed") from None
@@ -148,9 +150,9 @@ def _already_up(name: str) -> bool:
     return False
 
 
-def _check_rules(path: Path) -> Any:
+def check_rules(path: Path, nothing_done: str = "no lab built") -> Any:
     """The compiled rules; a lab whose rules would not load (or not within the deadline) is not
-    built: the diagnostics, exit 2."""
+    built (nor an attachment made): the diagnostics, exit 2."""
     from fw.errors import RulesError
     from fw.lab.engine_glue import render_diagnostics
     from fw.lab.rulestore import compile_rules
@@ -160,34 +162,7 @@ def _check_rules(path: Path) -> Any:
     except RulesError as exc:
         for text in render_diagnostics(exc):
             stderr.print(text, markup=False, highlight=False)
-        raise LabError(f"{path}: the rules have errors; no lab built") from None
-
-
-class Openers(NamedTuple):
-    """The openers queue of a lab: how many may wait (0: none), the per-source limit."""
-
-    maxlen: int
-    limit: int
-
-
-def _start_daemon(
-    handle: Any, stored: Any, fail_open: bool, conntrack_max: int, backend: str, openers: Openers
-) -> int:
-    """Install the queue rules, keep the compiled rules where the daemon finds them, start the
-    supervisor (which starts the daemon) in the firewall namespace, wait until bound."""
-    from fw.lab import rulestore
-    from fw.lab.nfqueue import OPENERS_QUEUE, install_queue
-    from fw.lab.supervisor import spawn_supervisor
-
-    queue = OPENERS_QUEUE if openers.maxlen else None
-    try:
-        install_queue(handle.firewall_ns, 0, fail_open, openers=queue,
-                      opener_limit=openers.limit if queue is not None else None)
-    except RuntimeError as exc:
-        raise LabError(f"installing the queue rules failed: {exc}") from None
-    rulestore.store(handle.name, stored)
-    return spawn_supervisor(handle, fail_open=fail_open, conntrack_max=conntrack_max,
-                            backend=backend, openers_maxlen=openers.maxlen)
+        raise LabError(f"{path}: the rules have errors; {nothing_done}") from None
 
 
 def _wait_links_up(handle: Any, timeout: float = 3.0) -> None:
@@ -214,7 +189,7 @@ def _wait_links_up(handle: Any, timeout: float = 3.0) -> None:
         stderr.print(f"warning: links of {', '.join(pending)} are not up yet")
 
 
-def _daemon_output_tail(name: str) -> str:
+def daemon_output_tail(name: str) -> str:
     """The daemon's last words (its one-line error) for an `up` that failed to start it."""
     from fw.lab.runtime import daemon_out_path
 
@@ -278,15 +253,23 @@ def _show_up(
 def down(name: NameOpt = "default") -> None:
     """Remove a lab: its daemon, namespaces, links and runtime directory."""
     need_root("down")
+    from fw.lab import attachment
     from fw.lab import netns as labns
     from fw.lab.lablock import lab_lock
 
     labns.check_lab_name(name)
     with lab_lock(name, "down", timeout=LOCK_WAIT):
-        if labns.read_state(name) is None and not labns.lab_namespaces(name):
+        state = labns.read_state(name)
+        if state is None and not labns.lab_namespaces(name):
             stdout.print(f"no lab {name!r}: nothing to do")
             return
-        seconds = labns.down(name)
+        if state and state.get("attached") and not state.get("topology"):
+            raise LabError(f"{name!r} is attached to namespace {state['attached']['netns']}, "
+                           f"which fwlab did not build: `sudo fwlab detach --name {name}`")
+        t0 = time.monotonic()
+        attachment.stop(name)  # the engine, then the namespaces with everything in them
+        labns.down(name)
+        seconds = time.monotonic() - t0
     stdout.print(f"lab {name!r} removed in {seconds:.2f} s")
 
 

@@ -39,7 +39,8 @@ def lab_row(name: str) -> dict[str, Any]:
     return {
         "name": name,
         "status": state.get("status", "half built (no state file)"),
-        "topology": state.get("topology_file") or ("default" if state else None),
+        "topology": (state.get("topology_file") or ("default" if state.get("topology") else None)
+                     or _attached(state)),
         "rules": answer.get("rules"),
         "mode": answer.get("mode"),
         "engine": "kernel" if kernel else "fwlab",
@@ -47,6 +48,12 @@ def lab_row(name: str) -> dict[str, Any]:
         "uptime": round(time.time() - created, 1) if created else None,
         "namespaces": labns.lab_namespaces(name),
     }
+
+
+def _attached(state: dict[str, Any]) -> str | None:
+    """What an attachment stands in front of, in the topology column: `netns NAME`."""
+    netns = (state.get("attached") or {}).get("netns")
+    return f"netns {netns}" if netns and not state.get("topology") else None
 
 
 def health(answer: dict[str, Any], kernel: bool) -> dict[str, Any]:

@@ -86,22 +86,20 @@ def _status_json(
     name: str, state: dict[str, Any], handle: Any, daemon: dict, sup: dict | None
 ) -> dict:
     topo = handle.topology
+    hosts = {host: {"namespace": handle.namespaces[host],
+                    "interfaces": {i: [str(a) for a in f.addresses]
+                                   for i, f in node.interfaces.items()}}
+             for host, node in (topo.nodes().items() if topo else ())}
     return {
         "name": name,
         "status": state.get("status"),
         "created": state.get("created"),
         "topology_file": state.get("topology_file"),
+        "attached": state.get("attached"),
         "up_seconds": state.get("up_seconds"),
-        "firewall": topo.firewall.host,
-        "hosts": {
-            host: {
-                "namespace": handle.namespaces[host],
-                "interfaces": {
-                    i: [str(a) for a in f.addresses] for i, f in node.interfaces.items()
-                },
-            }
-            for host, node in topo.nodes().items()
-        },
+        "firewall": handle.firewall_host,
+        "hosts": hosts or {handle.firewall_host: {"namespace": handle.firewall_ns,
+                                                  "interfaces": handle.devices}},
         "engine": daemon.get("engine", "fwlab"),
         "daemon": None if daemon.get("engine") == "kernel" else daemon,
         "kernel": daemon if daemon.get("engine") == "kernel" else None,
@@ -131,14 +129,38 @@ def hosts_table(topo: Any, title: str | None = None) -> Any:
     return table
 
 
+def devices_table(handle: Any) -> Any:
+    """An attachment's interfaces: the rule file's name, the namespace's device, its addresses
+    (read from the namespace: fwlab did not give them)."""
+    import json
+
+    from rich.table import Table
+
+    res = handle.run(handle.firewall_host, ["ip", "-j", "addr", "show"])
+    links = json.loads(res.stdout or "[]") if res.returncode == 0 else []
+    addrs = {link["ifname"]: ", ".join(f"{a['local']}/{a['prefixlen']}"
+                                       for a in link.get("addr_info", [])
+                                       if a.get("scope") == "global") for link in links}
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("interface", "device", "addresses"):
+        table.add_column(col)
+    for iface, dev in handle.devices.items():
+        table.add_row(iface, dev, addrs.get(dev, "(gone)"))
+    return table
+
+
 def _show_status(name: str, state: dict, handle: Any, daemon: dict, sup: dict | None) -> None:
     out = stdout
     created = state.get("created") or time.time()
-    out.print(
-        f"[bold]lab {name!r}[/]: {state.get('status')}, built {ago(time.time() - created)} ago"
-        f" from {state.get('topology_file') or 'the default topology'}"
-    )
-    out.print(hosts_table(handle.topology))
+    if handle.topology is None:
+        out.print(f"[bold]{name!r}[/]: {state.get('status')}, attached "
+                  f"{ago(time.time() - created)} ago to namespace {handle.firewall_ns}")
+        out.print(devices_table(handle))
+    else:
+        out.print(f"[bold]lab {name!r}[/]: {state.get('status')}, built "
+                  f"{ago(time.time() - created)} ago from "
+                  f"{state.get('topology_file') or 'the default topology'}")
+        out.print(hosts_table(handle.topology))
     if daemon.get("engine") == "kernel":
         from fw.commands.kernel_lab import show_status
 

@@ -69,15 +69,16 @@ def plan(lab: str, host: str, interface: str | None, out: str, seconds: float | 
          count: int | None) -> Capture:
     """Check the request against the lab and fill in the defaults above."""
     handle = labns.attach(lab)
-    node = handle.topology.nodes().get(host)
-    if node is None:
+    if host not in handle.namespaces:
         raise LabError(f"lab {lab!r} has no host {host!r}: hosts are "
-                       f"{', '.join(handle.topology.nodes())}")
-    names = list(node.interfaces)
+                       f"{', '.join(handle.namespaces)}")
+    devices = handle.interfaces(host)  # the lab's (the rules') name -> device
+    names = list(devices)
     if interface is not None and interface not in (*names, "any", "lo"):
         raise LabError(f"{host} has no interface {interface!r}: it has {', '.join(names)}")
-    firewall = host == handle.topology.firewall.host
-    chosen = interface or (names[0] if len(names) == 1 and not firewall else "any")
+    firewall = host == handle.firewall_host
+    chosen = devices.get(interface or "", interface) or (
+        devices[names[0]] if len(names) == 1 and not firewall else "any")
     if seconds is not None and seconds <= 0:
         raise LabError(f"--seconds {seconds:g}: give a time above 0")
     if count is not None and count <= 0:

@@ -51,8 +51,8 @@ from typing import Any
 from fw import views
 from fw.core.text import rule_ref
 from fw.errors import FwlabError, LabError
+from fw.lab import ifmap, rulestore
 from fw.lab import netns as labns
-from fw.lab import rulestore
 from fw.lab.engine_glue import load_rules, routing_for, rules_path
 from fw.lab.eventlog import LOG_LINES_PER_SECOND, JsonLog, LineLimit, packet_summary
 from fw.lab.memtrim import Trimmer
@@ -208,7 +208,8 @@ class Daemon:
         from fw.lab.nfqueue import open_backend
 
         handle = labns.attach(self.name)
-        routing = routing_for(handle.topology)
+        routing = (routing_for(handle.topology) if handle.topology is not None
+                   else ifmap.namespace_routing(None, handle.devices))
         if self.ruleset is None:
             self.ruleset = load_rules(self.rules)
         # verify_checksums off: NFQUEUE does not say which packets carry a checksum not
@@ -218,8 +219,10 @@ class Daemon:
         self.monitor.watch(self.engine)
         lab_dir(self.name).mkdir(parents=True, exist_ok=True)
         self.log = JsonLog(log_path(self.name))
+        self.aliases = ifmap.aliases(handle.devices)  # devices renamed for the rules
         self.openers = self._bind_openers()
-        self.queue = open_backend(self.backend, self.queue_num, fail_open=self.fail_open)
+        self.queue = open_backend(self.backend, self.queue_num, fail_open=self.fail_open,
+                                  aliases=self.aliases)
         self.queue.bind()
         self._server = self._listen(control_path(self.name))
         for target in (self._control_loop, self._timer_loop):
@@ -241,7 +244,7 @@ class Daemon:
             return None
         openers = open_backend(self.backend, OPENERS_QUEUE, fail_open=False,
                                max_len=self.openers_maxlen, rcvbuf=OPENERS_RCVBUF,
-                               max_batch=OPENERS_BATCH)
+                               max_batch=OPENERS_BATCH, aliases=self.aliases)
         openers.bind()
         return openers
 

@@ -33,12 +33,12 @@ def routing_for(topology: Topology) -> Routing:
     return Routing.build(addresses, routes)
 
 
-def rules_path(topology: Topology, override: str | Path | None = None) -> Path:
+def rules_path(topology: Topology | None, override: str | Path | None = None) -> Path:
     """The rule file a lab runs: `--rules` when given, else the topology's, as an absolute path
     (the daemon runs in another directory than the command that started it)."""
-    path = Path(override) if override is not None else topology.rules_file
+    path = Path(override) if override is not None else (topology and topology.rules_file)
     if path is None:
-        where = topology.source or "the topology"
+        where = (topology and topology.source) or "the topology"
         raise LabError(f"{where} names no rule file for the firewall: pass --rules FILE")
     path = path.expanduser().resolve()
     if not path.is_file():

@@ -27,6 +27,7 @@ from typing import Any
 
 from fw.errors import LabError
 from fw.export.nft import LINK_CONTROL_NOTE, TABLE, to_nft
+from fw.lab import ifmap
 from fw.lab import netns as labns
 from fw.model import CHAINS, RuleSet
 
@@ -41,7 +42,6 @@ LOOPBACK_NOTE = "fwlab lab: loopback is not judged (as by the engine daemon)"
 POLICY_NOTE = "fwlab lab: reaching here, the policy decides"
 LAB_NOTES = frozenset({LINK_CONTROL_NOTE, LOOPBACK_NOTE, POLICY_NOTE})
 NFT_TIMEOUT = 30.0
-ACCOUNTING = "/proc/sys/net/netfilter/nf_conntrack_acct"  # per-namespace; packets/bytes per flow
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,12 @@ def engine_of(state: dict[str, Any] | None) -> str:
     return (state or {}).get("engine") or FWLAB
 
 
-def prepare(path: Path, ruleset: RuleSet) -> Prepared:
-    """Export the rule set compiled from `path`; a rule the kernel cannot run is a FwlabError at
-    its line (exit 2) before anything is built or replaced."""
-    return Prepared(path, ruleset, to_nft(ruleset).text + lab_additions())
+def prepare(path: Path, ruleset: RuleSet, mapping: dict[str, str] | None = None) -> Prepared:
+    """Export the rule set compiled from `path`, with the devices of `mapping` (rule file's name
+    -> device, fw/lab/ifmap.py) in place of the names; a rule the kernel cannot run is a
+    FwlabError at its line (exit 2) before anything is built or replaced."""
+    return Prepared(path, ruleset, to_nft(ifmap.rename(ruleset, mapping)).text
+                    + lab_additions())
 
 
 def lab_additions() -> str:
@@ -110,12 +112,10 @@ def record(name: str, prepared: Prepared, reloads: int) -> None:
 
 
 def start(handle: labns.LabHandle, prepared: Prepared) -> None:
-    """Load the rules into the firewall namespace of a lab just built, turn on the per-flow
-    counters of conntrack, and record that the kernel is the engine."""
+    """Load the rules into the firewall namespace and record that the kernel is the engine (the
+    per-flow counters of conntrack are among the sysctls fw/lab/attachment.py sets)."""
     labns.update_state(handle.name, engine=KERNEL)
     load(handle.firewall_ns, prepared)
-    handle.run(handle.topology.firewall.host,
-               ["sh", "-c", f"[ ! -e {ACCOUNTING} ] || echo 1 > {ACCOUNTING}"])
     record(handle.name, prepared, reloads=0)
 
 

@@ -26,7 +26,8 @@ __all__ = ["LabBusy", "lab_lock"]
 
 POLL = 0.05
 DOING = {"up": "being built", "down": "being taken down", "reload": "reloading its rules",
-         "restart": "restarting its daemon"}
+         "restart": "restarting its daemon", "attach": "being attached",
+         "detach": "being detached"}
 
 
 class LabBusy(LabError):

@@ -43,6 +43,7 @@ from fw.lab.runtime import LAB_NAME_RE, RUN_DIR, check_lab_name
 from fw.lab.topology import Host, Topology
 
 __all__ = [
+    "ATTACHED_HOST",
     "NETNS_DIR",
     "PREFIX",
     "RUN_DIR",
@@ -51,16 +52,19 @@ __all__ = [
     "attach",
     "bridge_ns_name",
     "down",
+    "end_processes",
     "exec_in",
     "list_labs",
     "ns_name",
     "read_state",
+    "remove_run_dir",
     "run_in",
     "up",
     "update_state",
 ]
 
 PREFIX = "fwl-"
+ATTACHED_HOST = "fw"  # the one host of an attachment: the namespace fwlab was attached to
 NETNS_DIR = Path("/run/netns")  # where `ip netns` and pyroute2 keep the namespace bind mounts
 IFA_F_NODAD = 0x02
 
@@ -199,10 +203,25 @@ def exec_in(lab: str, host: str, argv: Sequence[str], **popen_kwargs: Any) -> su
 
     The returned process is NOT recorded in the lab state: the caller owns it. Use
     LabHandle.spawn for a long-running process that `down` must end."""
-    ns = ns_name(lab, host)
+    return _popen_in(lab, host, ns_name(lab, host), argv, **popen_kwargs)
+
+
+def _existing(lab: str, host: str, ns: str) -> str:
     if not (NETNS_DIR / ns).exists():
         raise LabError(f"lab {lab!r} has no host {host!r} (no namespace {ns})")
-    return subprocess.Popen(_netns_argv(ns, argv), **popen_kwargs)
+    return ns
+
+
+def _popen_in(lab: str, host: str, ns: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
+    return subprocess.Popen(_netns_argv(_existing(lab, host, ns), argv), **kw)
+
+
+def _run_ns(lab: str, host: str, ns: str, argv: Sequence[str], *, timeout: float = 10.0,
+            check: bool = False, **run_kwargs: Any) -> subprocess.CompletedProcess:
+    run_kwargs.setdefault("capture_output", True)
+    run_kwargs.setdefault("text", True)
+    return subprocess.run(_netns_argv(_existing(lab, host, ns), argv), timeout=timeout,
+                          check=check, **run_kwargs)
 
 
 def run_in(
@@ -215,12 +234,8 @@ def run_in(
     **run_kwargs: Any,
 ) -> subprocess.CompletedProcess:
     """Run `argv` to completion inside host's namespace (output captured as text by default)."""
-    ns = ns_name(lab, host)
-    if not (NETNS_DIR / ns).exists():
-        raise LabError(f"lab {lab!r} has no host {host!r} (no namespace {ns})")
-    run_kwargs.setdefault("capture_output", True)
-    run_kwargs.setdefault("text", True)
-    return subprocess.run(_netns_argv(ns, argv), timeout=timeout, check=check, **run_kwargs)
+    return _run_ns(lab, host, ns_name(lab, host), argv, timeout=timeout, check=check,
+                   **run_kwargs)
 
 
 def _sysctl_all(pairs: dict[str, dict[str, str]], optional: set[str] = frozenset()) -> None:
@@ -256,16 +271,32 @@ def _sh_quote(s: str) -> str:
 
 @dataclass
 class LabHandle:
-    """A running lab. Cheap to rebuild from the state file with `attach(name)`."""
+    """A running lab, or an attachment (`fwlab attach`: fwlab in front of a namespace it did not
+    build, whose one host is ATTACHED_HOST and which has no topology). Cheap to rebuild from the
+    state file with `attach(name)`."""
 
     name: str
-    topology: Topology
+    topology: Topology | None
     namespaces: dict[str, str] = field(default_factory=dict)  # host -> namespace
     up_seconds: float | None = None
+    firewall_host: str = ""  # the topology's firewall, or ATTACHED_HOST
+    devices: dict[str, str] = field(default_factory=dict)  # the firewall's: rule name -> device
+
+    def __post_init__(self) -> None:
+        if self.topology is not None:
+            self.firewall_host = self.firewall_host or self.topology.firewall.host
+            self.devices = self.devices or {i: i for i in self.topology.firewall.interfaces}
 
     @property
     def firewall_ns(self) -> str:
-        return self.namespaces[self.topology.firewall.host]
+        return self.namespaces[self.firewall_host]
+
+    def interfaces(self, host: str) -> dict[str, str]:
+        """A host's interfaces: the name the lab (and the rules) use -> the device's name."""
+        if host == self.firewall_host:
+            return dict(self.devices)
+        node = self.topology.nodes()[host] if self.topology else None
+        return {i: i for i in node.interfaces} if node else {}
 
     def ns(self, host: str) -> str:
         try:
@@ -275,19 +306,19 @@ class LabHandle:
 
     def exec(self, host: str, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:
         """Start a process in host's namespace; the caller owns and ends it."""
-        return exec_in(self.name, host, argv, **popen_kwargs)
+        return _popen_in(self.name, host, self.ns(host), argv, **popen_kwargs)
 
     def run(
         self, host: str, argv: Sequence[str], *, timeout: float = 10.0, **kw: Any
     ) -> subprocess.CompletedProcess:
-        return run_in(self.name, host, argv, timeout=timeout, **kw)
+        return _run_ns(self.name, host, self.ns(host), argv, timeout=timeout, **kw)
 
     def spawn(self, host: str, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:
         """Start a long-running process in host's namespace and record its PID in the state file,
         so `down` ends it (SIGTERM, then SIGKILL after 1 s). It runs in a session of its own, and
         `down` signals that process group."""
         popen_kwargs.setdefault("start_new_session", True)
-        proc = exec_in(self.name, host, argv, **popen_kwargs)
+        proc = self.exec(host, argv, **popen_kwargs)
         _record_process(
             self.name, proc.pid, host, argv, group=bool(popen_kwargs["start_new_session"])
         )
@@ -464,9 +495,7 @@ def down(name: str) -> float:
     t0 = time.monotonic()
     check_lab_name(name)
     state = read_state(name) or {}
-    for entry in state.get("processes", []):
-        with contextlib.suppress(Exception):
-            _end_process(entry)
+    end_processes(state)
     errors = []
     prefix = lab_prefix(name)
     # the state's list and what exists now (a crash may have left either without the other)
@@ -480,18 +509,30 @@ def down(name: str) -> float:
         except OSError as exc:
             errors.append(f"{ns}: {exc}")
     dns.remove(sorted(targets | set(dns.lab_dirs(prefix))))
+    remove_run_dir(name)
+    if errors:
+        raise LabError(f"lab {name!r}: could not remove " + "; ".join(errors))
+    return time.monotonic() - t0
+
+
+def end_processes(state: dict[str, Any]) -> None:
+    """End every process the state records (and only those, checked by PID and start time)."""
+    for entry in state.get("processes", []):
+        with contextlib.suppress(Exception):
+            _end_process(entry)
+
+
+def remove_run_dir(name: str) -> None:
+    """The lab's runtime directory, all but the build lock its holder removes (lablock.py)."""
     d = runtime.lab_dir(name)
     if d.exists():
         for p in d.iterdir():
             if p == runtime.build_lock_path(name):
-                continue  # the `fwlab` command holding it removes it (lablock.py)
+                continue
             with contextlib.suppress(OSError):
                 p.unlink()
         with contextlib.suppress(OSError):
             d.rmdir()
-    if errors:
-        raise LabError(f"lab {name!r}: could not remove " + "; ".join(errors))
-    return time.monotonic() - t0
 
 
 def list_labs() -> list[str]:
@@ -507,10 +548,17 @@ def list_labs() -> list[str]:
 
 
 def attach(name: str) -> LabHandle:
-    """A handle on a running lab, rebuilt from its state file."""
+    """A handle on a running lab or attachment, rebuilt from its state file. The firewall's
+    namespace and interfaces are the state's `attached` part when there is one (what `fwlab
+    attach` and `up` record); a lab from before that has them in its topology."""
     state = read_state(name)
-    if state is None or not state.get("topology"):
+    if state is None or not (state.get("topology") or state.get("attached")):
         raise LabError(f"no lab {name!r} (no state in {runtime.lab_dir(name)})")
+    attached = state.get("attached") or {}
+    if not state.get("topology"):
+        return LabHandle(name=name, topology=None, namespaces={ATTACHED_HOST: attached["netns"]},
+                         up_seconds=state.get("up_seconds"), firewall_host=ATTACHED_HOST,
+                         devices=dict(attached["ifaces"]))
     data = dict(state["topology"])
     if state.get("topology_file"):
         data["source"] = state["topology_file"]
@@ -520,6 +568,7 @@ def attach(name: str) -> LabHandle:
         topology=topology,
         namespaces={h: ns_name(name, h) for h in topology.nodes()},
         up_seconds=state.get("up_seconds"),
+        devices=dict(attached.get("ifaces") or {}),
     )
 
 

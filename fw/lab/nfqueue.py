@@ -48,6 +48,7 @@ from fw.lab.queue_backend import (
     HOOK_NAMES,
     BatchJudge,
     Handler,
+    IfNames,
     JudgeErrors,
     QueueBackend,
     QueuedPacket,
@@ -282,10 +283,13 @@ def open_backend(
     max_len: int | None = None,
     rcvbuf: int | None = None,
     max_batch: int | None = None,
+    aliases: dict[str, str] | None = None,
 ) -> QueueBackend:
     """A backend by name (not bound yet). `fail_open` asks the kernel to accept instead of
-    dropping when the queue is full (netlink only: netfilterqueue cannot set that flag)."""
-    given = (("max_len", max_len), ("rcvbuf", rcvbuf), ("max_batch", max_batch))
+    dropping when the queue is full (netlink only: netfilterqueue cannot set that flag);
+    `aliases` renames devices for the engine (queue_backend.IfNames)."""
+    given = (("max_len", max_len), ("rcvbuf", rcvbuf), ("max_batch", max_batch),
+             ("ifnames", IfNames(aliases) if aliases else None))
     kwargs = {k: v for k, v in given if v is not None}
     if name == "netlink":
         from fw.lab.queue_netlink import NetlinkBackend

@@ -111,18 +111,23 @@ class QueueBackend(Protocol):
 
 
 class IfNames:
-    """Interface index -> name in this process's namespace, refreshed on an unknown index (an
-    interface may appear after the backend started)."""
+    """Interface index -> the name the rules use, in this process's namespace, refreshed on an
+    unknown index (an interface may appear after the backend started).
 
-    def __init__(self) -> None:
+    The name is the device's own unless `aliases` renames it: an attachment (`fwlab attach
+    --iface lan=eth1`) runs rules that say `iif lan` in front of a namespace whose device is
+    eth1, so {"eth1": "lan"} here makes every packet from eth1 arrive as coming from `lan`."""
+
+    def __init__(self, aliases: dict[str, str] | None = None) -> None:
         self._names: dict[int, str] = {}
+        self._aliases = dict(aliases or {})
 
     def __call__(self, index: int) -> str | None:
         if not index:
             return None
         name = self._names.get(index)
         if name is None:
-            self._names = dict(socket.if_nameindex())
+            self._names = {i: self._aliases.get(n, n) for i, n in socket.if_nameindex()}
             name = self._names.setdefault(index, f"if{index}")
         return name
 

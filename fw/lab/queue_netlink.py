@@ -332,6 +332,7 @@ class NetlinkBackend:
         max_len: int = DEFAULT_MAX_LEN,
         rcvbuf: int = DEFAULT_RCVBUF,
         max_batch: int = MAX_BATCH,
+        ifnames: IfNames | None = None,
     ) -> None:
         self.queue_num, self.fail_open, self.gso = queue_num, fail_open, gso
         self.max_len, self.requested_rcvbuf, self.max_batch = max_len, rcvbuf, max_batch
@@ -345,7 +346,7 @@ class NetlinkBackend:
         self._buf = bytearray(1 << 17)  # more than the largest message (65531 + attributes)
         self._view = memoryview(self._buf)
         self._pending: list[QueuedPacket] = []
-        self._ifname = IfNames()
+        self._ifname = ifnames or IfNames()
 
     def fileno(self) -> int:
         return self._sock.fileno() if self._sock is not None else -1

@@ -58,6 +58,7 @@ class NetfilterqueueBackend:
         max_len: int = DEFAULT_MAX_LEN,
         rcvbuf: int = DEFAULT_RCVBUF,
         max_batch: int = MAX_BATCH,
+        ifnames: IfNames | None = None,
     ) -> None:
         self.queue_num, self.max_len, self.max_batch = queue_num, max_len, max_batch
         self.requested_rcvbuf = rcvbuf
@@ -69,7 +70,7 @@ class NetfilterqueueBackend:
         self._reader: _BoundedReader | None = None
         self._held: list[Any] = []  # netfilterqueue Packets of the batch, in order
         self._batch: list[QueuedPacket] = []
-        self._ifname = IfNames()
+        self._ifname = ifnames or IfNames()
 
     def fileno(self) -> int:
         return self._sock.fileno() if self._sock is not None else -1

@@ -272,7 +272,7 @@ def spawn_supervisor(
     if fail_open:
         argv.append("--fail-open")
     with runtime.daemon_out_path(handle.name).open("ab") as out:
-        proc = handle.spawn(handle.topology.firewall.host, argv, stdin=subprocess.DEVNULL,
+        proc = handle.spawn(handle.firewall_host, argv, stdin=subprocess.DEVNULL,
                             stdout=out, stderr=out)
     from fw.lab import control
 
