@@ -69,6 +69,7 @@ def attach(
 
     name = check_lab_name(name if name is not None else default_name(netns))
     mapping = ifmap.parse(iface)
+    refuse_taken(name)
     devices = attachment.check_namespace(netns, mapping)
     rules_file = rules_path(None, rules)
     stored = StoredRules(str(rules_file), check_rules(rules_file, "nothing attached"))
