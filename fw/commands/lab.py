@@ -1,6 +1,8 @@
 """The lab commands. This module holds `fwlab up`, `down`, `exec`, `shell`, `conntrack`, `nat`
 and `register(app)`, which adds every lab command to the main app; the others live beside it:
 
+    fw/commands/attach.py    `attach` and `detach` (registered in fw/cli.py)
+
     fw/commands/options.py   the options every command shares (--name, --json) and need_root
     fw/commands/status.py    `status`
     fw/commands/daemon.py    `reload`, `restart`, and the hidden `supervise` and `run`
@@ -88,7 +90,10 @@ def up(
     openers_maxlen: OpenersMaxlenOpt = OPENERS_MAXLEN,
     opener_limit: OpenerLimitOpt = OPENER_LIMIT,
 ) -> None:
-    """Build a lab of network namespaces and start the engine daemon in its firewall."""
+    """Build a lab of network namespaces and start the engine daemon in its firewall.
+
+    A lab is its namespaces (fw/lab/netns.py) plus an attach to its firewall namespace
+    (fw/lab/attachment.py, as `fwlab attach` does), each firewall interface mapped to itself."""
     need_root("up")
     from fw.commands import kernel_lab
     from fw.commands.common import refuse_unknown_interfaces
@@ -138,6 +143,9 @@ def _already_up(name: str) -> bool:
 
     if (state := labns.read_state(name)) is None and not labns.lab_namespaces(name):
         return False
+    if state and state.get("attached") and not state.get("topology"):
+        raise LabError(f"the name {name!r} is in use: attached to namespace "
+                       f"{state['attached']['netns']} (`sudo fwlab list`); pick another --name")
     if (control.daemon_running(name) or kernel_lab.running(name, state or {})
             or supervisor.alive(supervisor.read_state(name), "supervisor")):
         stdout.print(

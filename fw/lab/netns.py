@@ -76,6 +76,9 @@ _HOST_SYSCTLS = {
     "net.ipv6.conf.default.accept_ra": "0",
     "net.ipv6.conf.default.router_solicitations": "0",  # no RS noise through the firewall
 }
+# The firewall's: the attach that `fwlab up` makes (fw/lab/attachment.py) sets the `all` ones
+# again (and records them), but a lab is also used without it (tests feed its queue themselves),
+# and `default.*` must be set before the links exist.
 _FIREWALL_SYSCTLS = {
     **_HOST_SYSCTLS,
     "net.ipv4.ip_forward": "1",
