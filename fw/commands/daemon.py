@@ -80,10 +80,18 @@ def reload(
 
 
 def lab_interfaces(name: str) -> list[str]:
-    """The interfaces of the running lab's firewall (what its rules may name)."""
+    """The interfaces of the running lab's firewall (what its rules may name): a lab's are its
+    topology's; an attachment's are the names it maps and its namespace's other devices
+    (fw/lab/ifmap.py)."""
+    from fw.lab.ifmap import namespace_devices
     from fw.lab.netns import attach
 
-    return list(attach(name).topology.firewall.interfaces)
+    handle = attach(name)
+    if handle.topology is not None:
+        return list(handle.devices)
+    mapped = set(handle.devices.values())
+    others = [d for d in namespace_devices(handle.firewall_ns) if d not in mapped and d != "lo"]
+    return [*handle.devices, *others]
 
 
 def _reload(name: str, path: Path, deadline: float,
