@@ -106,12 +106,15 @@ def replay(
         "--nat", help="Show the NAT mapping table at the end (JSON: a last nat_mappings line).")
     ] = False,
     as_json: JsonOpt = False,
+    workers: Annotated[int, typer.Option(
+        min=1, max=16, help="Processes judging the capture, its flows shared out among them "
+                            "(the output is the same for any number).")] = 1,
 ) -> None:
     """Replay a capture through a rule set: a verdict per packet, totals, hits per rule."""
     from fw.commands.replay import run_replay
 
     status = run_replay(rules, capture, out=out, topology=topology, as_json=as_json, rows=rows,
-                        nat=nat)
+                        nat=nat, workers=workers)
     raise typer.Exit(status)
 
 

@@ -17,8 +17,13 @@ def print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def json_line(data: object) -> str:
+    """One compact JSON line, newline included (what print_json_line prints)."""
+    return json.dumps(data, separators=(",", ":"), default=str) + "\n"
+
+
 def print_json_line(data: object) -> None:
-    sys.stdout.write(json.dumps(data, separators=(",", ":"), default=str) + "\n")
+    sys.stdout.write(json_line(data))
 
 
 def rows_table(rows: list[dict], columns: list[str] | None = None):

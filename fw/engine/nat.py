@@ -223,7 +223,7 @@ class Nat:
             return []
         lo, hi = null_binding_range(sport)
         for _ in range(64):
-            port = self.mappings.rng.randint(lo, hi)
+            port = self.mappings.draw(lo, hi)
             if not self.table.in_use(4, (proto, dst, dport, src, port)):
                 break
         else:

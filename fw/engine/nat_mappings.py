@@ -74,7 +74,13 @@ class MappingTable:
         self.by_key: dict[tuple, Mapping] = {}
         self.by_outside: dict[tuple[int, Endpoint], Mapping] = {}
         self.counters = NatCounters()
+        self.seed = seed
         self.rng = random.Random(seed)
+        # (modulus, residue): new outside ports must keep this class (replay's flow shards,
+        # fw/engine/shard.py); each class draws from its own generator, so a class's choices
+        # depend on its own flows only, whichever process judges them
+        self.port_class: tuple[int, int] | None = None
+        self._class_rngs: dict[int, random.Random] = {}
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -119,11 +125,58 @@ class MappingTable:
     def free_port(self, proto: int, address: int, wanted: int, ports: tuple[int, int] | None):
         """Port preservation first (inside the range, when the rule names one), then random."""
         lo, hi = self.port_range(proto, wanted, ports)
-        allowed = ports is None or lo <= wanted <= hi
+        allowed = (ports is None or lo <= wanted <= hi) and self.in_class(wanted)
         if allowed and (proto, (address, wanted)) not in self.by_outside:
             self.counters.preserved += 1
             return wanted
+        if self.port_class is not None:
+            return self.random_free_in_class(proto, address, lo, hi)
         return self.random_free(proto, address, lo, hi)
+
+    def in_class(self, port: int) -> bool:
+        shard = self.port_class
+        return shard is None or port % shard[0] == shard[1]
+
+    def class_rng(self) -> random.Random:
+        """The generator of the current port class (the shared one without classes)."""
+        if self.port_class is None:
+            return self.rng
+        residue = self.port_class[1]
+        rng = self._class_rngs.get(residue)
+        if rng is None:
+            seed = None if self.seed is None else f"{self.seed}/{residue}"
+            rng = self._class_rngs[residue] = random.Random(seed)
+        return rng
+
+    def class_ports(self, lo: int, hi: int) -> tuple[int, int]:
+        """The first port of [lo, hi] in the current class and how many there are."""
+        modulus, residue = self.port_class
+        first = lo + (residue - lo) % modulus
+        return first, 0 if first > hi else (hi - first) // modulus + 1
+
+    def draw(self, lo: int, hi: int) -> int:
+        """One random port of [lo, hi], of the current class when there is one."""
+        if self.port_class is None:
+            return self.rng.randint(lo, hi)
+        first, size = self.class_ports(lo, hi)
+        return first + self.port_class[0] * self.class_rng().randrange(max(size, 1))
+
+    def random_free_in_class(self, proto: int, address: int, lo: int, hi: int) -> int | None:
+        """`random_free` among the range's ports of the current class (replay's shards)."""
+        first, size = self.class_ports(lo, hi)
+        if size == 0:
+            return None
+        step, rng, taken = self.port_class[0], self.class_rng(), self.by_outside
+        for _ in range(16):
+            port = first + step * rng.randrange(size)
+            if (proto, (address, port)) not in taken:
+                return port
+        start = rng.randrange(size)
+        for i in range(size):
+            port = first + step * ((start + i) % size)
+            if (proto, (address, port)) not in taken:
+                return port
+        return None
 
     @staticmethod
     def port_range(proto: int, wanted: int, ports: tuple[int, int] | None) -> tuple[int, int]:
