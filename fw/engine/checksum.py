@@ -77,8 +77,8 @@ def transport_ok(pkt: Packet) -> bool:
     a whole (unfragmented) segment. One big-int sum: with the checksum field in, the words of a
     correct segment and its pseudo header sum to 0xffff, i.e. 0 mod 0xffff (and not 0)."""
     proto, off = pkt.proto, pkt.l4_offset
-    if proto not in _L4_CSUM or off < 0 or pkt.is_fragment:
-        return True
+    if proto not in _L4_CSUM or off < 0 or pkt.more_fragments or pkt.frag_offset:
+        return True  # (pkt.is_fragment, inlined: every packet comes here)
     segment = pkt.raw[off : pkt.length]
     if proto == UDP and pkt.family == 4 and segment[6:8] == b"\0\0":
         return True  # no checksum

@@ -31,7 +31,15 @@ from fw.core.protocols import ACK, FIN, ICMP, ICMPV6, RST, SYN, TCP, UDP
 from fw.core.vocab import CtState
 from fw.engine import ct_events, tcp_states
 from fw.engine.ct_events import CtEvent
-from fw.engine.tcp_states import ACK_ONLY, Outcome, TcpState, track_established_ack
+from fw.engine.tcp_states import (
+    ACK_ONLY,
+    O_ACCEPT,
+    O_CLOSED,
+    O_INVALID,
+    O_REOPEN,
+    TcpState,
+    track_established_ack,
+)
 from fw.engine.timers import Timers
 
 if TYPE_CHECKING:
@@ -48,6 +56,7 @@ FlowKey = tuple[int, int, int, int, int]  # (proto, src, sport, dst, dport)
 _ECHO_ANSWER = 1 << 16
 _EVICTION_RANGE = 8  # candidates an early drop looks at (the kernel's NF_CT_EVICTION_RANGE)
 _TCP_ESTABLISHED = int(TcpState.ESTABLISHED)
+_TCP_NONE, _TCP_CLOSE = TcpState.NONE, TcpState.CLOSE
 
 
 class FlowState(IntEnum):
@@ -389,17 +398,17 @@ class ConnTable:
     def _update(self, conn: Conn, key: int, direction: int, pkt: Packet, now: float) -> CtVerdict:
         """A packet of a known connection: step its state machine and timer."""
         reason = ""
-        outcome = Outcome.ACCEPT
+        outcome = O_ACCEPT
         proto = conn.proto
         before = self.events is not None and (conn.state, conn.seen_reply, conn.assured)
         if proto == TCP:
             outcome, reason = tcp_states.track(
                 conn, direction, pkt, now, self.timeouts.tcp, self.liberal
             )
-            if outcome is Outcome.INVALID:
+            if outcome is O_INVALID:
                 self._reschedule(conn)
                 return self._invalid(reason, conn, direction)
-            if outcome is Outcome.REOPEN:
+            if outcome is O_REOPEN:
                 self._drop(conn, "reopened")
                 return self._new(pkt, key, now, reason)
         elif proto == UDP:
@@ -417,7 +426,7 @@ class ConnTable:
         else:
             conn.orig_packets += 1
             conn.orig_bytes += pkt.length
-        if outcome is Outcome.CLOSED:
+        if outcome is O_CLOSED:
             self._drop(conn, "RST")
         else:
             self._reschedule(conn)
@@ -454,9 +463,9 @@ class ConnTable:
                 return self._invalid("tcp: no connection, and only a SYN or an ACK may open one")
             else:
                 return self._invalid("tcp: no connection, and only a SYN may open one")
-            conn = self._make(pkt, key, now, TcpState.NONE, now)
+            conn = self._make(pkt, key, now, _TCP_NONE, now)
             outcome, reason = start(conn, pkt, now, self.timeouts.tcp)
-            if outcome is not Outcome.ACCEPT:
+            if outcome is not O_ACCEPT:
                 return self._invalid(reason)
         elif proto == UDP:
             conn = self._make(pkt, key, now, FlowState.UNREPLIED, now + self.timeouts.udp_unreplied)
@@ -563,4 +572,4 @@ class ConnTable:
 
 def timeout_reason(conn: Conn) -> str:
     """Why an entry whose timer ran out is gone: a TCP entry in CLOSE was reset."""
-    return "RST" if conn.proto == TCP and conn.state == TcpState.CLOSE else "timeout"
+    return "RST" if conn.proto == TCP and conn.state == _TCP_CLOSE else "timeout"

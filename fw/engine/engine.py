@@ -13,7 +13,7 @@ from fw.core.fields import MISSING, packet_values
 from fw.core.protocols import ICMPV6, UNTRACKED_ICMPV6, is_multicast
 from fw.core.vocab import CT_STATUS_BITS, CtState, CtStatus, Hook, Verdict
 from fw.engine.checksum import transport_ok
-from fw.engine.conntrack import Conn, ConnTable, CtVerdict
+from fw.engine.conntrack import ESTABLISHED, INVALID, Conn, ConnTable, CtVerdict
 from fw.engine.decision import Decision, LogEvent, NatChange
 from fw.engine.evaluate import CompiledRuleSet
 from fw.engine.fragments import FragmentTable, fragment_key
@@ -24,6 +24,12 @@ from fw.engine.routing import Routing, default_routing
 from fw.model import Rule, RuleSet
 
 HOOKS = tuple(Hook)
+HOOK_NAMES = frozenset(HOOKS)
+# Enum members as plain module names: Python 3.11 looks a member up through
+# EnumType.__getattr__'s slow path, about 1 us each, several times per packet.
+ACCEPT, DROP, REJECT = Verdict.ACCEPT, Verdict.DROP, Verdict.REJECT
+PREROUTING, OUTPUT, CT_UNTRACKED = Hook.PREROUTING, Hook.OUTPUT, CtState.UNTRACKED
+SNAT_BIT, DNAT_BIT = CT_STATUS_BITS[CtStatus.SNAT], CT_STATUS_BITS[CtStatus.DNAT]
 UNTRACKED = "IPv6 neighbour discovery / MLD: never tracked (as in Linux)"
 NAT_EXHAUSTED = "NAT: no outside port left in the range (exhaustion)"
 BAD_CHECKSUM = "bad checksum (nf_conntrack_checksum): not tracked"
@@ -93,7 +99,7 @@ class Engine:
         self,
         data: bytes | bytearray,
         *,
-        hook: str = Hook.PREROUTING,
+        hook: str = PREROUTING,
         iif: str | None = None,
         oif: str | None = None,
         now: float = 0.0,
@@ -102,7 +108,7 @@ class Engine:
         """The stages in order: decode, link control, fragments, conntrack (and a verdict
         remembered on the connection), DNAT, filter, SNAT, confirm. Every path leaves through
         `leave`, where counting and fragment bookkeeping happen once for all."""
-        if hook not in HOOKS:
+        if hook not in HOOK_NAMES:
             raise ValueError(f"unknown hook {hook!r}; hooks are {', '.join(HOOKS)}")
         pkt = decode(data)
         first_fragment = fragment_key(pkt) if pkt.more_fragments and not pkt.frag_offset else None
@@ -117,29 +123,38 @@ class Engine:
             if followed is not None:
                 self.stats.fragments_followed += 1
                 return followed
-        ct = self.track(pkt, hook, now) if self.stateful else None
-        if ct is None or ct.conn is None or ct.state == CtState.INVALID:
+        if not self.stateful:
+            return self.judge(pkt, hook, iif, oif, None, trace, now)
+        ct = self.track(pkt, hook, now)
+        conn = ct.conn
+        if conn is None or ct.state == INVALID:
             # Linux detaches an invalid packet from its connection: no NAT touches it
             return self.judge(pkt, hook, iif, oif, ct, trace, now)
-        memo_key = self.memo_key(ct, pkt, hook, iif, oif) if not trace else None
+        # Packets of one established connection, one direction and one set of TCP flags
+        # differ in nothing a rule can test: their verdict is computed once and kept on the
+        # connection (so it expires with it), and most packets skip the rule walk.
+        memo_key = None if trace or ct.pending or ct.state != ESTABLISHED else \
+            (ct.direction, pkt.tcp_flags, hook, iif, oif)
         if memo_key is not None:
-            memo = ct.conn.memo
+            memo = conn.memo
             remembered = memo.get(memo_key) if memo is not None else None
             if remembered is not None:
+                if conn.nat is None or pkt.family != 4:
+                    return remembered
                 return self.repeat(remembered, pkt, ct, now)
         decision = self.tracked(pkt, hook, iif, oif, ct, now, trace)
-        if memo_key is not None and decision.verdict != Verdict.REJECT and not ct.pending \
+        if memo_key is not None and decision.verdict != REJECT and not ct.pending \
                 and not self.compiled.limits[decision.chain].mask:  # limits judge each packet
-            self.remember(ct.conn, memo_key, decision)
+            self.remember(conn, memo_key, decision)
         return decision
 
     def track(self, pkt: Packet, hook: str, now: float) -> CtVerdict:
         """Connection tracking; as Linux with nf_conntrack_checksum=1, a packet arriving with
         a wrong transport checksum is invalid and changes no connection (prerouting only:
         the firewall's own packets are not checked)."""
-        if (self.verify_checksums and hook == Hook.PREROUTING and pkt.invalid is None
+        if (self.verify_checksums and hook == PREROUTING and pkt.invalid is None
                 and not transport_ok(pkt)):
-            return CtVerdict(CtState.INVALID, reason=BAD_CHECKSUM)
+            return CtVerdict(INVALID, reason=BAD_CHECKSUM)
         return self.conntrack.lookup(pkt, now)
 
     def tracked(self, pkt: Packet, hook: str, iif, oif, ct: CtVerdict, now: float,
@@ -154,23 +169,14 @@ class Engine:
         if nat is not None and decision.accepted:
             after = nat.after(pkt, ct, decision.iif, decision.oif, now)
             if after is None:
-                decision = decision._replace(verdict=Verdict.DROP, reason=NAT_EXHAUSTED)
+                decision = decision._replace(verdict=DROP, reason=NAT_EXHAUSTED)
             else:
                 changes.extend(after)
         if decision.accepted and ct.pending and not self.conntrack.confirm(ct, now):
-            decision = decision._replace(verdict=Verdict.DROP, reason=TABLE_FULL)
+            decision = decision._replace(verdict=DROP, reason=TABLE_FULL)
         if changes:
             decision = decision.translated(bytes(pkt.raw), tuple(changes))
         return decision
-
-    @staticmethod
-    def memo_key(ct: CtVerdict, pkt: Packet, hook: str, iif, oif) -> tuple | None:
-        """Packets of one established connection, one direction and one set of TCP flags
-        differ in nothing a rule can test: their verdict is computed once and kept on the
-        connection (so it expires with it), and most packets skip the rule walk."""
-        if ct.state != CtState.ESTABLISHED or ct.pending:
-            return None
-        return (ct.direction, pkt.tcp_flags, hook, iif, oif)
 
     def repeat(self, remembered: Decision, pkt: Packet, ct: CtVerdict, now: float) -> Decision:
         """Judged like the last packet of its kind, and translated like it (the filter saw
@@ -195,21 +201,21 @@ class Engine:
         """Neighbour discovery and MLD: judged by the chains like any packet, but never
         tracked, as Linux does (`ct state untracked` in a stateful rule set)."""
         self.stats.link_control += 1
-        ct = CtVerdict(CtState.UNTRACKED, reason=UNTRACKED) if self.stateful else None
+        ct = CtVerdict(CT_UNTRACKED, reason=UNTRACKED) if self.stateful else None
         return self.judge(pkt, hook, iif, oif, ct, trace, now)
 
     def input_iface(self, pkt: Packet, hook: str, iif: str | None) -> str | None:
-        if hook == Hook.OUTPUT or iif is not None or not pkt.family:
+        if hook == OUTPUT or iif is not None or not pkt.family:
             return iif
         return self.routing.route(pkt.family, pkt.src)
 
     def place(self, pkt: Packet, hook: str, iif: str | None, oif: str | None) -> tuple:
         """The chain a packet takes and its interfaces, by route lookup where not given."""
         routing, family = self.routing, pkt.family
-        if hook == Hook.OUTPUT:
+        if hook == OUTPUT:
             return "output", None, oif or routing.route(family, pkt.dst)
         iif = self.input_iface(pkt, hook, iif)
-        chain = hook if hook != Hook.PREROUTING else self.chain_for(pkt)
+        chain = hook if hook != PREROUTING else self.chain_for(pkt)
         if chain == "forward" and oif is None and family:
             oif = routing.route(family, pkt.dst)
         return chain, iif, oif if chain == "forward" else None
@@ -237,7 +243,7 @@ class Engine:
         verdict, reason = self.verdict_of(chain, rule, pkt, ct)
         steps = tuple(compiled.trace(chain, values, rule, mask)) if trace else ()
         reply = None
-        if verdict == Verdict.REJECT:
+        if verdict == REJECT:
             reply = build_reject(pkt, reply=rule.reject_with if rule is not None else None)
         return Decision(verdict, chain, rule, ct_state, reason, iif, oif, reply=reply,
                         logs=log_events(chain, statements, rule), trace=steps,
@@ -247,9 +253,9 @@ class Engine:
         if rule is not None:
             return rule.verdict, f"rule {rule.index + 1} of {chain} matched"
         if pkt.invalid is not None and self.ruleset.stateful:
-            return Verdict.DROP, f"malformed packet ({pkt.invalid}) and no rule accepts it"
+            return DROP, f"malformed packet ({pkt.invalid}) and no rule accepts it"
         policy = self.compiled.policy(chain)
-        why = f": {ct.reason}" if ct is not None and ct.state == CtState.INVALID and ct.reason \
+        why = f": {ct.reason}" if ct is not None and ct.state == INVALID and ct.reason \
             else ""
         return policy, f"no rule matched: policy {chain} {policy}{why}"
 
@@ -264,9 +270,9 @@ class Engine:
         if pkt.invalid is not None:
             stats.malformed += 1
         verdict = decision.verdict
-        if verdict == Verdict.ACCEPT:
+        if verdict == ACCEPT:
             stats.accepted += 1
-        elif verdict == Verdict.DROP:
+        elif verdict == DROP:
             stats.dropped += 1
         else:
             stats.rejected += 1
@@ -316,9 +322,9 @@ def ct_status(ct: CtVerdict | None) -> int:
     binding = ct.conn.nat
     if binding is None:
         return 0
-    bits = CT_STATUS_BITS[CtStatus.SNAT] if "snat" in binding.kind else 0
+    bits = SNAT_BIT if "snat" in binding.kind else 0
     if "dnat" in binding.kind or binding.kind == "mapped":
-        bits |= CT_STATUS_BITS[CtStatus.DNAT]
+        bits |= DNAT_BIT
     return bits
 
 

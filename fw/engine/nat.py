@@ -20,14 +20,23 @@ would go straight to the client and never be translated back.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fw.core.fields import packet_values
 from fw.core.protocols import ICMP, TCP, UDP
-from fw.core.vocab import CtState, NatBehaviour
+from fw.core.vocab import NatBehaviour
 from fw.engine.checksum import FieldRewrite, rewrite_v4, rewrite_v4_icmp_inner
 from fw.engine.classify import compile_chain
-from fw.engine.conntrack import ORIGINAL, REPLY, Conn, ConnTable, CtVerdict, key_of, reverse
+from fw.engine.conntrack import (
+    ORIGINAL,
+    RELATED,
+    REPLY,
+    Conn,
+    ConnTable,
+    CtVerdict,
+    key_of,
+    reverse,
+)
 from fw.engine.decision import NatChange
 from fw.engine.nat_mappings import Mapping, MappingTable
 from fw.engine.packet import Packet
@@ -112,7 +121,7 @@ class Nat:
             return self.new_destination(pkt, ct, iif, now)
         if conn.nat is None:
             return []
-        if ct.state == CtState.RELATED:
+        if ct.state == RELATED:
             return self.translate_error(pkt, conn, ct.direction)
         return self.rewrite(pkt, conn, ct.direction, before=True)
 
@@ -126,7 +135,7 @@ class Nat:
             return [self.set_destination(pkt, target, "dnat")]
         mapping = self.mappings.inbound(pkt.proto, (pkt.dst, endpoint_port(pkt, "dst")))
         if mapping is not None and mapping.permits((pkt.src, endpoint_port(pkt, "src"))):
-            ct.state = CtState.RELATED
+            ct.state = RELATED
             ct.reason = f"allowed in by NAT mapping ({mapping.filtering})"
             ct.conn.nat = Binding("mapped", mapping=mapping, outbound=REPLY)
             mapping.conns.append(ct.conn)
@@ -179,7 +188,7 @@ class Nat:
         if conn is None or pkt.family != 4:
             return []
         if not ct.pending:
-            if conn.nat is None or ct.state == CtState.RELATED:
+            if conn.nat is None or ct.state == RELATED:
                 return []
             self.refresh(conn, ct.direction, now)
             return self.rewrite(pkt, conn, ct.direction, before=False)
@@ -205,7 +214,8 @@ class Nat:
         mapping = self.mappings.allocate(
             pkt.proto, (pkt.src, endpoint_port(pkt, "src")), (pkt.dst, endpoint_port(pkt, "dst")),
             address, ports, rule.mapping if rule else NatBehaviour.ENDPOINT_INDEPENDENT,
-            rule.filtering if rule else NatBehaviour.ADDRESS_PORT_DEPENDENT, now)
+            rule.filtering if rule else NatBehaviour.ADDRESS_PORT_DEPENDENT, now,
+            self.forwarded_reply(pkt, address) if self.mappings.port_class else None)
         if mapping is None:
             self.exhausted += 1
             return None
@@ -236,6 +246,21 @@ class Nat:
         before = snapshot(pkt)
         set_source(pkt, (src, port))
         return [NatChange(kind, 4, before, snapshot(pkt))]
+
+    def forwarded_reply(self, pkt: Packet, address: int):
+        """Whether a port forward would catch a new connection shaped like the reply to
+        `address:port` (replay's shards send those to the forward's engine, so NAT with port
+        classes leaves such ports alone)."""
+        remote_port = endpoint_port(pkt, "dst")
+        iif = self.routing.route(4, pkt.dst)
+
+        def refused(port: int) -> bool:
+            if pkt.proto not in (TCP, UDP):
+                return False
+            reply = replace(pkt, src=pkt.dst, dst=address, sport=remote_port, dport=port)
+            return (self.first(self.dnat, reply, iif, None) or self.loopback(reply, iif)) \
+                is not None
+        return refused
 
     def source_address(self, rule: NatRule | None, oif: str | None) -> int | None:
         if rule is not None and rule.to_addr is not None:

@@ -105,13 +105,14 @@ class MappingTable:
     def allocate(
         self, proto: int, inside: Endpoint, remote: Endpoint, address: int,
         ports: tuple[int, int] | None, mapping: str, filtering: str, now: float,
+        refused: Callable[[int], bool] | None = None,
     ) -> Mapping | None:
         """The mapping to use for an outbound packet: the existing one, or a new one; None when
         every port of the range is taken (exhaustion: the caller drops and counts)."""
         existing = self.find(proto, inside, remote, mapping)
         if existing is not None and existing.outside[0] == address:
             return existing
-        port = self.free_port(proto, address, inside[1], ports)
+        port = self.free_port(proto, address, inside[1], ports, refused)
         if port is None:
             self.counters.exhausted += 1
             return None
@@ -122,15 +123,20 @@ class MappingTable:
         self.counters.mappings_created += 1
         return created
 
-    def free_port(self, proto: int, address: int, wanted: int, ports: tuple[int, int] | None):
-        """Port preservation first (inside the range, when the rule names one), then random."""
+    def free_port(self, proto: int, address: int, wanted: int, ports: tuple[int, int] | None,
+                  refused: Callable[[int], bool] | None = None):
+        """Port preservation first (inside the range, when the rule names one), then random.
+        With port classes, `refused` says which ports a port forward would take the replies
+        of (replay's shards could not tell them from new connections)."""
         lo, hi = self.port_range(proto, wanted, ports)
         allowed = (ports is None or lo <= wanted <= hi) and self.in_class(wanted)
+        if self.port_class is not None and allowed and refused is not None:
+            allowed = not refused(wanted)
         if allowed and (proto, (address, wanted)) not in self.by_outside:
             self.counters.preserved += 1
             return wanted
         if self.port_class is not None:
-            return self.random_free_in_class(proto, address, lo, hi)
+            return self.random_free_in_class(proto, address, lo, hi, refused)
         return self.random_free(proto, address, lo, hi)
 
     def in_class(self, port: int) -> bool:
@@ -161,20 +167,25 @@ class MappingTable:
         first, size = self.class_ports(lo, hi)
         return first + self.port_class[0] * self.class_rng().randrange(max(size, 1))
 
-    def random_free_in_class(self, proto: int, address: int, lo: int, hi: int) -> int | None:
+    def random_free_in_class(self, proto: int, address: int, lo: int, hi: int,
+                             refused: Callable[[int], bool] | None = None) -> int | None:
         """`random_free` among the range's ports of the current class (replay's shards)."""
         first, size = self.class_ports(lo, hi)
         if size == 0:
             return None
         step, rng, taken = self.port_class[0], self.class_rng(), self.by_outside
+
+        def free(port: int) -> bool:
+            return (proto, (address, port)) not in taken and not (refused and refused(port))
+
         for _ in range(16):
             port = first + step * rng.randrange(size)
-            if (proto, (address, port)) not in taken:
+            if free(port):
                 return port
         start = rng.randrange(size)
         for i in range(size):
             port = first + step * ((start + i) % size)
-            if (proto, (address, port)) not in taken:
+            if free(port):
                 return port
         return None
 

@@ -20,9 +20,12 @@ What needs state shared by all flows cannot be sharded: rate limits and pools ma
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fw.core.protocols import ICMP, ICMPV6, TCP, UDP, UNTRACKED_ICMPV6
 from fw.engine.fragments import FRAGMENT_TIMEOUT, fragment_key
 from fw.engine.packet import Packet, decode
+from fw.model import PortMatch
 
 CLASSES = 16  # port classes; so at most 16 workers. Each keeps 1/16 of a NAT port range.
 PURGE_EVERY = 65_536  # remembered first fragments: look for stale ones this often
@@ -34,6 +37,10 @@ def one_engine_only(engine) -> str | None:
         return "its rules have rate limits, which count all flows together"
     if any(rule.pool is not None for rule in engine.ruleset.nat):
         return "its port forwards to pools balance all flows together"
+    if any(rule.action == "dnat" and not any(isinstance(m, PortMatch) and m.kind == "dport"
+                                             and not m.negate for m in rule.matches)
+           for rule in engine.ruleset.nat):
+        return "a port forward names no destination port (its packets look like NAT replies)"
     return None
 
 
@@ -79,8 +86,20 @@ class Sharder:
         elif self.is_outside(pkt.family, pkt.dst):  # a NAT reply: NAT chose the port in
             shard = self.flows[key] = dport % CLASSES  # its connection's class
             return shard
-        shard = self.flows[key] = sport % CLASSES
+        inside = dport if self.source_nat(reversed_packet(pkt)) and not self.source_nat(pkt) \
+            else sport
+        shard = self.flows[key] = inside % CLASSES
         return shard
+
+    def source_nat(self, pkt: Packet) -> bool:
+        """Would a connection opened by this packet have its source translated? Then its
+        class is its source port, whichever side spoke first: every connection from that
+        inside endpoint, which may share one NAT mapping, is judged by one engine."""
+        if pkt.family != 4:
+            return False
+        route = self.routing.route
+        return self.nat.first(self.nat.snat, pkt, route(4, pkt.src), route(4, pkt.dst)) \
+            is not None
 
     def quoted_class(self, inner: Packet) -> int:
         """An ICMP error belongs where the flow of the packet it quotes lives."""
@@ -116,6 +135,10 @@ class Sharder:
         self.seen += 1
         if self.seen % PURGE_EVERY == 0:
             self.fragments = {k: v for k, v in self.fragments.items() if v[1] > now}
+
+
+def reversed_packet(pkt: Packet) -> Packet:
+    return replace(pkt, src=pkt.dst, dst=pkt.src, sport=pkt.dport, dport=pkt.sport)
 
 
 def ports(pkt: Packet) -> tuple[int, int]:

@@ -42,7 +42,6 @@ from fw.engine.tcp_window import (
     MAXWIN,
     RETRANS_COUNT,
     SCALE,
-    WindowResult,
 )
 
 if TYPE_CHECKING:
@@ -88,6 +87,8 @@ class Outcome(IntEnum):
 
 
 sNO, sSS, sSR, sES, sFW, sCW, sLA, sTW, sCL, sS2, sIV, sIG = TcpState
+# plain module names for the members (an enum member lookup costs ~1 us on Python 3.11)
+O_ACCEPT, O_IGNORE, O_INVALID, O_REOPEN, O_CLOSED = Outcome
 ORIGINAL, REPLY = 0, 1
 
 # TRANSITIONS[direction][flag class][old state] -> new state, sIV or sIG.
@@ -217,7 +218,7 @@ def start(
     w = tw.new_window()
     tw.init_original(w, pkt)
     conn.tcp = w
-    conn.state = TcpState.NONE
+    conn.state = sNO
     return track(conn, ORIGINAL, pkt, now, timeouts)
 
 
@@ -230,7 +231,7 @@ def pick_up(
     w = tw.new_window()
     tw.init_picked_up(w, pkt)
     conn.tcp = w
-    conn.state = TcpState.NONE
+    conn.state = sNO
     return track(conn, ORIGINAL, pkt, now, timeouts)
 
 
@@ -250,7 +251,7 @@ def track(
     """
     flags = pkt.tcp_flags & 0xFF
     if not _VALID[flags]:
-        return Outcome.INVALID, "invalid tcp flag combination"
+        return O_INVALID, "invalid tcp flag combination"
     w = conn.tcp
     assert w is not None
     old = conn.state
@@ -263,11 +264,11 @@ def track(
             return early
     if new != _SKIP_WINDOW:
         res, reason = tw.in_window(w, old, direction, index, pkt, liberal)
-        if res is WindowResult.IGNORE:
-            return Outcome.IGNORE, reason
-        if res is WindowResult.INVALID:
+        if res is tw.W_IGNORE:
+            return O_IGNORE, reason
+        if res is tw.W_INVALID:
             _shorten_on_invalid(conn, w, direction, index, now, timeouts)
-            return Outcome.INVALID, reason
+            return O_INVALID, reason
     else:
         new = sCL
     return _commit(conn, w, direction, index, old, new, now, timeouts)
@@ -390,13 +391,13 @@ def _commit(
     timeout = _timeout(w, index, new, timeouts)
     if not conn.seen_reply:
         if index == FlagClass.RST:
-            return Outcome.CLOSED, "reset before any reply"
+            return O_CLOSED, "reset before any reply"
         if index == FlagClass.SYN and old == sSS:
-            return Outcome.ACCEPT, ""  # a retransmitted SYN must not keep the entry alive
+            return O_ACCEPT, ""  # a retransmitted SYN must not keep the entry alive
     elif not conn.assured and old in (sSR, sES) and new == sES:
         conn.assured = True  # only the ACK of the SYN/ACK proves a real connection
     conn.expires = now + timeout
-    return Outcome.ACCEPT, ""
+    return O_ACCEPT, ""
 
 
 def _timeout(w: array, index: int, new: int, timeouts: tuple[float, ...]) -> float:
@@ -427,7 +428,7 @@ def _syn_sent(
     closing = (w[tw.FLAGS] | w[tw.DIR_WORDS + tw.FLAGS]) & tw.F_CLOSE_INIT
     aborted = w[tw.LAST_DIR] == direction and w[tw.LAST_INDEX] == FlagClass.RST
     if closing or aborted:
-        return old, new, (Outcome.REOPEN, "SYN reopens a closed connection")
+        return old, new, (O_REOPEN, "SYN reopens a closed connection")
     return _ignore(conn, w, direction, index, pkt, old, new)
 
 
@@ -459,7 +460,7 @@ def _ignore(
         _note_syn_options(w, pkt, old)
     if old == sSS and index == FlagClass.ACK and direction == REPLY:
         w[tw.LAST_ACK] = pkt.ack
-    return old, new, (Outcome.IGNORE, _describe(index, direction, "ignored", old))
+    return old, new, (O_IGNORE, _describe(index, direction, "ignored", old))
 
 
 def _note_syn_options(w: array, pkt: Packet, old: int) -> None:
@@ -493,7 +494,7 @@ def _invalid(
     conn: TcpConn, w: array, direction: int, index: int, pkt: Packet, old: int, new: int
 ) -> _Special:
     """sIV: the packet makes no sense in this state."""
-    return old, new, (Outcome.INVALID, _describe(index, direction, "invalid", old))
+    return old, new, (O_INVALID, _describe(index, direction, "invalid", old))
 
 
 def _describe(index: int, direction: int, what: str, old: int) -> str:
@@ -516,7 +517,7 @@ def _time_wait(
         and w[tw.LAST_FLAGS] & tw.F_EXP_CHALLENGE_ACK
     ):
         w[tw.LAST_FLAGS] &= ~tw.F_EXP_CHALLENGE_ACK & 0xFFFFFFFF
-        return old, new, (Outcome.IGNORE, "challenge-ack ignored")
+        return old, new, (O_IGNORE, "challenge-ack ignored")
     return old, new, None
 
 
@@ -558,7 +559,7 @@ def _close(
         if seq == 0 and not established:
             return old, new, None  # most likely answers a SYN we let through
         if tw.before(seq, maxack):
-            return old, new, (Outcome.INVALID, "invalid rst")
+            return old, new, (O_INVALID, "invalid rst")
         if not established or seq == maxack:
             return old, new, None
         last = w[tw.LAST_INDEX], w[tw.LAST_DIR], w[tw.LAST_END]

@@ -69,6 +69,11 @@ class WindowResult(IntEnum):
     ACCEPT = 2
 
 
+# Python 3.11 looks an enum member up through EnumType.__getattr__'s slow path (about 1 us, as
+# much as a whole decode): the per-packet code reads these plain module names instead.
+W_IGNORE, W_INVALID, W_ACCEPT = WindowResult.IGNORE, WindowResult.INVALID, WindowResult.ACCEPT
+
+
 def new_window() -> array:
     """A zeroed tracking block; last_index starts at 'none' so no special case fires."""
     return _TEMPLATE[:]  # a slice allocates exactly WORDS words
@@ -174,7 +179,7 @@ def in_window(
         # RFC 793: a reinitialised TCP only has to use higher sequence numbers: re-seed.
         init_sender(w, direction, pkt)
         if direction == 1 and not flags & _ACK:
-            return WindowResult.ACCEPT, ""
+            return W_ACCEPT, ""
     if not flags & _ACK or (flags & _RST and ack == 0):
         # No ACK (or a broken stack's RST|ACK with ack 0): pretend it acked everything.
         ack = w[rb + END]
@@ -186,7 +191,7 @@ def in_window(
     _learn(w, sb, rb, seq, ack, end, win if flags & _SYN else win << w[sb + SCALE], flags)
     if index == _ACK_SET:
         _count_retrans(w, direction, seq, ack, end, win)
-    return WindowResult.ACCEPT, ""
+    return W_ACCEPT, ""
 
 
 def _first_from_sender(
@@ -196,7 +201,7 @@ def _first_from_sender(
     if pkt.tcp_flags & _SYN:
         init_sender(w, direction, pkt)
         if not pkt.tcp_flags & _ACK:
-            return WindowResult.ACCEPT, ""  # simultaneous open
+            return W_ACCEPT, ""  # simultaneous open
         return None
     # Mid-stream: the history is lost, trust this packet's numbers.
     w[sb + END] = end
@@ -225,17 +230,17 @@ def _check(
         bound = (r_end + 1) & _MASK
         return _bad(
             liberal,
-            WindowResult.INVALID,
+            W_INVALID,
             f"ACK is over upper bound {bound} (ACKed data not seen yet)",
         )
     low = (w[sb + END] - r_maxwin - 1) & _MASK
     if r_maxwin and (low - end) & _MASK < _HALF:  # II: not after(end, low)
         why = f"SEQ is under lower bound {low} (already ACKed data retransmitted)"
-        return _bad(liberal, WindowResult.IGNORE, why)
+        return _bad(liberal, W_IGNORE, why)
     low = (r_end - maxack - 1) & _MASK
     if (low - ack) & _MASK < _HALF:  # IV: not after(ack, low)
         why = f"ignored ACK under lower bound {low} (possible overly delayed)"
-        return _bad(liberal, WindowResult.IGNORE, why)
+        return _bad(liberal, W_IGNORE, why)
     return None
 
 
@@ -251,16 +256,16 @@ def _overshoot(
         # Learn the end anyway, or the peer's ACK for it would later look bogus.
         w[sb + END] = end
         w[sb + FLAGS] |= F_DATA_UNACKNOWLEDGED
-        return _bad(liberal, WindowResult.IGNORE, f"{overshot} bytes more than expected")
+        return _bad(liberal, W_IGNORE, f"{overshot} bytes more than expected")
     bound = (w[sb + MAXEND] + 1) & _MASK
     why = f"SEQ is over upper bound {bound} (over the window of the receiver)"
-    return _bad(liberal, WindowResult.INVALID, why)
+    return _bad(liberal, W_INVALID, why)
 
 
 def _bad(liberal: bool, result: WindowResult, reason: str) -> tuple[WindowResult, str]:
     """Liberal tracking accepts what the strict checks reject (kernel: nf_tcp_log_invalid)."""
     if liberal:
-        return WindowResult.ACCEPT, ""
+        return W_ACCEPT, ""
     return result, reason
 
 
