@@ -271,8 +271,11 @@ class FieldRewrite:
     def apply(self, buf: bytearray, l4: int) -> None:
         at = self.addr_at
         buf[at : at + 4] = self.addr
-        if self.ip_delta:
-            _adjust(buf, _IP_CSUM, self.ip_delta)
+        delta = self.ip_delta
+        if delta % 0xFFFF:  # _adjust(buf, _IP_CSUM, delta) inlined: every translated packet
+            new = (((buf[10] << 8) | buf[11]) + delta) % 0xFFFF
+            buf[10] = new >> 8
+            buf[11] = new & 0xFF
         if l4 < 0 or self.l4_csum_at is None:
             return  # a later fragment: no transport header to rewrite
         if self.port_at is not None:

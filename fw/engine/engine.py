@@ -125,7 +125,14 @@ class Engine:
                 return followed
         if not self.stateful:
             return self.judge(pkt, hook, iif, oif, None, trace, now)
-        ct = self.track(pkt, hook, now)
+        # Connection tracking; as Linux with nf_conntrack_checksum=1, a packet arriving with a
+        # wrong transport checksum is invalid and changes no connection (prerouting only: the
+        # firewall's own packets are not checked).
+        if (self.verify_checksums and hook == PREROUTING and pkt.invalid is None
+                and not transport_ok(pkt)):
+            ct = CtVerdict(INVALID, reason=BAD_CHECKSUM)
+        else:
+            ct = self.conntrack.lookup(pkt, now)
         conn = ct.conn
         if conn is None or ct.state == INVALID:
             # Linux detaches an invalid packet from its connection: no NAT touches it
@@ -147,15 +154,6 @@ class Engine:
                 and not self.compiled.limits[decision.chain].mask:  # limits judge each packet
             self.remember(conn, memo_key, decision)
         return decision
-
-    def track(self, pkt: Packet, hook: str, now: float) -> CtVerdict:
-        """Connection tracking; as Linux with nf_conntrack_checksum=1, a packet arriving with
-        a wrong transport checksum is invalid and changes no connection (prerouting only:
-        the firewall's own packets are not checked)."""
-        if (self.verify_checksums and hook == PREROUTING and pkt.invalid is None
-                and not transport_ok(pkt)):
-            return CtVerdict(INVALID, reason=BAD_CHECKSUM)
-        return self.conntrack.lookup(pkt, now)
 
     def tracked(self, pkt: Packet, hook: str, iif, oif, ct: CtVerdict, now: float,
                 trace: bool) -> Decision:

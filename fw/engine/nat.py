@@ -288,14 +288,21 @@ class Nat:
 
     def translate_known(self, pkt: Packet, conn: Conn, direction: int, now: float):
         """Both steps at once, for a packet whose verdict was remembered (no filter in between)."""
-        self.refresh(conn, direction, now)
-        plan = self.plan(conn, direction)
-        buf = writable(pkt)
-        if plan.dst is not None:
-            plan.dst.apply(buf, pkt.l4_offset)
-        if plan.src is not None:
-            plan.src.apply(buf, pkt.l4_offset)
-        return plan.change if plan.dst or plan.src else None
+        binding = conn.nat  # refresh(), plan() and writable() inlined: the NAT hot path
+        if binding.mapping is not None and direction == binding.outbound:
+            binding.mapping.last_out = now
+        plan = binding.plans[direction] or self.plan(conn, direction)
+        dst, src = plan.dst, plan.src
+        if dst is None and src is None:
+            return None
+        buf = pkt.raw
+        if type(buf) is not bytearray:
+            buf = pkt.raw = bytearray(buf)
+        if dst is not None:
+            dst.apply(buf, pkt.l4_offset)
+        if src is not None:
+            src.apply(buf, pkt.l4_offset)
+        return plan.change
 
     @staticmethod
     def plan(conn: Conn, direction: int) -> Plan:
