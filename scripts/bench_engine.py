@@ -6,9 +6,11 @@
   replay        `fwlab replay` of a generated capture (default 1,000,000 packets), packets/s
   memory        conntrack bytes per entry at 1,000,000 entries (tracemalloc)
   nat           established packets/s through a masquerade, and the ratio to no NAT
+  replay-workers  `fwlab replay --workers N` of that capture for each --workers N (wall time;
+                not in the default set: it wants otherwise idle CPUs)
 
-Usage: .venv/bin/python scripts/bench_engine.py [established new-flows replay memory nat]
-       [--packets N] [--replay-packets N] [--entries N]
+Usage: .venv/bin/python scripts/bench_engine.py [established new-flows replay memory nat
+       replay-workers] [--packets N] [--replay-packets N] [--entries N] [--workers N ...]
 """
 
 from __future__ import annotations
@@ -100,10 +102,11 @@ def bench_new_flows(args: argparse.Namespace) -> dict[int, float]:
     return results
 
 
-def bench_replay(args: argparse.Namespace) -> float:
+def replay_capture(args: argparse.Namespace) -> tuple[Path, int]:
+    """A capture of 1,000 masqueraded TCP flows (stateful-web.fw masquerades: the server
+    answers the firewall's outside address): handshakes, then data and ACKs interleaved."""
     from scapy.utils import PcapWriter
 
-    # stateful-web.fw masquerades: the server answers the firewall's outside address
     setup, data = flow_packets(1000, max(1, args.replay_packets // 2000), masquerade=True)
     path = Path(tempfile.mkdtemp()) / "bench.pcap"
     writer = PcapWriter(str(path), linktype=101)
@@ -111,14 +114,30 @@ def bench_replay(args: argparse.Namespace) -> float:
     for i, raw in enumerate((setup + data)[: args.replay_packets + len(setup)]):
         writer.write_packet(raw, sec=1000 + i // 1_000_000, usec=i % 1_000_000)
     writer.close()
-    count = len(setup) + min(len(data), args.replay_packets)
-    rates = {}
-    for mode in ([], ["--json"]):
-        began = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "fw", "replay", *mode,
-                        str(ROOT / "rules/stateful-web.fw"), str(path)],
-                       stdout=subprocess.DEVNULL, check=True)
-        rates[" ".join(mode) or "table"] = count / (time.perf_counter() - began)
+    return path, len(setup) + min(len(data), args.replay_packets)
+
+
+def replay_rate(path: Path, count: int, *options: str) -> float:
+    """Packets per second of wall time, the whole command (start-up included)."""
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "fw", "replay", *options,
+                    str(ROOT / "rules/stateful-web.fw"), str(path)],
+                   stdout=subprocess.DEVNULL, check=True)
+    return count / (time.perf_counter() - began)
+
+
+def bench_replay(args: argparse.Namespace) -> dict[str, float]:
+    path, count = replay_capture(args)
+    rates = {" ".join(mode) or "table": replay_rate(path, count, *mode)
+             for mode in ([], ["--json"])}
+    os.unlink(path)
+    return rates
+
+
+def bench_replay_workers(args: argparse.Namespace) -> dict[int, float]:
+    """`replay --workers N` for each N asked, one after the other on the same capture."""
+    path, count = replay_capture(args)
+    rates = {n: replay_rate(path, count, "--workers", str(n)) for n in args.workers}
     os.unlink(path)
     return rates
 
@@ -148,6 +167,8 @@ def main() -> None:
     parser.add_argument("--packets", type=int, default=400_000)
     parser.add_argument("--replay-packets", type=int, default=1_000_000)
     parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="replay-workers: the worker counts to time")
     args = parser.parse_args()
     plain = None
     if "established" in args.which or "nat" in args.which:
@@ -161,6 +182,13 @@ def main() -> None:
     if "replay" in args.which:
         for mode, value in bench_replay(args).items():
             print(f"replay ({mode} output): {value:,.0f} packets/s")
+    if "replay-workers" in args.which:
+        print(f"load average before: {os.getloadavg()[0]:.2f}")
+        rates = bench_replay_workers(args)
+        for n, value in rates.items():
+            print(f"replay --workers {n}: {value:,.0f} packets/s "
+                  f"({value / rates[args.workers[0]]:.2f} x --workers {args.workers[0]})")
+        print(f"load average after: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
     if "memory" in args.which:
         print(f"conntrack: {bench_memory(args):,.0f} bytes per entry at {args.entries:,} entries")
     if "nat" in args.which:

@@ -81,9 +81,14 @@ class Sharder:
             return known
         sport, dport = ports(pkt)
         target = self.forwarded_to(pkt)
-        if target is not None:  # its reply comes from the target: a tuple to know already
-            self.flows[flow_key_of(pkt.proto, pkt.src, sport, *target)] = sport % CLASSES
-        elif self.is_outside(pkt.family, pkt.dst):  # a NAT reply: NAT chose the port in
+        if target is not None:  # its reply comes from the target: a tuple to know already.
+            # If a connection of another class already travels on it, the new one must meet it
+            # (NAT then gives the newcomer another port, as Linux does): it takes that class.
+            reply = flow_key_of(pkt.proto, pkt.src, sport, *target)
+            shard = self.flows.setdefault(reply, sport % CLASSES)
+            self.flows[key] = shard
+            return shard
+        if self.is_outside(pkt.family, pkt.dst):  # a NAT reply: NAT chose the port in
             shard = self.flows[key] = dport % CLASSES  # its connection's class
             return shard
         inside = dport if self.source_nat(reversed_packet(pkt)) and not self.source_nat(pkt) \
