@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fw import craft
@@ -115,7 +115,7 @@ def test_several_workers_print_what_one_prints(name: str, seed: int, tmp_path: P
     same_for_any_workers(name, seed, tmp_path)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 10**6), name=st.sampled_from([*RULE_FILES, "snat"]))
 def test_any_capture_any_workers(seed: int, name: str, tmp_path_factory) -> None:
     same_for_any_workers(name, seed, tmp_path_factory.mktemp("w"), counts=(2,))
