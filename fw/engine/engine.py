@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fw.core.fields import MISSING, packet_values
-from fw.core.protocols import ICMPV6, UNTRACKED_ICMPV6, is_multicast
+from fw.core.protocols import ICMPV6, TCP, UNTRACKED_ICMPV6, is_multicast
 from fw.core.vocab import CT_STATUS_BITS, CtState, CtStatus, Hook, Verdict
 from fw.engine.checksum import transport_ok
 from fw.engine.conntrack import Conn, ConnTable, CtVerdict
@@ -105,14 +105,15 @@ class Engine:
         if hook not in HOOKS:
             raise ValueError(f"unknown hook {hook!r}; hooks are {', '.join(HOOKS)}")
         pkt = decode(data)
-        first_fragment = fragment_key(pkt) if pkt.more_fragments and not pkt.frag_offset else None
+        first_fragment = fragment_key(pkt) if (pkt.more_fragments and not pkt.frag_offset
+                                               and self.stateful) else None
         decision = self.decide(pkt, hook, iif, oif, now, trace)
         return self.leave(pkt, decision, first_fragment, now)
 
     def decide(self, pkt: Packet, hook: str, iif, oif, now: float, trace: bool) -> Decision:
         if pkt.invalid is None and pkt.proto == ICMPV6 and pkt.icmp_type in UNTRACKED_ICMPV6:
             return self.untracked(pkt, hook, iif, oif, now, trace)
-        if pkt.frag_offset:
+        if pkt.frag_offset and self.stateful:  # stateless: no conntrack, so no defrag
             followed = self.fragments.follow(pkt, now)
             if followed is not None:
                 self.stats.fragments_followed += 1
@@ -120,7 +121,7 @@ class Engine:
         ct = self.track(pkt, hook, now) if self.stateful else None
         if ct is None or ct.conn is None or ct.state == CtState.INVALID:
             # Linux detaches an invalid packet from its connection: no NAT touches it
-            return self.judge(pkt, hook, iif, oif, ct, trace, now)
+            return self.reset_sent(self.judge(pkt, hook, iif, oif, ct, trace, now), None, now)
         memo_key = self.memo_key(ct, pkt, hook, iif, oif) if not trace else None
         if memo_key is not None:
             memo = ct.conn.memo
@@ -131,6 +132,24 @@ class Engine:
         if memo_key is not None and decision.verdict != Verdict.REJECT and not ct.pending \
                 and not self.compiled.limits[decision.chain].mask:  # limits judge each packet
             self.remember(ct.conn, memo_key, decision)
+        return self.reset_sent(decision, ct.conn, now)
+
+    def reset_sent(self, decision: Decision, conn: Conn | None, now: float) -> Decision:
+        """What the RST a `reject` sends does to conntrack, as Linux's nf_send_reset: it
+        closes the connection of the packet it answers (nf_ct_set_closing: CLOSE and its 10 s
+        timer, confirmed connections only); answering a packet that had none (invalid), it
+        leaves through conntrack's output hook like any local packet, and a connection it
+        belongs to learns from it (one that never saw a reply is deleted)."""
+        reply = decision.reply
+        if decision.verdict != Verdict.REJECT or reply is None or not self.stateful:
+            return decision
+        rst = decode(reply)
+        if rst.proto != TCP:
+            return decision
+        if conn is not None:
+            self.conntrack.set_closing(conn, now)
+        else:
+            self.conntrack.lookup(rst, now)
         return decision
 
     def track(self, pkt: Packet, hook: str, now: float) -> CtVerdict:

@@ -1,11 +1,12 @@
-"""Later fragments follow their first fragment's verdict.
+"""Later fragments follow their first fragment's verdict (stateful mode).
 
 Without the kernel's defragmentation (conntrack is off in the lab, docs/design.md), later fragments
-reach the engine bare: no ports, no flags. As Linux's nf_defrag would reunite them, the engine
-judges the packet once, on its first fragment, and lets the rest share that verdict, keyed on
-(family, src, dst, id, proto) for 30 s (Linux's ipfrag_time). A later fragment whose first was
-never seen is judged on its own: in stateful mode it is `invalid`, in stateless mode it matches
-only rules that need nothing from the transport header.
+reach the engine bare: no ports, no flags. In stateful mode, as Linux's nf_defrag (which comes
+with conntrack) would reunite them, the engine judges the packet once, on its first fragment, and
+lets the rest share that verdict, keyed on (family, src, dst, id, proto) for 30 s (Linux's
+ipfrag_time); a later fragment whose first was never seen is `invalid`. In stateless mode there
+is no conntrack, so Linux does not reassemble: every fragment is judged on its own, and a later
+one matches only rules that need nothing from the transport header (docs/fidelity.md).
 """
 
 from __future__ import annotations
