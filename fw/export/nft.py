@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from fw.core.icmp_types import code_name
 from fw.dsl.diagnostics import Diagnostic
-from fw.export.nft_match import comment_expr, implies_proto, match_expr, quoted
+from fw.export.nft_match import comment_expr, exported_matches, implies_proto, match_expr, quoted
 from fw.export.nft_nat import nat_table
 from fw.model import CHAINS, Limit, RejectWith, Rule, RuleSet, Statement
 
@@ -94,7 +94,7 @@ def joined(chains: list[list[str]]) -> list[list[str]]:
 
 def rule_line(rule: Rule) -> str:
     """Matches, `counter`, the log statements, the verdict, the comment: one nft rule."""
-    words = [match_expr(m) for m in rule.matches]
+    words = [match_expr(m) for m in exported_matches(rule.matches)]
     if rule.limit is not None:  # after the matches: fwlab asks a limit last
         words.append(limit_expr(rule.limit))
     words.append("counter")
