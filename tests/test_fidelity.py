@@ -191,6 +191,20 @@ class TestResetsTheFirewallSends:
                 => drop invalid; rule policy
         """)
 
+    @pytest.mark.parametrize("proto", ["tcp", "udp"])
+    def test_no_answer_to_a_bad_checksum(self, tmp_path: Path, proto: str) -> None:
+        """nf_reject checks the checksum itself: no RST, no port unreachable (and so no RST
+        that could close a connection)."""
+        e = engine(tmp_path, "mode stateless\npolicy forward accept\nforward {\n"
+                   "    iif lan reject\n}\n")
+        raw = bytearray(craft.tcp(CLIENT, SERVER, 40000, 80, "PA", seq=1, ack=1) if proto == "tcp"
+                        else craft.udp(CLIENT, SERVER, 40000, 53, b"q"))
+        raw[20 + (16 if proto == "tcp" else 6)] ^= 0x55
+        decision = e.process(bytes(raw), now=0)
+        assert (decision.verdict, decision.reply) == ("reject", None)
+        lab = Engine(e.ruleset, verify_checksums=False)  # the lab cannot tell: it answers
+        assert lab.process(bytes(raw), now=0).reply is not None
+
     def test_a_reset_for_a_new_connection_changes_nothing(self, tmp_path: Path) -> None:
         e = engine(tmp_path, "mode stateful\npolicy forward accept\nforward {\n"
                    "    tcp dport 23 reject\n}\n")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fw.core.fields import MISSING, packet_values
-from fw.core.protocols import ICMPV6, TCP, UNTRACKED_ICMPV6, is_multicast
+from fw.core.protocols import ICMPV6, TCP, UDP, UNTRACKED_ICMPV6, is_multicast
 from fw.core.vocab import CT_STATUS_BITS, CtState, CtStatus, Hook, Verdict
 from fw.engine.checksum import transport_ok
 from fw.engine.conntrack import Conn, ConnTable, CtVerdict
@@ -256,11 +256,19 @@ class Engine:
         verdict, reason = self.verdict_of(chain, rule, pkt, ct)
         steps = tuple(compiled.trace(chain, values, rule, mask)) if trace else ()
         reply = None
-        if verdict == Verdict.REJECT:
+        if verdict == Verdict.REJECT and self.may_answer(pkt, hook):
             reply = build_reject(pkt, reply=rule.reject_with if rule is not None else None)
         return Decision(verdict, chain, rule, ct_state, reason, iif, oif, reply=reply,
                         logs=log_events(chain, statements, rule), trace=steps,
                         statements=statements)
+
+    def may_answer(self, pkt: Packet, hook: str) -> bool:
+        """Linux's reject sends nothing for a TCP or UDP packet whose checksum is wrong
+        (nf_reject_ip_tcphdr_get, nf_send_unreach check it, whatever nf_conntrack_checksum
+        says); an adapter that cannot tell a bad checksum from a pending one (the lab) turns
+        `verify_checksums` off and answers everything."""
+        return (not self.verify_checksums or hook != Hook.PREROUTING or pkt.invalid is not None
+                or pkt.proto not in (TCP, UDP) or transport_ok(pkt))
 
     def verdict_of(self, chain: str, rule: Rule | None, pkt: Packet, ct: CtVerdict | None):
         if rule is not None:
