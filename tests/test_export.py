@@ -108,6 +108,17 @@ def test_a_protocol_set_beside_a_match_implying_one_of_it_is_left_out(tmp_path: 
     assert 'oifname "wan" udp dport 53 ' in text
 
 
+def test_stateful_turns_conntrack_on_even_without_ct_matches(tmp_path: Path) -> None:
+    """nft turns conntrack (and with it reassembly) on only for a table that uses it: a stateful
+    file that never says `ct` gets a chain that does, never jumped to (docs/fidelity.md)."""
+    rules = tmp_path / "r.fw"
+    rules.write_text("mode stateful\npolicy forward accept\nforward {\n    udp dport 9 drop\n}\n")
+    assert "chain fwlab_conntrack {\n\t\tct state untracked counter" in to_nft(
+        load_ruleset(str(rules))).text
+    rules.write_text("mode stateful\npolicy forward accept\nforward {\n    ct state new drop\n}\n")
+    assert "fwlab_conntrack" not in to_nft(load_ruleset(str(rules))).text
+
+
 def fwlab(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fw", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, input=stdin)
