@@ -214,9 +214,9 @@ class TestResetsTheFirewallSends:
 
 class TestStatelessFragments:
     """Without conntrack Linux does not reassemble (nf_defrag is enabled with conntrack, and a
-    stateless rule set only untracks): each fragment is judged alone, and a later one, with no
-    transport header, matches only rules that need none. Stateful, the later fragments follow
-    the first, as the reassembled datagram would."""
+    stateless rule set only untracks): each fragment is judged alone, a later one with its data
+    read where the transport header would be. Stateful, the later fragments follow the first,
+    as the reassembled datagram would."""
 
     RULES = ("mode {mode}\npolicy forward {policy}\nforward {{\n"
              "    udp sport 1234 drop\n    udp dport 53 accept\n}}\n")
@@ -240,6 +240,13 @@ class TestStatelessFragments:
         self, tmp_path: Path
     ) -> None:
         assert self.verdicts(tmp_path, "stateless", "drop", 5000, 53) == ["accept -", "drop -"]
+
+    def test_nft_reads_a_later_fragments_data_as_its_header(self, tmp_path: Path) -> None:
+        """nft's fast payload path has no fragment check: the later fragment's data ('ff',
+        0x6666 = 26214) stands where the ports would be, and `udp dport 26214` matches it."""
+        e, clock = engine(tmp_path, "mode stateless\npolicy forward accept\nforward {\n"
+                          "    udp dport 26214 drop\n}\n"), Clock()
+        assert [send(e, raw, clock) for raw in self.parts(5000, 53)] == ["accept -", "drop -"]
 
     def test_stateful_the_later_fragment_follows_the_first(self, tmp_path: Path) -> None:
         assert self.verdicts(tmp_path, "stateful", "accept", 1234, 9)[1].startswith("drop")

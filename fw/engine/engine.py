@@ -16,7 +16,7 @@ from fw.engine.checksum import transport_ok
 from fw.engine.conntrack import Conn, ConnTable, CtVerdict
 from fw.engine.decision import Decision, LogEvent, NatChange
 from fw.engine.evaluate import CompiledRuleSet
-from fw.engine.fragments import FragmentTable, fragment_key
+from fw.engine.fragments import FragmentTable, as_nft_reads, fragment_key
 from fw.engine.nat import Nat
 from fw.engine.packet import Packet, decode
 from fw.engine.reject import build_reject
@@ -249,6 +249,8 @@ class Engine:
         ct_state = ct.state if ct is not None else None
         values = packet_values(pkt, compiled.iface_id(iif), compiled.iface_id(oif), ct_state,
                                ct_status(ct))
+        if pkt.frag_offset and not self.stateful:  # judged alone, as nft reads it
+            values.update(as_nft_reads(pkt))
         table = compiled.chains[chain]
         mask = compiled.matching(chain, values, now)
         rule = table.first_decider(mask)
