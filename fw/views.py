@@ -201,13 +201,14 @@ def ct_event_row(event: CtEvent, now: float) -> dict:
 
 
 def tuple_fields(family: int, key: tuple) -> dict:
-    """src, dst and ports (or an ICMP echo's type, code and id) of one direction."""
+    """src, dst and ports (or an ICMP query's type, code and id) of one direction."""
+    from fw.engine.conntrack import query_fields
+
     proto, src, sport, dst, dport = key
     fields = {"src": address_text(family, src), "dst": address_text(family, dst)}
     if proto in (1, 58):
-        request, reply = (8, 0) if proto == 1 else (128, 129)
-        asks = not sport >> 16  # the asking end's identifier carries no answer bit
-        fields.update(type=request if asks else reply, code=0, id=sport & 0xFFFF)
+        kind, code, ident = query_fields(family, sport)
+        fields.update(type=kind, code=code, id=ident)
     elif proto in (6, 17):
         fields.update(sport=sport, dport=dport)
     return fields

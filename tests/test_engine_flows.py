@@ -151,14 +151,23 @@ class TestMechanics:
         decision = stateful.process(craft.tcp(ATTACKER, "203.0.113.1", 1, 22, "S"), now=0)
         assert (decision.chain, decision.verdict, decision.rule) == ("input", "drop", None)
 
-    def test_later_fragments_follow_the_first(self, stateless: Engine) -> None:
+    def test_later_fragments_follow_the_first(self, stateful: Engine) -> None:
+        whole = craft.udp(CLIENT, SERVER, 5000, 53, payload=b"x" * 64)
+        first = craft.ipv4(CLIENT, SERVER, 17, whole[20:44], ident=9, flags_frag=0x2000)
+        later = craft.ipv4(CLIENT, SERVER, 17, whole[44:], ident=9, flags_frag=3)
+        assert stateful.process(first, now=0).verdict == "accept"
+        assert stateful.process(later, now=0.1).verdict == "accept"
+        orphan = craft.ipv4(CLIENT, SERVER, 17, whole[44:], ident=10, flags_frag=3)
+        assert stateful.process(orphan, now=0.2).verdict == "drop"
+
+    def test_stateless_each_fragment_is_judged_alone(self, stateless: Engine) -> None:
+        """No conntrack, no reassembly (as Linux with a stateless rule set): the later
+        fragment has no port for `udp dport 53 accept` to match, and the policy drops it."""
         whole = craft.udp(CLIENT, SERVER, 5000, 53, payload=b"x" * 64)
         first = craft.ipv4(CLIENT, SERVER, 17, whole[20:44], ident=9, flags_frag=0x2000)
         later = craft.ipv4(CLIENT, SERVER, 17, whole[44:], ident=9, flags_frag=3)
         assert stateless.process(first, now=0).verdict == "accept"
-        assert stateless.process(later, now=0.1).verdict == "accept"
-        orphan = craft.ipv4(CLIENT, SERVER, 17, whole[44:], ident=10, flags_frag=3)
-        assert stateless.process(orphan, now=0.2).verdict == "drop"
+        assert stateless.process(later, now=0.1).verdict == "drop"
 
     def test_log_statements_are_reported(self, stateful: Engine) -> None:
         decision = stateful.process(craft.tcp(ATTACKER, CLIENT, 1, 9999, "S"), now=0)

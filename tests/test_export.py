@@ -79,6 +79,46 @@ def test_reject_sends_what_the_engine_sends(tmp_path: Path) -> None:
     assert "meta l4proto tcp reject with tcp reset\n\t\treject with icmpx port-unreachable" in text
 
 
+TWO_PROTOCOLS = """mode stateful
+policy forward drop
+forward {
+    proto { tcp, udp } tcp dport 80 accept
+    proto { icmp, tcp } tcp flags syn reject
+    proto { icmp, icmpv6 } icmp type echo-request accept
+    proto != { icmp, udp } tcp dport 22 accept
+    proto { tcp, udp } ip saddr 192.0.2.1 accept
+}
+nat {
+    oif wan proto { tcp, udp } udp dport 53 masquerade
+}
+"""
+
+
+def test_a_protocol_set_beside_a_match_implying_one_of_it_is_left_out(tmp_path: Path) -> None:
+    """nft refuses `meta l4proto { tcp, udp } tcp dport 80` ("conflicting protocols"); the
+    set says nothing the port match does not (tests/lab/test_export_kernel.py loads it)."""
+    rules = tmp_path / "r.fw"
+    rules.write_text(TWO_PROTOCOLS)
+    text = to_nft(load_ruleset(str(rules))).text
+    assert "\t\ttcp dport 80 counter accept" in text
+    assert "\t\ttcp flags & syn == syn counter reject with tcp reset" in text
+    assert "\t\ticmp type echo-request counter accept" in text
+    assert "meta l4proto != { icmp, udp } tcp dport 22 counter accept" in text
+    assert "meta l4proto { tcp, udp } ip saddr 192.0.2.1 counter accept" in text
+    assert 'oifname "wan" udp dport 53 ' in text
+
+
+def test_stateful_turns_conntrack_on_even_without_ct_matches(tmp_path: Path) -> None:
+    """nft turns conntrack (and with it reassembly) on only for a table that uses it: a stateful
+    file that never says `ct` gets a chain that does, never jumped to (docs/fidelity.md)."""
+    rules = tmp_path / "r.fw"
+    rules.write_text("mode stateful\npolicy forward accept\nforward {\n    udp dport 9 drop\n}\n")
+    assert "chain fwlab_conntrack {\n\t\tct state untracked counter" in to_nft(
+        load_ruleset(str(rules))).text
+    rules.write_text("mode stateful\npolicy forward accept\nforward {\n    ct state new drop\n}\n")
+    assert "fwlab_conntrack" not in to_nft(load_ruleset(str(rules))).text
+
+
 def fwlab(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fw", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, input=stdin)

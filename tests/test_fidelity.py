@@ -14,7 +14,8 @@ from fw import craft
 from fw.dsl import load_ruleset
 from fw.engine.engine import Engine
 from fw.engine.packet import decode
-from tests.flows import Clock, Tcp, send
+from fw.views import tuple_fields
+from tests.flows import Clock, Playbook, Tcp, send
 
 CLIENT, SERVER = "192.0.2.2", "203.0.113.10"
 OPEN = """mode stateful
@@ -135,3 +136,147 @@ class TestTupleClash:
         again = e.process(craft.udp(SERVER, CLIENT, 22, 33000, b"a"), iif="wan",
                           now=clock.advance(0.01))
         assert decode(again.packet).sport == pkt.sport
+
+
+class TestResetsTheFirewallSends:
+    """Linux's nf_send_reset: the RST a `reject` sends closes the connection of the packet it
+    answers (nf_ct_set_closing), and a RST answering a packet with no connection (invalid)
+    goes through conntrack's output hook, where it may hit one."""
+
+    def test_a_reset_for_an_invalid_packet_ends_the_connection_it_belongs_to(
+        self, tmp_path: Path
+    ) -> None:
+        """Found by the difftest: web's connection to the attacker was picked up and
+        masqueraded; the attacker's FIN to web's inside address is invalid and rejected; the
+        RST (web's address and port to the attacker) is that connection's, which never saw a
+        reply: gone. Web's own FIN then opens nothing and leaves untranslated."""
+        rules = ("mode stateful\npolicy forward drop\nforward {\n    oif wan accept\n"
+                 "    iif wan ct state invalid reject\n}\nnat {\n    oif wan masquerade\n}\n")
+        Playbook(engine(tmp_path, rules))("""
+            tcp 192.0.2.10:123 -> 203.0.113.66:700 flags A
+                => accept new; nat 203.0.113.1:123 -> 203.0.113.66:700
+            tcp 203.0.113.66:700 -> 192.0.2.10:123 flags FA => reject invalid; reply tcp flags R
+            tcp 192.0.2.10:123 -> 203.0.113.66:700 flags FA => accept invalid; nat (none)
+        """)
+
+    def test_a_reset_closes_a_simultaneous_open(self, tmp_path: Path) -> None:
+        """The server's SYN-ACK of a simultaneous open is rejected: the connection is in
+        CLOSE, where the client's SYN-ACK is invalid (and dropped); its data still passes."""
+        rules = ("mode stateful\npolicy forward accept\nforward {\n    ct state invalid drop\n"
+                 "    ip6 saddr 2001:db8:2::10 reject\n}\n")
+        e = engine(tmp_path, rules)
+        Playbook(e)("""
+            tcp [2001:db8:2::10]:40000 -> [2001:db8:1::2]:443 flags S seq 1000
+                => reject new; reply tcp flags RA
+            tcp [2001:db8:1::2]:443 -> [2001:db8:2::10]:40000 flags S seq 5000 => accept new
+            tcp [2001:db8:2::10]:40000 -> [2001:db8:1::2]:443 flags SA seq 1000 ack 5001
+                => reject established; reply tcp flags R
+            tcp [2001:db8:1::2]:443 -> [2001:db8:2::10]:40000 flags SA seq 5000 ack 1001
+                => drop invalid
+        """)
+        assert [conn.state_name for conn in e.conntrack] == ["CLOSE"]
+
+    def test_a_reset_closes_a_port_forwarded_connection(self, tmp_path: Path) -> None:
+        """The same through a port forward: web's SYN is rejected; the outside's SYN-ACK to
+        the forwarded port is then invalid, left untranslated, and the firewall's own."""
+        rules = ("mode stateful\npolicy forward accept\npolicy input drop\nforward {\n"
+                 "    iif lan reject\n}\nnat {\n    oif wan masquerade\n"
+                 "    iif wan tcp dport 8080 dnat to 192.0.2.10:80\n}\n")
+        Playbook(engine(tmp_path, rules))("""
+            tcp 203.0.113.10:33000 -> 203.0.113.1:8080 flags S seq 1000
+                => accept new; nat 203.0.113.10:33000 -> 192.0.2.10:80
+            tcp 192.0.2.10:80 -> 203.0.113.10:33000 flags S seq 5000
+                => reject established; reply tcp flags RA
+            tcp 203.0.113.10:33000 -> 203.0.113.1:8080 flags SA seq 1000 ack 5001
+                => drop invalid; rule policy
+        """)
+
+    @pytest.mark.parametrize("proto", ["tcp", "udp"])
+    def test_no_answer_to_a_bad_checksum(self, tmp_path: Path, proto: str) -> None:
+        """nf_reject checks the checksum itself: no RST, no port unreachable (and so no RST
+        that could close a connection)."""
+        e = engine(tmp_path, "mode stateless\npolicy forward accept\nforward {\n"
+                   "    iif lan reject\n}\n")
+        raw = bytearray(craft.tcp(CLIENT, SERVER, 40000, 80, "PA", seq=1, ack=1) if proto == "tcp"
+                        else craft.udp(CLIENT, SERVER, 40000, 53, b"q"))
+        raw[20 + (16 if proto == "tcp" else 6)] ^= 0x55
+        decision = e.process(bytes(raw), now=0)
+        assert (decision.verdict, decision.reply) == ("reject", None)
+        lab = Engine(e.ruleset, verify_checksums=False)  # the lab cannot tell: it answers
+        assert lab.process(bytes(raw), now=0).reply is not None
+
+    def test_a_reset_for_a_new_connection_changes_nothing(self, tmp_path: Path) -> None:
+        e = engine(tmp_path, "mode stateful\npolicy forward accept\nforward {\n"
+                   "    tcp dport 23 reject\n}\n")
+        Playbook(e)("tcp 192.0.2.2:40000 -> 203.0.113.10:23 flags S => reject new")
+        assert len(e.conntrack) == 0
+
+
+class TestStatelessFragments:
+    """Without conntrack Linux does not reassemble (nf_defrag is enabled with conntrack, and a
+    stateless rule set only untracks): each fragment is judged alone, a later one with its data
+    read where the transport header would be. Stateful, the later fragments follow the first,
+    as the reassembled datagram would."""
+
+    RULES = ("mode {mode}\npolicy forward {policy}\nforward {{\n"
+             "    udp sport 1234 drop\n    udp dport 53 accept\n}}\n")
+
+    def parts(self, sport: int, dport: int) -> list[bytes]:
+        whole = craft.udp("192.0.2.10", "203.0.113.66", sport, dport, payload=b"f" * 40)
+        return [craft.ipv4("192.0.2.10", "203.0.113.66", 17, whole[20:44], ident=9,
+                           flags_frag=0x2000),
+                craft.ipv4("192.0.2.10", "203.0.113.66", 17, whole[44:], ident=9, flags_frag=3)]
+
+    def verdicts(self, tmp_path: Path, mode: str, policy: str, sport: int, dport: int):
+        e, clock = engine(tmp_path, self.RULES.format(mode=mode, policy=policy)), Clock()
+        return [send(e, raw, clock) for raw in self.parts(sport, dport)]
+
+    def test_a_later_fragment_escapes_a_port_rule_that_dropped_its_first(
+        self, tmp_path: Path
+    ) -> None:
+        assert self.verdicts(tmp_path, "stateless", "accept", 1234, 9) == ["drop -", "accept -"]
+
+    def test_a_later_fragment_misses_the_port_rule_that_let_its_first_through(
+        self, tmp_path: Path
+    ) -> None:
+        assert self.verdicts(tmp_path, "stateless", "drop", 5000, 53) == ["accept -", "drop -"]
+
+    def test_nft_reads_a_later_fragments_data_as_its_header(self, tmp_path: Path) -> None:
+        """nft's fast payload path has no fragment check: the later fragment's data ('ff',
+        0x6666 = 26214) stands where the ports would be, and `udp dport 26214` matches it."""
+        e, clock = engine(tmp_path, "mode stateless\npolicy forward accept\nforward {\n"
+                          "    udp dport 26214 drop\n}\n"), Clock()
+        assert [send(e, raw, clock) for raw in self.parts(5000, 53)] == ["accept -", "drop -"]
+
+    def test_stateful_the_later_fragment_follows_the_first(self, tmp_path: Path) -> None:
+        assert self.verdicts(tmp_path, "stateful", "accept", 1234, 9)[1].startswith("drop")
+        assert self.verdicts(tmp_path, "stateful", "drop", 5000, 53)[1].startswith("accept")
+
+
+class TestIcmpQueryKeys:
+    """Linux keys an ICMP query on (type, code, id): an answer of another type is no answer,
+    and two queries with one identifier are two connections."""
+
+    def test_the_answer_must_be_of_the_query_type(self, tmp_path: Path) -> None:
+        e = engine(tmp_path)
+        Playbook(e)("""
+            icmp 192.0.2.2 -> 203.0.113.10 type echo-request id 7 => accept new
+            icmp 203.0.113.10 -> 192.0.2.2 type timestamp-reply id 7 => drop invalid
+            icmp 203.0.113.10 -> 192.0.2.2 type echo-reply id 7 => accept established
+            icmp 192.0.2.2 -> 203.0.113.10 type timestamp-request id 7 => accept new
+            icmp 203.0.113.10 -> 192.0.2.2 type timestamp-reply id 7 => accept established
+        """)
+        assert len(e.conntrack) == 2
+
+    def test_the_code_is_part_of_the_key(self, tmp_path: Path) -> None:
+        Playbook(engine(tmp_path))("""
+            icmp 192.0.2.2 -> 203.0.113.10 type echo-request id 7 => accept new
+            icmp 203.0.113.10 -> 192.0.2.2 type echo-reply code 1 id 7 => drop invalid
+        """)
+
+    def test_the_conntrack_view_names_the_query(self, tmp_path: Path) -> None:
+        e = engine(tmp_path)
+        Playbook(e)("icmp 192.0.2.2 -> 203.0.113.10 type timestamp-request id 7 => accept new")
+        conn = next(iter(e.conntrack))
+        asked, answer = tuple_fields(4, conn.orig), tuple_fields(4, conn.reply)
+        assert (asked["type"], answer["type"], asked["id"], answer["id"]) == (13, 14, 7, 7)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from fw.core.protocols import ACK, FIN, ICMP, ICMPV6, RST, SYN, TCP, UDP
+from fw.core.protocols import ACK, FIN, ICMP, ICMPV6, QUERY_REPLY, RST, SYN, TCP, UDP
 from fw.core.vocab import CtState
 from fw.engine import ct_events, tcp_states
 from fw.engine.ct_events import CtEvent
@@ -51,9 +51,18 @@ NEW, ESTABLISHED, RELATED, INVALID = (
 ORIGINAL, REPLY = 0, 1
 FlowKey = tuple[int, int, int, int, int]  # (proto, src, sport, dst, dport)
 
-# ICMP echo: the identifier is both 'port'; this bit on one of them says which end
-# asked, so that a request and its reply pair up while a request coming back does not.
+# ICMP queries (echo, timestamp, information, address mask): Linux keys them on (type, code,
+# id), the reply tuple carrying the answer's type (nf_conntrack_proto_icmp.c). Here the
+# identifier is both 'port'; above it, bit 16 on one of them says which end asked (so that a
+# request and its reply pair up while a request coming back does not), and bits 17-32 hold the
+# request's type and the code, so that queries of two types with one identifier are two
+# connections and a timestamp reply never answers an echo request.
 _ECHO_ANSWER = 1 << 16
+_QUERY_SHIFT = 17
+_PB = 33  # bits of a 'port' in a packed tuple: 16 of port or identifier, 17 of ICMP query tag
+_PORT_FIELD = (1 << _PB) - 1
+_REQUEST_OF = {family: {**{rep: req for req, rep in pairs.items()}, **{r: r for r in pairs}}
+               for family, pairs in QUERY_REPLY.items()}
 _EVICTION_RANGE = 8  # candidates an early drop looks at (the kernel's NF_CT_EVICTION_RANGE)
 _TCP_ESTABLISHED = int(TcpState.ESTABLISHED)
 _TCP_NONE, _TCP_CLOSE = TcpState.NONE, TcpState.CLOSE
@@ -84,13 +93,24 @@ def key_of(pkt: Packet) -> FlowKey | None:
     if proto in (TCP, UDP):
         return (proto, pkt.src, pkt.sport, pkt.dst, pkt.dport)
     if proto == (ICMP if pkt.family == 4 else ICMPV6):
-        ident = pkt.icmp_id
-        if pkt.is_query_request:
+        if pkt.icmp_id < 0:
+            return None
+        request = _REQUEST_OF[pkt.family].get(pkt.icmp_type)
+        if request is None:
+            return None
+        ident = pkt.icmp_id | (request << 8 | pkt.icmp_code) << _QUERY_SHIFT
+        if request == pkt.icmp_type:
             return (proto, pkt.src, ident, pkt.dst, ident | _ECHO_ANSWER)
-        if pkt.is_query_reply:
-            return (proto, pkt.src, ident | _ECHO_ANSWER, pkt.dst, ident)
-        return None
+        return (proto, pkt.src, ident | _ECHO_ANSWER, pkt.dst, ident)
     return (proto, pkt.src, 0, pkt.dst, 0)
+
+
+def query_fields(family: int, port: int) -> tuple[int, int, int]:
+    """(type, code, id) of an ICMP query tuple from its source 'port' (``key_of``): the
+    asking end's carries no answer bit, so its type is the request's."""
+    request, code = port >> (_QUERY_SHIFT + 8) & 0xFF, port >> _QUERY_SHIFT & 0xFF
+    kind = QUERY_REPLY[family].get(request, request) if port & _ECHO_ANSWER else request
+    return kind, code, port & 0xFFFF
 
 
 def reverse(key: FlowKey) -> FlowKey:
@@ -104,7 +124,7 @@ def pack(family: int, key: FlowKey) -> int:
     proto, src, sport, dst, dport = key
     width = 32 if family == 4 else 128
     return (
-        (((((src << width) | dst) << 17 | sport) << 17 | dport) << 9) | proto << 1 | (family == 6)
+        (((((src << width) | dst) << _PB | sport) << _PB | dport) << 9) | proto << 1 | (family == 6)
     )
 
 
@@ -114,8 +134,8 @@ def unpack(packed: int) -> tuple[int, FlowKey]:
     width = 32 if family == 4 else 128
     proto = packed >> 1 & 0xFF
     packed >>= 9
-    dport, sport = packed & 0x1FFFF, packed >> 17 & 0x1FFFF
-    packed >>= 34
+    dport, sport = packed & _PORT_FIELD, packed >> _PB & _PORT_FIELD
+    packed >>= 2 * _PB
     dst, src = packed & ((1 << width) - 1), packed >> width
     return family, (proto, src, sport, dst, dport)
 
@@ -123,10 +143,10 @@ def unpack(packed: int) -> tuple[int, FlowKey]:
 def reverse_packed(key: int) -> int:
     """pack(family, reverse(tuple)) from pack(family, tuple), without building tuples."""
     width = 128 if key & 1 else 32
-    ports, addrs = key >> 9, key >> 43
-    dport, sport = ports & 0x1FFFF, ports >> 17 & 0x1FFFF
+    ports, addrs = key >> 9, key >> (9 + 2 * _PB)
+    dport, sport = ports & _PORT_FIELD, ports >> _PB & _PORT_FIELD
     dst, src = addrs & ((1 << width) - 1), addrs >> width
-    return ((((dst << width | src) << 17 | dport) << 17 | sport) << 9) | key & 0x1FF
+    return ((((dst << width | src) << _PB | dport) << _PB | sport) << 9) | key & 0x1FF
 
 
 def _packed_key(pkt: Packet) -> int | None:
@@ -134,10 +154,10 @@ def _packed_key(pkt: Packet) -> int | None:
     proto = pkt.proto
     if proto in (TCP, UDP):
         if pkt.family == 4:
-            return ((((pkt.src << 32 | pkt.dst) << 17 | pkt.sport) << 17 | pkt.dport) << 9) | (
+            return ((((pkt.src << 32 | pkt.dst) << _PB | pkt.sport) << _PB | pkt.dport) << 9) | (
                 proto << 1
             )
-        return ((((pkt.src << 128 | pkt.dst) << 17 | pkt.sport) << 17 | pkt.dport) << 9) | (
+        return ((((pkt.src << 128 | pkt.dst) << _PB | pkt.sport) << _PB | pkt.dport) << 9) | (
             proto << 1 | 1
         )
     key = key_of(pkt)
@@ -276,12 +296,12 @@ class ConnTable:
             src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
             width = 32 if pkt.family == 4 else 128
             low = proto << 1 | (width == 128)
-            key = ((((src << width | dst) << 17 | sport) << 17 | dport) << 9) | low
+            key = ((((src << width | dst) << _PB | sport) << _PB | dport) << 9) | low
             conn = self._map.get(key)
             if conn is not None:
                 direction = ORIGINAL if key == conn.okey else REPLY
             else:
-                rkey = ((((dst << width | src) << 17 | dport) << 17 | sport) << 9) | low
+                rkey = ((((dst << width | src) << _PB | dport) << _PB | sport) << 9) | low
                 conn = self._map.get(rkey)
                 if conn is None or conn.nat_rkey is not None:
                     return self._new(pkt, key, now)
@@ -356,6 +376,18 @@ class ConnTable:
                 self.events.append(CtEvent.of(ct_events.DESTROY, conn, timeout_reason(conn)))
         self._trim_unreplied()
         return gone
+
+    def set_closing(self, conn: Conn, now: float) -> None:
+        """The firewall sent a RST for a packet of this connection (a `reject`): a TCP one
+        goes to CLOSE with CLOSE's timer, as nf_conntrack_tcp_set_closing does; only a
+        connection in the table, and only once (a second RST leaves the timer alone)."""
+        if conn.proto != TCP or not self.contains(conn) or conn.state == TcpState.CLOSE:
+            return
+        conn.state = TcpState.CLOSE
+        conn.expires = now + self._tcp_timeouts[TcpState.CLOSE]
+        self._reschedule(conn)
+        if self.events is not None:
+            self.events.append(CtEvent.of(ct_events.UPDATE, conn))
 
     def in_use(self, family: int, key: FlowKey) -> bool:
         """Does a connection in the table travel on this tuple, in either direction?"""

@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fw.core.fields import MISSING, packet_values
-from fw.core.protocols import ICMPV6, UNTRACKED_ICMPV6, is_multicast
+from fw.core.protocols import ICMPV6, TCP, UDP, UNTRACKED_ICMPV6, is_multicast
 from fw.core.vocab import CT_STATUS_BITS, CtState, CtStatus, Hook, Verdict
 from fw.engine.checksum import transport_ok
 from fw.engine.conntrack import ESTABLISHED, INVALID, Conn, ConnTable, CtVerdict
 from fw.engine.decision import Decision, LogEvent, NatChange
 from fw.engine.evaluate import CompiledRuleSet
-from fw.engine.fragments import FragmentTable, fragment_key
+from fw.engine.fragments import FragmentTable, as_nft_reads, fragment_key
 from fw.engine.nat import Nat
 from fw.engine.packet import Packet, decode
 from fw.engine.reject import build_reject
@@ -111,14 +111,15 @@ class Engine:
         if hook not in HOOK_NAMES:
             raise ValueError(f"unknown hook {hook!r}; hooks are {', '.join(HOOKS)}")
         pkt = decode(data)
-        first_fragment = fragment_key(pkt) if pkt.more_fragments and not pkt.frag_offset else None
+        first_fragment = fragment_key(pkt) if (pkt.more_fragments and not pkt.frag_offset
+                                               and self.stateful) else None
         decision = self.decide(pkt, hook, iif, oif, now, trace)
         return self.leave(pkt, decision, first_fragment, now)
 
     def decide(self, pkt: Packet, hook: str, iif, oif, now: float, trace: bool) -> Decision:
         if pkt.invalid is None and pkt.proto == ICMPV6 and pkt.icmp_type in UNTRACKED_ICMPV6:
             return self.untracked(pkt, hook, iif, oif, now, trace)
-        if pkt.frag_offset:
+        if pkt.frag_offset and self.stateful:  # stateless: no conntrack, so no defrag
             followed = self.fragments.follow(pkt, now)
             if followed is not None:
                 self.stats.fragments_followed += 1
@@ -136,7 +137,8 @@ class Engine:
         conn = ct.conn
         if conn is None or ct.state == INVALID:
             # Linux detaches an invalid packet from its connection: no NAT touches it
-            return self.judge(pkt, hook, iif, oif, ct, trace, now)
+            decision = self.judge(pkt, hook, iif, oif, ct, trace, now)
+            return self.reset_sent(decision, None, now) if decision.verdict == REJECT else decision
         # Packets of one established connection, one direction and one set of TCP flags
         # differ in nothing a rule can test: their verdict is computed once and kept on the
         # connection (so it expires with it), and most packets skip the rule walk.
@@ -153,6 +155,24 @@ class Engine:
         if memo_key is not None and decision.verdict != REJECT and not ct.pending \
                 and not self.compiled.limits[decision.chain].mask:  # limits judge each packet
             self.remember(conn, memo_key, decision)
+        return self.reset_sent(decision, conn, now) if decision.verdict == REJECT else decision
+
+    def reset_sent(self, decision: Decision, conn: Conn | None, now: float) -> Decision:
+        """What the RST a `reject` sends does to conntrack, as Linux's nf_send_reset: it
+        closes the connection of the packet it answers (nf_ct_set_closing: CLOSE and its 10 s
+        timer, confirmed connections only); answering a packet that had none (invalid), it
+        leaves through conntrack's output hook like any local packet, and a connection it
+        belongs to learns from it (one that never saw a reply is deleted)."""
+        reply = decision.reply
+        if reply is None or not self.stateful:
+            return decision
+        rst = decode(reply)
+        if rst.proto != TCP:
+            return decision
+        if conn is not None:
+            self.conntrack.set_closing(conn, now)
+        else:
+            self.conntrack.lookup(rst, now)
         return decision
 
     def tracked(self, pkt: Packet, hook: str, iif, oif, ct: CtVerdict, now: float,
@@ -234,6 +254,8 @@ class Engine:
         ct_state = ct.state if ct is not None else None
         values = packet_values(pkt, compiled.iface_id(iif), compiled.iface_id(oif), ct_state,
                                ct_status(ct))
+        if pkt.frag_offset and not self.stateful:  # judged alone, as nft reads it
+            values.update(as_nft_reads(pkt))
         table = compiled.chains[chain]
         mask = compiled.matching(chain, values, now)
         rule = table.first_decider(mask)
@@ -241,11 +263,19 @@ class Engine:
         verdict, reason = self.verdict_of(chain, rule, pkt, ct)
         steps = tuple(compiled.trace(chain, values, rule, mask)) if trace else ()
         reply = None
-        if verdict == REJECT:
+        if verdict == REJECT and self.may_answer(pkt, hook):
             reply = build_reject(pkt, reply=rule.reject_with if rule is not None else None)
         return Decision(verdict, chain, rule, ct_state, reason, iif, oif, reply=reply,
                         logs=log_events(chain, statements, rule), trace=steps,
                         statements=statements)
+
+    def may_answer(self, pkt: Packet, hook: str) -> bool:
+        """Linux's reject sends nothing for a TCP or UDP packet whose checksum is wrong
+        (nf_reject_ip_tcphdr_get, nf_send_unreach check it, whatever nf_conntrack_checksum
+        says); an adapter that cannot tell a bad checksum from a pending one (the lab) turns
+        `verify_checksums` off and answers everything."""
+        return (not self.verify_checksums or hook != Hook.PREROUTING or pkt.invalid is not None
+                or pkt.proto not in (TCP, UDP) or transport_ok(pkt))
 
     def verdict_of(self, chain: str, rule: Rule | None, pkt: Packet, ct: CtVerdict | None):
         if rule is not None:

@@ -1,17 +1,19 @@
-"""Later fragments follow their first fragment's verdict.
+"""Later fragments follow their first fragment's verdict (stateful mode).
 
 Without the kernel's defragmentation (conntrack is off in the lab, docs/design.md), later fragments
-reach the engine bare: no ports, no flags. As Linux's nf_defrag would reunite them, the engine
-judges the packet once, on its first fragment, and lets the rest share that verdict, keyed on
-(family, src, dst, id, proto) for 30 s (Linux's ipfrag_time). A later fragment whose first was
-never seen is judged on its own: in stateful mode it is `invalid`, in stateless mode it matches
-only rules that need nothing from the transport header.
+reach the engine bare: no ports, no flags. In stateful mode, as Linux's nf_defrag (which comes
+with conntrack) would reunite them, the engine judges the packet once, on its first fragment, and
+lets the rest share that verdict, keyed on (family, src, dst, id, proto) for 30 s (Linux's
+ipfrag_time); a later fragment whose first was never seen is `invalid`. In stateless mode there
+is no conntrack, so Linux does not reassemble: every fragment is judged on its own, and a later
+one matches only rules that need nothing from the transport header (docs/fidelity.md).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
+from fw.core.protocols import ICMP, TCP, UDP
 from fw.engine.checksum import rewrite_v4
 from fw.engine.decision import Decision
 from fw.engine.packet import Packet
@@ -70,3 +72,27 @@ def translated_like(later: Packet, first: Decision) -> bytes | None:
     buf = bytearray(later.raw)
     rewrite_v4(buf, later, src=src, dst=dst)
     return bytes(buf)
+
+
+def as_nft_reads(pkt: Packet) -> dict[str, int]:
+    """The transport fields nft reads from a later IPv4 fragment judged alone (stateless
+    mode): its fast payload path (nf_tables_core.c, nft_payload_fast_eval) has no fragment
+    check, so the first bytes of the fragment's data stand where the header would be: ports
+    at 0 and 2, TCP flags at 13, the ICMP type at 0, each where the fragment is long enough
+    (a shorter one makes the slow path answer, which does check: no match). Field values are
+    encoded as fw/core/fields.packet_values encodes them."""
+    if pkt.family != 4 or not pkt.frag_offset:
+        return {}
+    raw, proto = pkt.raw, pkt.proto
+    data = raw[(raw[0] & 15) << 2 : pkt.length]
+    values = {}
+    if proto in (TCP, UDP):
+        if len(data) >= 2:
+            values["sport"] = proto << 16 | int.from_bytes(data[0:2])
+        if len(data) >= 4:
+            values["dport"] = proto << 16 | int.from_bytes(data[2:4])
+        if proto == TCP and len(data) >= 14:
+            values["tcp_flags"] = data[13]
+    elif proto == ICMP and data:
+        values["icmp_type"] = ICMP << 8 | data[0]
+    return values

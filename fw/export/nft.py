@@ -19,9 +19,18 @@ from dataclasses import dataclass, field
 
 from fw.core.icmp_types import code_name
 from fw.dsl.diagnostics import Diagnostic
-from fw.export.nft_match import comment_expr, implies_proto, match_expr, quoted
+from fw.export.nft_match import comment_expr, exported_matches, implies_proto, match_expr, quoted
 from fw.export.nft_nat import nat_table
-from fw.model import CHAINS, Limit, RejectWith, Rule, RuleSet, Statement
+from fw.model import (
+    CHAINS,
+    CtStateMatch,
+    CtStatusMatch,
+    Limit,
+    RejectWith,
+    Rule,
+    RuleSet,
+    Statement,
+)
 
 TABLE = "fwlab"
 NAT_TABLE = "fwlab_nat"
@@ -29,6 +38,12 @@ REJECT_CHAIN = "fwlab_reject"
 # what older exports put first in every chain; `fwlab import` still leaves it out
 LINK_CONTROL_NOTE = "fwlab: neighbour discovery and MLD are not filtered (as ARP)"
 TCP, ICMP_ANY = 6, "reject with icmpx port-unreachable"
+# `mode stateful` means Linux tracks (and so reassembles) every packet, as the engine does; a
+# file without `ct` matches or NAT gets this chain, never jumped to: its rule's ct expression is
+# what makes nft turn conntrack on for the namespace.
+CONNTRACK_CHAIN = "fwlab_conntrack"
+CONNTRACK_ON = ('ct state untracked counter comment "fwlab: mode stateful: this turns conntrack '
+                'on (never jumped to)"')
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,8 @@ def filter_body(ruleset: RuleSet) -> list[str]:
     chains: list[list[str]] = []
     if not ruleset.stateful:
         chains += [notrack_chain("prerouting"), notrack_chain("output")]
+    elif not uses_conntrack(ruleset):
+        chains.append(chain(CONNTRACK_CHAIN, None, [CONNTRACK_ON]))
     if any(rule.verdict == "reject" and reject_stmt(rule) == f"goto {REJECT_CHAIN}"
            for rule in ruleset.rules()):
         chains.append(chain(REJECT_CHAIN, None, ["meta l4proto tcp reject with tcp reset",
@@ -75,6 +92,14 @@ def filter_body(ruleset: RuleSet) -> list[str]:
         head = f"type filter hook {name} priority filter; policy {ruleset.policies[name].verdict};"
         chains.append(chain(name, head, list(map(rule_line, ruleset.chains[name]))))
     return [line for body in joined(chains) for line in body]
+
+
+def uses_conntrack(ruleset: RuleSet) -> bool:
+    """Does the script turn conntrack on by itself? nft does so in a namespace only for a table
+    with a `ct` expression or NAT; without conntrack there is no reassembly either, and every
+    fragment meets the rules alone (docs/fidelity.md)."""
+    return bool(ruleset.nat) or any(isinstance(m, CtStateMatch | CtStatusMatch)
+                                    for rule in ruleset.rules() for m in rule.matches)
 
 
 def notrack_chain(hook: str) -> list[str]:
@@ -94,7 +119,7 @@ def joined(chains: list[list[str]]) -> list[list[str]]:
 
 def rule_line(rule: Rule) -> str:
     """Matches, `counter`, the log statements, the verdict, the comment: one nft rule."""
-    words = [match_expr(m) for m in rule.matches]
+    words = [match_expr(m) for m in exported_matches(rule.matches)]
     if rule.limit is not None:  # after the matches: fwlab asks a limit last
         words.append(limit_expr(rule.limit))
     words.append("counter")

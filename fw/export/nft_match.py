@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv6Address, collapse_addresses, ip_network
 
-from fw.core.fields import rule_protocols
+from fw.core.fields import implied_protocol, rule_protocols
 from fw.core.icmp_types import type_name
 from fw.core.protocols import TCP_FLAGS
 from fw.core.ranges import norm
@@ -84,6 +84,17 @@ def match_expr(match: Match) -> str:
         statuses = ",".join(match.statuses) if not match.negate else nft_set(list(match.statuses))
         return f"ct status {op(match)}{statuses}"
     raise TypeError(match)  # pragma: no cover - the Match union is closed
+
+
+def exported_matches(matches: Sequence[Match]) -> list[Match]:
+    """The matches to write: a `proto` set beside a match that implies one protocol of it
+    (`proto { tcp, udp } tcp dport 80`) says nothing more, and nft refuses the pair
+    ("conflicting protocols specified"), so it is left out; `check` refuses the rule where
+    the implied protocol is not in the set."""
+    implied = {p for p in map(implied_protocol, matches) if p is not None}
+    return [m for m in matches
+            if not (isinstance(m, ProtoMatch) and not m.negate and len(set(m.protos)) > 1
+                    and implied and implied <= set(m.protos))]
 
 
 def iface(name: str, match: IfaceMatch) -> str:

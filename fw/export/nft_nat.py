@@ -19,7 +19,7 @@ from __future__ import annotations
 from fw.core.vocab import NatBehaviour
 from fw.dsl.diagnostics import Diagnostic
 from fw.errors import FwlabError
-from fw.export.nft_match import comment_expr, implies_proto, match_expr
+from fw.export.nft_match import comment_expr, exported_matches, implies_proto, match_expr
 from fw.export.nft_pool import pool_action, sticky_note
 from fw.model import IfaceMatch, NatRule, RuleSet
 
@@ -67,7 +67,8 @@ def dnat_line(rule: NatRule, extra: tuple[str, ...] = (), note: str | None = Non
               pool_note: str | None = None) -> str:
     """`dnat to A:P`; the engine takes the first port of a range, and so does the export. A
     pool is a map (nft_pool.py)."""
-    matches = [*extra, *(match_expr(m) for m in rule.matches if not (note and is_iif(m)))]
+    kept = [m for m in exported_matches(rule.matches) if not (note and is_iif(m))]
+    matches = [*extra, *map(match_expr, kept)]
     comment = joined_comment(joined_comment(rule.comment, pool_note), note)
     if rule.pool is not None:
         return words(matches, pool_action(rule), comment)
@@ -119,7 +120,7 @@ def hairpin_snat(ruleset: RuleSet, dnat: list[NatRule]) -> list[str]:
 
 
 def snat_lines(rule: NatRule, note: str | None) -> list[str]:
-    matches = [match_expr(m) for m in rule.matches]
+    matches = [match_expr(m) for m in exported_matches(rule.matches)]
     action = "masquerade" if rule.action == "masquerade" else f"snat to {rule.to_addr}"
     protos = implies_proto(rule.matches)
     if rule.to_ports is not None:

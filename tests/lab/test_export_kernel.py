@@ -16,18 +16,33 @@ from pathlib import Path
 
 import pytest
 
+from fw.commands.check import file_diagnostics
 from fw.dsl import load_ruleset
 from fw.errors import FwlabError
 from fw.export.nft import to_nft
 from fw.export.nft_import import import_nft
 from tests.golden import compare
 from tests.nft_json import listing_text
+from tests.test_export import TWO_PROTOCOLS
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = [*sorted((ROOT / "rules").glob("*.fw")),
-           *sorted((ROOT / "tests/golden/export-extra").glob("*.fw")),
-           *[p for p in sorted((ROOT / "tests/golden/export-refused").glob("*.fw"))
-             if "nat {" in p.read_text()]]
+
+
+def checked(path: Path) -> bool:
+    """Does `fwlab check` accept the file (no error), and does export not refuse it outright
+    (what `--approximate` cannot write either, as a too-long interface name)?"""
+    if any(d.severity == "error" for d in file_diagnostics(str(path))):
+        return False
+    try:
+        to_nft(load_ruleset(str(path)), approximate=True)
+    except FwlabError:
+        return False
+    return True
+
+
+# Every rule file of the project that `check` accepts: the examples and all of tests/.
+SCRIPTS = [p for p in sorted({*ROOT.glob("rules/**/*.fw"), *ROOT.glob("tests/**/*.fw")})
+           if checked(p)]
 GOLDEN_NFT = [*sorted((ROOT / "tests/golden/export").glob("*.nft")),
               *sorted((ROOT / "tests/golden/export-extra").glob("*.nft")),
               *sorted((ROOT / "tests/golden/import").glob("*.nft"))]
@@ -51,7 +66,7 @@ def nft(netns: str, *args: str, script: str = "") -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=20)
 
 
-@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_exported_script_loads_and_reloads(path: Path, netns: str) -> None:
     text = to_nft(load_ruleset(str(path)), approximate=True).text
     checked = nft(netns, "-c", "-f", "-", script=text)
@@ -61,6 +76,20 @@ def test_exported_script_loads_and_reloads(path: Path, netns: str) -> None:
         assert loaded.returncode == 0, loaded.stderr
     listed = nft(netns, "list", "table", "inet", "fwlab").stdout
     assert listed.count("chain ") >= 3
+
+
+def test_the_set_of_checked_files_is_the_projects() -> None:
+    names = {p.relative_to(ROOT).as_posix() for p in SCRIPTS}
+    assert {"rules/stateful-web.fw", "rules/nat/endpoint-independent.fw",
+            "tests/lab/rules/reject.fw", "tests/golden/import/filter.fw"} <= names
+    assert "tests/lab/rules/bad.fw" not in names
+
+
+def test_a_rule_testing_two_protocols_loads(netns: str, tmp_path: Path) -> None:
+    rules = tmp_path / "two.fw"
+    rules.write_text(TWO_PROTOCOLS)
+    checked = nft(netns, "-c", "-f", "-", script=to_nft(load_ruleset(str(rules))).text)
+    assert checked.returncode == 0, checked.stderr
 
 
 @pytest.mark.parametrize("path", GOLDEN_NFT, ids=lambda p: f"{p.parent.name}-{p.stem}")
