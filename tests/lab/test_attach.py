@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
 from fw.lab import netns as labns
 
 from .conftest import fwlab, new_lab_name, wait_until
+from .test_capture import start_capture
+from .test_follow_trace import follower
 
 WEB = """\
 mode stateful
@@ -210,3 +215,34 @@ def test_an_attachment_name_comes_from_its_namespace() -> None:
     from fw.commands.attach import default_name
 
     assert default_name("clab-fw01") == "clabfw01"
+
+
+@pytest.mark.lab
+def test_capture_trace_and_restart_on_an_attachment(topo, name, tmp_path) -> None:
+    """What works on a lab works on an attachment, in the rule file's names: capture on `lan`
+    records the mapped device (and replays), trace shows `iif lan`, restart judges again."""
+    web, pcap = tmp_path / "web.fw", tmp_path / "lan.pcap"
+    web.write_text(WEB)
+    res = fwlab("attach", topo.router, "--iface", "lan=eth1", "--iface", "wan=eth2",
+                "--rules", str(web), "--name", name, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lab = SimpleNamespace(name=name)
+    cap = start_capture(lab, "fw", "-i", "lan", "-o", str(pcap), "--seconds", "60")
+    traced = follower(lab, "trace", "tcp dport 80", "--count", "1", "--seconds", "30")
+    assert "you came from 203.0.113.1" in curl(topo, 80).stdout
+    shown, _ = traced.communicate(timeout=40)
+    time.sleep(0.5)  # the last FIN and ACK
+    cap.send_signal(signal.SIGINT)  # Ctrl-C, to the capture this test started
+    out, err = cap.communicate(timeout=20)
+    assert cap.returncode == 0 and "from fw lan (eth1)" in out, out + err
+    assert "iif lan" in shown and "eth1" not in shown, shown
+    replay = fwlab("replay", str(web), str(pcap), "--json", timeout=60)
+    rows = [json.loads(line) for line in replay.stdout.splitlines()]
+    client = [r for r in rows if r["packet"].startswith("tcp 192.0.2.2:")]  # lan, coming in
+    assert client and client[0]["ct_state"] == "new" and client[0]["nat"][0]["kind"] == "snat"
+    assert all(r["verdict"] == "accept" for r in client)
+
+    res = fwlab("restart", "--name", name, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    wait_until(lambda: "you came from" in curl(topo, 80).stdout, timeout=20)
+    assert forward_hits(name)['iif lan oif wan tcp dport 80 accept comment "web"'] >= 1
