@@ -163,6 +163,11 @@ def test_attach_judges_traffic_and_detach_leaves_nothing(topo, name, engine, tmp
     assert listed[name]["topology"] == f"netns {topo.router}"
     assert listed[name]["engine"] == engine and listed[name]["daemon"]["running"]
 
+    dmz = tmp_path / "dmz.fw"
+    dmz.write_text(WEB.replace("iif lan oif wan", "iif dmz oif wan"))
+    refused = fwlab("reload", str(dmz), "--name", name)
+    assert refused.returncode == 2 and f"interface 'dmz' is not mapped by attachment {name!r} " \
+        "(it maps lan=eth1, wan=eth2)" in refused.stderr, refused.stderr
     res = fwlab("reload", str(more), "--name", name)
     assert res.returncode == 0, res.stderr
     assert "you came from 203.0.113.1" in curl(topo, 81).stdout
@@ -246,3 +251,22 @@ def test_capture_trace_and_restart_on_an_attachment(topo, name, tmp_path) -> Non
     assert res.returncode == 0, res.stdout + res.stderr
     wait_until(lambda: "you came from" in curl(topo, 80).stdout, timeout=20)
     assert forward_hits(name)['iif lan oif wan tcp dport 80 accept comment "web"'] >= 1
+
+
+def test_a_rule_naming_what_an_attachment_lacks_is_refused_saying_what_it_maps(tmp_path) -> None:
+    from fw.commands.common import KnownInterfaces, refuse_unknown_interfaces
+    from fw.dsl import load_ruleset
+    from fw.errors import LabError
+
+    rules = tmp_path / "dmz.fw"
+    rules.write_text(WEB.replace("iif lan oif wan", "iif dmz oif wan"))
+    known = KnownInterfaces.of_attachment("edge", "clab-fw01", {"lan": "eth1", "wan": "eth2"},
+                                          ["eth0"])
+    with pytest.raises(LabError) as refused:
+        refuse_unknown_interfaces(load_ruleset(str(rules)), known)
+    assert str(refused.value).endswith(
+        "interface 'dmz' is not mapped by attachment 'edge' (it maps lan=eth1, wan=eth2; "
+        "namespace clab-fw01 also has eth0): rules naming it would never match; --force runs "
+        "the file anyway")
+    refuse_unknown_interfaces(load_ruleset(str(rules)), None)  # --force
+    assert "eth0" in known.names  # an unmapped device keeps its own name
