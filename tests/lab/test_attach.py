@@ -161,6 +161,11 @@ def test_attach_judges_traffic_and_detach_leaves_nothing(topo, name, engine, tmp
     assert hits["ct state established,related accept"] > 0
     listed = {row["name"]: row for row in json.loads(fwlab("list", "--json").stdout)}
     assert listed[name]["topology"] == f"netns {topo.router}"
+    assert (listed[name]["kind"], listed[name]["netns"], listed[name]["ifaces"]) == (
+        "attachment", topo.router, {"lan": "eth1", "wan": "eth2"})
+    said = fwlab("status", "--name", name).stdout
+    assert f"attachment {name!r}: up, engine {engine}, attached" in said
+    assert f"to namespace {topo.router}" in said
     assert listed[name]["engine"] == engine and listed[name]["daemon"]["running"]
 
     dmz = tmp_path / "dmz.fw"
