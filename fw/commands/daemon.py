@@ -140,12 +140,26 @@ def restart(name: NameOpt = "default") -> None:
     from fw.lab.supervisor import request_restart
 
     _need_lab(name)
+    _refuse_kernel_restart(name)
     with lab_lock(name, "restart"):
         pid = request_restart(labns.attach(name))
     stdout.print(
         f"lab {name!r}: engine daemon restarted, pid {pid}; connections and NAT mappings start "
         "over", markup=False,
     )
+
+
+def _refuse_kernel_restart(name: str) -> None:
+    """The kernel engine has no daemon: restarting one would start fwlab's daemon with no queue
+    in front of it, which exits at once. What the user may want is loading the rules again."""
+    from fw.commands import kernel_lab
+    from fw.lab.netns import read_state
+
+    state = read_state(name) or {}
+    if kernel_lab.runs_kernel(state):
+        rules = (state.get("kernel") or {}).get("rules") or "RULES"
+        raise LabError(f"lab {name!r} runs the kernel engine: there is no daemon to restart; "
+                       f"`sudo fwlab reload --name {name} {rules}` loads the rules again")
 
 
 # -- hidden: the supervisor and the daemon ------------------------------------------------------

@@ -79,7 +79,8 @@ def plan(lab: str, host: str, interface: str | None, out: str, seconds: float | 
     devices = handle.interfaces(host)  # the lab's (the rules') name -> device
     names = list(devices)
     if interface is not None and interface not in (*names, "any", "lo"):
-        raise LabError(f"{host} has no interface {interface!r}: it has {', '.join(names)}")
+        have = ", ".join(n if d == n else f"{n} ({d})" for n, d in devices.items())
+        raise LabError(f"{host} has no interface {interface!r}: it has {have}")
     firewall = host == handle.firewall_host
     chosen = devices.get(interface or "", interface) or (
         devices[names[0]] if len(names) == 1 and not firewall else "any")

@@ -176,6 +176,10 @@ def test_attach_judges_traffic_and_detach_leaves_nothing(topo, name, engine, tmp
     res = fwlab("reload", str(more), "--name", name)
     assert res.returncode == 0, res.stderr
     assert "you came from 203.0.113.1" in curl(topo, 81).stdout
+    if engine == "kernel":  # no daemon to restart; nothing is started
+        res = fwlab("restart", "--name", name)
+        assert res.returncode == 2 and "runs the kernel engine: there is no daemon to restart" \
+            in res.stderr, res.stderr
 
     res = fwlab("detach", "--name", name, timeout=60)
     assert res.returncode == 0, res.stderr
