@@ -39,7 +39,7 @@ def capture(
     listening = wait_listening(proc)
     direction = " (coming in)" if job.inbound_only else ""
     limit = f"{job.count} packets or " if job.count else ""
-    stderr.print(f"capturing on {host} {job.interface}{direction} into {job.out}: "
+    stderr.print(f"capturing on {host} {job.label or job.interface}{direction} into {job.out}: "
                  f"until {limit}{job.seconds:g} s", markup=False)
     try:
         result = finish(proc, job, listening)

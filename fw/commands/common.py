@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from fw.commands.output import stderr
 from fw.dsl import load_ruleset
@@ -43,19 +44,42 @@ def unknown_interfaces(ruleset: RuleSet, known: Iterable[str]) -> dict[str, Span
     return missing
 
 
-def refuse_unknown_interfaces(ruleset: RuleSet, known: Iterable[str], force: bool) -> None:
+class KnownInterfaces(NamedTuple):
+    """The interfaces a running firewall's rules may name, and what to say of a name it lacks
+    (the words after "interface 'dmz' "): a lab's come from its topology, an attachment's from
+    its --iface mapping and its namespace's other devices, and the refusal says which."""
+
+    names: tuple[str, ...]
+    lacking: str
+
+    @classmethod
+    def of_topology(cls, names: Iterable[str]) -> KnownInterfaces:
+        names = tuple(names)
+        return cls(names, f"is not in the lab's topology (its firewall has "
+                          f"{', '.join(sorted(names))})")
+
+    @classmethod
+    def of_attachment(cls, name: str, ns: str, mapping: dict[str, str],
+                      others: Iterable[str]) -> KnownInterfaces:
+        """An unmapped device keeps its own name (fw/lab/ifmap.py), so the rules may name it."""
+        others = tuple(others)
+        maps = ", ".join(f"{n}={d}" for n, d in mapping.items()) or "nothing"
+        also = f"; namespace {ns} also has {', '.join(others)}" if others else ""
+        return cls((*mapping, *others),
+                   f"is not mapped by attachment {name!r} (it maps {maps}{also})")
+
+
+def refuse_unknown_interfaces(ruleset: RuleSet, known: KnownInterfaces | None) -> None:
     """`fwlab up` and `reload` run a file in a real lab, where a rule naming an interface the
-    firewall lacks silently never matches: one line naming the first such place, exit 2,
-    unless `--force`."""
-    known = list(known)
-    missing = unknown_interfaces(ruleset, known)
-    if force or not missing:
+    firewall lacks silently never matches: one line naming the first such place, exit 2.
+    `known` None (`--force`): no check."""
+    missing = unknown_interfaces(ruleset, known.names) if known is not None else {}
+    if known is None or not missing:
         return
     (name, span), *more = missing.items()
     also = f" (also {', '.join(repr(n) for n, _ in more)})" if more else ""
-    raise LabError(f"interface '{name}' is not in the lab's topology (its firewall has "
-                   f"{', '.join(sorted(known))}){also}: rules naming it would never match; "
-                   "--force runs the file anyway", span)
+    raise LabError(f"interface '{name}' {known.lacking}{also}: rules naming it would never "
+                   "match; --force runs the file anyway", span)
 
 
 def warn_unknown_interfaces(ruleset: RuleSet, routing: Routing) -> None:

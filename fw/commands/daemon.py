@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,6 +27,9 @@ from fw.commands.options import (
 )
 from fw.commands.output import print_json, stderr, stdout
 from fw.errors import LabError, RulesError
+
+if TYPE_CHECKING:
+    from fw.commands.common import KnownInterfaces
 
 __all__ = ["reload", "restart", "run", "supervise"]
 
@@ -79,23 +82,24 @@ def reload(
     stdout.print(f"lab {name!r} now runs {answer['rules']} ({answer['mode']})", markup=False)
 
 
-def lab_interfaces(name: str) -> list[str]:
+def lab_interfaces(name: str) -> KnownInterfaces:
     """The interfaces of the running lab's firewall (what its rules may name): a lab's are its
     topology's; an attachment's are the names it maps and its namespace's other devices
     (fw/lab/ifmap.py)."""
+    from fw.commands.common import KnownInterfaces
     from fw.lab.ifmap import namespace_devices
     from fw.lab.netns import attach
 
     handle = attach(name)
     if handle.topology is not None:
-        return list(handle.devices)
+        return KnownInterfaces.of_topology(handle.devices)
     mapped = set(handle.devices.values())
     others = [d for d in namespace_devices(handle.firewall_ns) if d not in mapped and d != "lo"]
-    return [*handle.devices, *others]
+    return KnownInterfaces.of_attachment(name, handle.firewall_ns, handle.devices, others)
 
 
 def _reload(name: str, path: Path, deadline: float,
-            interfaces: list[str] | None = None) -> dict[str, Any]:
+            interfaces: KnownInterfaces | None = None) -> dict[str, Any]:
     """Compile here, then hand the daemon the result under the lab's lock, all by `deadline`.
     With `interfaces`, a file naming others is refused before the daemon hears of it."""
     from fw.commands.common import refuse_unknown_interfaces
@@ -111,7 +115,7 @@ def _reload(name: str, path: Path, deadline: float,
     except rulestore.RulesTimeout as exc:
         return {"ok": False, "applied": False, "error": str(exc)}
     try:
-        refuse_unknown_interfaces(ruleset, interfaces or [], interfaces is None)
+        refuse_unknown_interfaces(ruleset, interfaces)
     except LabError as exc:
         return {"ok": False, "applied": False, "error": str(exc)}
     request = {"cmd": "reload", "deadline": deadline,
@@ -136,12 +140,26 @@ def restart(name: NameOpt = "default") -> None:
     from fw.lab.supervisor import request_restart
 
     _need_lab(name)
+    _refuse_kernel_restart(name)
     with lab_lock(name, "restart"):
         pid = request_restart(labns.attach(name))
     stdout.print(
         f"lab {name!r}: engine daemon restarted, pid {pid}; connections and NAT mappings start "
         "over", markup=False,
     )
+
+
+def _refuse_kernel_restart(name: str) -> None:
+    """The kernel engine has no daemon: restarting one would start fwlab's daemon with no queue
+    in front of it, which exits at once. What the user may want is loading the rules again."""
+    from fw.commands import kernel_lab
+    from fw.lab.netns import read_state
+
+    state = read_state(name) or {}
+    if kernel_lab.runs_kernel(state):
+        rules = (state.get("kernel") or {}).get("rules") or "RULES"
+        raise LabError(f"lab {name!r} runs the kernel engine: there is no daemon to restart; "
+                       f"`sudo fwlab reload --name {name} {rules}` loads the rules again")
 
 
 # -- hidden: the supervisor and the daemon ------------------------------------------------------

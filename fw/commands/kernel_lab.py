@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from fw.commands.output import print_json, rules_table, stderr, stdout
 from fw.errors import LabError
+
+if TYPE_CHECKING:
+    from fw.commands.common import KnownInterfaces
 
 __all__ = ["check_engine", "entries", "logs", "prepare", "reload", "runs_kernel", "show_status",
            "status_answer"]
@@ -130,7 +133,7 @@ def entries(name: str, what: str) -> list[dict]:
 
 
 def reload(name: str, path: Path, state: dict[str, Any], as_json: bool, seconds: float,
-           interfaces: list[str] | None = None) -> None:
+           interfaces: KnownInterfaces | None = None) -> None:
     """Compile the new file (within `seconds`, as for the engine), export it and load it in one
     nft transaction, under the lab's lock; the old rules stay on any error. With `interfaces`,
     a file naming others is refused."""
@@ -142,7 +145,7 @@ def reload(name: str, path: Path, state: dict[str, Any], as_json: bool, seconds:
 
     try:
         ruleset = rulestore.compile_rules(path, seconds)
-        refuse_unknown_interfaces(ruleset, interfaces or [], interfaces is None)
+        refuse_unknown_interfaces(ruleset, interfaces)
         mapping = (state.get("attached") or {}).get("ifaces")
         prepared = kernel_engine.prepare(path, ruleset, mapping)
         with lab_lock(name, "reload", timeout=seconds):

@@ -96,7 +96,7 @@ def up(
     (fw/lab/attachment.py, as `fwlab attach` does), each firewall interface mapped to itself."""
     need_root("up")
     from fw.commands import kernel_lab
-    from fw.commands.common import refuse_unknown_interfaces
+    from fw.commands.common import KnownInterfaces, refuse_unknown_interfaces
     from fw.lab import attachment
     from fw.lab import netns as labns
     from fw.lab.attachment import Openers
@@ -109,7 +109,8 @@ def up(
     topo = load_topology(topology) if topology else default_topology()
     rules_file = rules_path(topo, rules)
     stored = StoredRules(str(rules_file), check_rules(rules_file))
-    refuse_unknown_interfaces(stored.ruleset, topo.firewall.interfaces, force)
+    refuse_unknown_interfaces(
+        stored.ruleset, None if force else KnownInterfaces.of_topology(topo.firewall.interfaces))
     kernel = (kernel_lab.prepare(rules_file, stored.ruleset)
               if kernel_lab.check_engine(engine, fail_open) else None)
     with lab_lock(name, "up", timeout=LOCK_WAIT):

@@ -9,7 +9,8 @@ from fw.commands.options import JsonOpt, need_root
 
 
 def list_(as_json: JsonOpt = False) -> None:
-    """Every lab that is up: name, topology, rules, engine, daemon health, uptime."""
+    """Every lab and attachment that is up: name, topology (an attachment: its namespace and
+    interface mapping), rules, engine, daemon health, uptime."""
     need_root("list")
     from fw.commands.output import print_json, rows_table, stdout
     from fw.lab import netns as labns
@@ -36,8 +37,10 @@ def lab_row(name: str) -> dict[str, Any]:
     answer = (kernel_lab.status_answer(name, state) if kernel
               else ask_daemon(name, supervisor.read_state(name)))
     created = state.get("created")
+    attached = state.get("attached") or {}
     return {
         "name": name,
+        "kind": "lab" if state.get("topology") else "attachment",
         "status": state.get("status", "half built (no state file)"),
         "topology": (state.get("topology_file") or ("default" if state.get("topology") else None)
                      or _attached(state)),
@@ -46,7 +49,9 @@ def lab_row(name: str) -> dict[str, Any]:
         "engine": "kernel" if kernel else "fwlab",
         "daemon": health(answer, kernel),
         "uptime": round(time.time() - created, 1) if created else None,
-        "namespaces": labns.lab_namespaces(name),
+        "namespaces": labns.lab_namespaces(name),  # the ones it made (an attachment: none)
+        "netns": attached.get("netns"),  # where its engine runs
+        "ifaces": attached.get("ifaces"),  # the rules' interface names -> devices
     }
 
 
@@ -82,5 +87,8 @@ def human(row: dict[str, Any]) -> dict[str, str]:
     rules = f"{row['rules']} ({row['mode']})" if row["rules"] else "-"
     uptime = ago(row["uptime"]) if row["uptime"] is not None else "-"
     status = "" if row["status"] == "up" else f" [{row['status']}]"
-    return {"name": row["name"] + status, "topology": row["topology"] or "-", "rules": rules,
+    where = row["topology"] or "-"
+    if row.get("kind") == "attachment" and row.get("ifaces"):
+        where += f" ({', '.join(f'{n}={d}' for n, d in row['ifaces'].items())})"
+    return {"name": row["name"] + status, "topology": where, "rules": rules,
             "engine": row["engine"], "daemon": health_text, "uptime": uptime}

@@ -153,8 +153,10 @@ def _show_status(name: str, state: dict, handle: Any, daemon: dict, sup: dict | 
     out = stdout
     created = state.get("created") or time.time()
     if handle.topology is None:
-        out.print(f"[bold]{name!r}[/]: {state.get('status')}, attached "
-                  f"{ago(time.time() - created)} ago to namespace {handle.firewall_ns}")
+        engine = (state.get("attached") or {}).get("engine") or state.get("engine") or "fwlab"
+        out.print(f"[bold]attachment {name!r}[/]: {state.get('status')}, engine {engine}, "
+                  f"attached {ago(time.time() - created)} ago to namespace "
+                  f"{handle.firewall_ns}", markup=True, highlight=False)
         out.print(devices_table(handle))
     else:
         out.print(f"[bold]lab {name!r}[/]: {state.get('status')}, built "

@@ -9,6 +9,9 @@ What is captured by default:
   is what `fwlab replay` wants: each packet once, as it reaches the firewall;
 - any other host: its only interface, both directions (`any` if it has several).
 
+An interface is named as the rules name it (`-i lan`); on an attachment that is the device the
+name is mapped to (`lan=eth1`: tcpdump listens on eth1, and the command says `lan (eth1)`).
+
 Without --seconds it stops after 10 s, or with --count alone after COUNT_ONLY_LIMIT.
 """
 
@@ -48,6 +51,7 @@ class Capture:
     out: Path
     seconds: float
     count: int | None
+    label: str = ""  # how to say the interface: `lan (eth1)` where an attachment renames it
 
     def argv(self) -> list[str]:
         cmd = ["timeout", "--signal=INT", f"{self.seconds:g}", "tcpdump", "-i", self.interface,
@@ -75,7 +79,8 @@ def plan(lab: str, host: str, interface: str | None, out: str, seconds: float | 
     devices = handle.interfaces(host)  # the lab's (the rules') name -> device
     names = list(devices)
     if interface is not None and interface not in (*names, "any", "lo"):
-        raise LabError(f"{host} has no interface {interface!r}: it has {', '.join(names)}")
+        have = ", ".join(n if d == n else f"{n} ({d})" for n, d in devices.items())
+        raise LabError(f"{host} has no interface {interface!r}: it has {have}")
     firewall = host == handle.firewall_host
     chosen = devices.get(interface or "", interface) or (
         devices[names[0]] if len(names) == 1 and not firewall else "any")
@@ -87,7 +92,8 @@ def plan(lab: str, host: str, interface: str | None, out: str, seconds: float | 
     if not path.parent.is_dir():
         raise LabError(f"{out}: no directory {path.parent}")
     bound = seconds if seconds is not None else (COUNT_ONLY_LIMIT if count is not None else 10.0)
-    return Capture(lab, host, chosen, firewall and interface is None, path, bound, count)
+    label = f"{interface} ({chosen})" if interface and chosen != interface else chosen
+    return Capture(lab, host, chosen, firewall and interface is None, path, bound, count, label)
 
 
 def finish(proc: subprocess.Popen, capture: Capture, listening: str) -> CaptureResult:
@@ -100,4 +106,4 @@ def finish(proc: subprocess.Popen, capture: Capture, listening: str) -> CaptureR
     link = LISTENING.search(listening)
     got = CAPTURED.search(rest)
     return CaptureResult(int(got.group(1)) if got else 0, link.group(2) if link else None,
-                         capture.interface, capture.out)
+                         capture.label or capture.interface, capture.out)

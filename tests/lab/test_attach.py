@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
 from fw.lab import netns as labns
 
 from .conftest import fwlab, new_lab_name, wait_until
+from .test_capture import start_capture
+from .test_follow_trace import follower
 
 WEB = """\
 mode stateful
@@ -156,11 +161,25 @@ def test_attach_judges_traffic_and_detach_leaves_nothing(topo, name, engine, tmp
     assert hits["ct state established,related accept"] > 0
     listed = {row["name"]: row for row in json.loads(fwlab("list", "--json").stdout)}
     assert listed[name]["topology"] == f"netns {topo.router}"
+    assert (listed[name]["kind"], listed[name]["netns"], listed[name]["ifaces"]) == (
+        "attachment", topo.router, {"lan": "eth1", "wan": "eth2"})
+    said = fwlab("status", "--name", name).stdout
+    assert f"attachment {name!r}: up, engine {engine}, attached" in said
+    assert f"to namespace {topo.router}" in said
     assert listed[name]["engine"] == engine and listed[name]["daemon"]["running"]
 
+    dmz = tmp_path / "dmz.fw"
+    dmz.write_text(WEB.replace("iif lan oif wan", "iif dmz oif wan"))
+    refused = fwlab("reload", str(dmz), "--name", name)
+    assert refused.returncode == 2 and f"interface 'dmz' is not mapped by attachment {name!r} " \
+        "(it maps lan=eth1, wan=eth2)" in refused.stderr, refused.stderr
     res = fwlab("reload", str(more), "--name", name)
     assert res.returncode == 0, res.stderr
     assert "you came from 203.0.113.1" in curl(topo, 81).stdout
+    if engine == "kernel":  # no daemon to restart; nothing is started
+        res = fwlab("restart", "--name", name)
+        assert res.returncode == 2 and "runs the kernel engine: there is no daemon to restart" \
+            in res.stderr, res.stderr
 
     res = fwlab("detach", "--name", name, timeout=60)
     assert res.returncode == 0, res.stderr
@@ -210,3 +229,53 @@ def test_an_attachment_name_comes_from_its_namespace() -> None:
     from fw.commands.attach import default_name
 
     assert default_name("clab-fw01") == "clabfw01"
+
+
+@pytest.mark.lab
+def test_capture_trace_and_restart_on_an_attachment(topo, name, tmp_path) -> None:
+    """What works on a lab works on an attachment, in the rule file's names: capture on `lan`
+    records the mapped device (and replays), trace shows `iif lan`, restart judges again."""
+    web, pcap = tmp_path / "web.fw", tmp_path / "lan.pcap"
+    web.write_text(WEB)
+    res = fwlab("attach", topo.router, "--iface", "lan=eth1", "--iface", "wan=eth2",
+                "--rules", str(web), "--name", name, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lab = SimpleNamespace(name=name)
+    cap = start_capture(lab, "fw", "-i", "lan", "-o", str(pcap), "--seconds", "60")
+    traced = follower(lab, "trace", "tcp dport 80", "--count", "1", "--seconds", "30")
+    assert "you came from 203.0.113.1" in curl(topo, 80).stdout
+    shown, _ = traced.communicate(timeout=40)
+    time.sleep(0.5)  # the last FIN and ACK
+    cap.send_signal(signal.SIGINT)  # Ctrl-C, to the capture this test started
+    out, err = cap.communicate(timeout=20)
+    assert cap.returncode == 0 and "from fw lan (eth1)" in out, out + err
+    assert "iif lan" in shown and "eth1" not in shown, shown
+    replay = fwlab("replay", str(web), str(pcap), "--json", timeout=60)
+    rows = [json.loads(line) for line in replay.stdout.splitlines()]
+    client = [r for r in rows if r["packet"].startswith("tcp 192.0.2.2:")]  # lan, coming in
+    assert client and client[0]["ct_state"] == "new" and client[0]["nat"][0]["kind"] == "snat"
+    assert all(r["verdict"] == "accept" for r in client)
+
+    res = fwlab("restart", "--name", name, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    wait_until(lambda: "you came from" in curl(topo, 80).stdout, timeout=20)
+    assert forward_hits(name)['iif lan oif wan tcp dport 80 accept comment "web"'] >= 1
+
+
+def test_a_rule_naming_what_an_attachment_lacks_is_refused_saying_what_it_maps(tmp_path) -> None:
+    from fw.commands.common import KnownInterfaces, refuse_unknown_interfaces
+    from fw.dsl import load_ruleset
+    from fw.errors import LabError
+
+    rules = tmp_path / "dmz.fw"
+    rules.write_text(WEB.replace("iif lan oif wan", "iif dmz oif wan"))
+    known = KnownInterfaces.of_attachment("edge", "clab-fw01", {"lan": "eth1", "wan": "eth2"},
+                                          ["eth0"])
+    with pytest.raises(LabError) as refused:
+        refuse_unknown_interfaces(load_ruleset(str(rules)), known)
+    assert str(refused.value).endswith(
+        "interface 'dmz' is not mapped by attachment 'edge' (it maps lan=eth1, wan=eth2; "
+        "namespace clab-fw01 also has eth0): rules naming it would never match; --force runs "
+        "the file anyway")
+    refuse_unknown_interfaces(load_ruleset(str(rules)), None)  # --force
+    assert "eth0" in known.names  # an unmapped device keeps its own name
