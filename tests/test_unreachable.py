@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fw.analysis.unreachable import unreachable
+from fw.analysis.unreachable import find, unreachable
 from fw.dsl import load_ruleset
 from fw.engine.engine import Engine
 from tests.cli import fwlab
@@ -68,3 +68,26 @@ def test_no_packet_reaches_a_rule_reported_unreachable(text: str, seed: int) -> 
     for _ in range(60):
         decision = Engine(ruleset, seed=0).process(random_probe(rng).packet())
         assert decision.rule is None or id(decision.rule) not in never, (text, decision)
+
+
+def test_the_covering_rules_are_named() -> None:
+    """900-1100 is taken by line 4 (established, related), line 5 (new and invalid up to 1000)
+    and line 6 (from 1001): all three are needed, so all three are named. Line 9 is covered by
+    line 7 alone too, but it is the rules that take its packets that are named (line 7 takes
+    none; the shadow check names it)."""
+    found = {u.rule.span.line: lines_of(u.covering) for u in find(load_text(COVERED_TOGETHER))}
+    assert found == {7: [4, 5, 6], 9: [4, 5, 6]}
+
+
+def test_a_covering_set_is_thinned_to_the_rules_needed() -> None:
+    """Line 4 takes port 80 first, but line 5 covers all of line 6 alone: line 5 is named."""
+    text = ("mode stateless\npolicy forward drop\nforward {\n    tcp dport 80 accept\n"
+            "    tcp dport 1-1000 drop\n    tcp dport 10-100 accept\n}\n")
+    assert [lines_of(u.covering) for u in find(load_text(text))] == [[5]]
+
+
+def test_check_exact_names_the_covering_rules(tmp_path: Path) -> None:
+    path = tmp_path / "covered.fw"
+    path.write_text(COVERED_TOGETHER)
+    out = fwlab("check", "--exact", str(path)).out
+    assert "rules at lines 4, 5 and 6 take every packet it would (exact check)" in out

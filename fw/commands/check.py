@@ -56,13 +56,28 @@ def file_diagnostics(path: str, topology: Topology | None = None,
 
 def exact_warnings(ruleset, known: list[Diagnostic], sources: Sources) -> list[Diagnostic]:
     """Rules no packet reaches (fw/analysis/unreachable.py) that the shadow check, which looks
-    for one covering rule, did not already name."""
-    from fw.analysis.unreachable import unreachable
+    for one covering rule, did not already name, with the rules that cover them."""
+    from fw.analysis.unreachable import find
 
     named = {(d.span.file, d.span.line) for d in known if d.span}
-    return [Diagnostic("warning", "rule can never match: the rules before it take all its "
-                       "packets between them (exact check)", r.span, sources.line(r.span))
-            for r in unreachable(ruleset) if r.span and (r.span.file, r.span.line) not in named]
+    return [Diagnostic("warning", f"rule never matches: {covered_by(u.rule, u.covering)} "
+                       "(exact check)", u.rule.span, sources.line(u.rule.span))
+            for u in find(ruleset, named=lambda r: bool(r.span) and (r.span.file, r.span.line)
+                          not in named) if u.rule.span and (u.rule.span.file, u.rule.span.line)
+            not in named]
+
+
+def covered_by(rule, covering) -> str:
+    """'rules at lines 12 and 14 take every packet it would' (file:line for another file)."""
+    if not covering:
+        return "no packet passes all its tests"
+    where = [str(r.span.line) if r.span and rule.span and r.span.file == rule.span.file
+             else (f"{r.span.file}:{r.span.line}" if r.span else f"rule {r.index + 1}")
+             for r in covering]
+    if len(where) == 1:
+        return f"the rule at line {where[0]} takes every packet it would"
+    return (f"rules at lines {', '.join(where[:-1])} and {where[-1]} take every packet it "
+            "would")
 
 
 def interface_warnings(ruleset: RuleSet, topology: Topology,
