@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from dd import cudd
 
 from fw.analysis.space import TAG, Box, RuleBox
 from fw.core.fields import FIELDS, MISSING, F
-from fw.core.ranges import Ranges, norm, overlaps
+from fw.core.ranges import Ranges, covers, norm, overlaps
 
 # the order of the bit blocks (and of a box decomposition): small fields first, then the
 # destination, the ports, the source, the flags. Measured on the shape that interleaves rules
@@ -120,6 +121,12 @@ class Packets:
             out = out | self.box(box)
         return out
 
+    def project(self, u: Function, i: int) -> Ranges:
+        """The values field i takes in the set u."""
+        others = [v.var for j in ORDER if j != i for v in self.vars[j]]
+        only = self.bdd.exist(others, u)
+        return norm(pair for _, values in self.partition(only, i) for pair in values)
+
     # -- back to boxes -----------------------------------------------------------------------
 
     def boxes(self, u: Function, tag: object = None) -> list[Box]:
@@ -180,48 +187,106 @@ class Packets:
     # -- first match -------------------------------------------------------------------------
 
     def first_match(self, rules: Sequence[Function], region: Function,
-                    wanted: Sequence[bool] | None = None
+                    wanted: Sequence[bool] | None = None, single: Sequence[bool] = ()
                     ) -> tuple[list[Function], Function]:
         """What each rule decides of the region (first match wins; false for the rules
-        `wanted` does not mark), and what none decides."""
+        `wanted` does not mark), and what none decides.
+
+        A rule `single` marks tests one field only (a blocklist entry): it narrows a bound,
+        a product of per-field sets kept apart from the rest, instead of being cut out of
+        the rest, which would cross every node above that field (saddr is low in ORDER)."""
         decided = []
-        rest = region
+        rest, bound = region, self.true
         for k, rule in enumerate(rules):
             if rest == self.false:
                 decided += [self.false] * (len(rules) - k)
                 break
-            part = rest & rule
+            if k < len(single) and single[k]:
+                want = wanted is None or wanted[k]
+                decided.append(rest & (rule & bound) if want else self.false)
+                bound = bound & ~rule
+                continue
+            part = rest & (rule & bound)
             if part == self.false:
                 decided.append(part)
                 continue
             decided.append(part if wanted is None or wanted[k] else self.false)
             rest = rest & ~rule
+        rest = rest & bound
         return decided, rest
+
+
+@dataclass(frozen=True)
+class Region:
+    """A set of packets of one tag, as a BDD of its manager."""
+
+    tag: object
+    packets: Packets
+    function: Function
+
+    def boxes(self) -> list[Box]:
+        return self.packets.boxes(self.function, self.tag)
+
+    def within(self, rule: RuleBox) -> Function:
+        """The part of the region a rule box matches (its range ends must be among those the
+        manager was made with: see `walk`'s `extra`)."""
+        return self.function & self.packets.rule(rule)
+
+    def project(self, u: Function, i: int) -> Ranges:
+        """The values field i takes in u (a part of this region)."""
+        return self.packets.project(u, i)
+
+
+def walk(rules: Sequence[RuleBox], region: list[Box], wanted: Sequence[bool] | None = None,
+         extra: Sequence[RuleBox] = ()) -> tuple[list[list[Region]], list[Region]]:
+    """First match on BDDs: what each rule decides of the region, and what none decides. The
+    region is cut into pieces of one tag, protocol and family, each walked on its own with only
+    the rules that can meet it (a port rule then crosses only the addresses the rules of its
+    own protocol and family name). `extra`: rule boxes the caller will ask the regions about
+    (`Region.within`)."""
+    decided: list[list[Region]] = [[] for _ in rules]
+    remaining: list[Region] = []
+    for tag, boxes in pieces(region):
+        spans = [norm(p for box in boxes for p in box[i]) for i in range(TAG)]
+        live = [k for k, rule in enumerate(rules) if meets(rule, spans)]
+        p = Packets.of([*(rules[k] for k in live), *extra], boxes)
+        want = None if wanted is None else [wanted[k] for k in live]
+        parts, rest = p.first_match([p.rule(rules[k]) for k in live], p.region(boxes), want,
+                                    [alone(rules[k], spans) for k in live])
+        for k, part in zip(live, parts, strict=True):
+            if part != p.false:
+                decided[k].append(Region(tag, p, part))
+        if rest != p.false:
+            remaining.append(Region(tag, p, rest))
+    return decided, remaining
+
+
+def united(regions: Iterable[Region]) -> list[Region]:
+    """The regions of one piece (manager and tag) as one: fewer, larger sets to project."""
+    out: dict[tuple[int, int], Region] = {}
+    for r in regions:
+        key = (id(r.packets), id(r.tag))
+        had = out.get(key)
+        out[key] = r if had is None else Region(r.tag, r.packets, had.function | r.function)
+    return list(out.values())
 
 
 def first_match(rules: Sequence[RuleBox], region: list[Box],
                 wanted: Sequence[bool] | None = None) -> tuple[list[list[Box]], list[Box]]:
-    """space.first_match's answer, computed on BDDs. The region is cut into pieces of one tag,
-    protocol and family, each walked on its own with only the rules that can meet it (a
-    port rule then crosses only the addresses the rules of its own protocol and family name),
-    and what each rule decides is written back as canonical boxes with the piece's tag."""
-    decided: list[list[Box]] = [[] for _ in rules]
-    remaining: list[Box] = []
-    for tag, boxes in pieces(region):
-        spans = [norm(p for box in boxes for p in box[i]) for i in range(TAG)]
-        live = [k for k, rule in enumerate(rules) if meets(rule, spans)]
-        p = Packets.of([rules[k] for k in live], boxes)
-        want = None if wanted is None else [wanted[k] for k in live]
-        parts, rest = p.first_match([p.rule(rules[k]) for k in live], p.region(boxes), want)
-        for k, part in zip(live, parts, strict=True):
-            if part != p.false:
-                decided[k] += p.boxes(part, tag)
-        remaining += p.boxes(rest, tag)
-    return decided, remaining
+    """space.first_match's answer, computed on BDDs (`walk`), written back as canonical boxes
+    with each piece's tag."""
+    decided, remaining = walk(rules, region, wanted)
+    return ([[b for r in regions for b in r.boxes()] for regions in decided],
+            [b for r in remaining for b in r.boxes()])
 
 
 def meets(rule: RuleBox, spans: Sequence[Ranges]) -> bool:
     return all(overlaps(values, spans[i]) for i, values in rule)
+
+
+def alone(rule: RuleBox, spans: Sequence[Ranges]) -> bool:
+    """Does the rule test one field only, of the packets within spans?"""
+    return sum(not covers(values, spans[i]) for i, values in rule) == 1
 
 
 def pieces(region: list[Box]) -> list[tuple[object, list[Box]]]:

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fw import craft
-from fw.analysis import space
+from fw.analysis import bdd, space
 from fw.analysis.exposure_after import opened_boxes, state_after
 from fw.analysis.space import TAG, Box, RuleBox
 from fw.core import ranges
@@ -238,10 +238,19 @@ class Exposure:
     routing: Routing
     sides: Sides
     ifaces: dict[str, int]
-    accepted: list[Box]
+    regions: list[bdd.Region]  # the accepted packets, as the walk left them
     forwards: list[NatRule]
     after: tuple[str, ...] = ()  # packets an inside host sent first (--after)
     _classes: dict[str, ClassExposure] | None = field(default=None, repr=False)
+    _accepted: list[Box] | None = field(default=None, repr=False)
+
+    @property
+    def accepted(self) -> list[Box]:
+        """The accepted region as boxes (tagged when a dnat rule translated them): what single
+        packets are looked up in. The reports project the BDDs instead (`project`)."""
+        if self._accepted is None:
+            self._accepted = [box for region in self.regions for box in region.boxes()]
+        return self._accepted
 
     @property
     def mode(self) -> str:
@@ -420,13 +429,15 @@ def analyse(ruleset: RuleSet, routing: Routing | None = None, *, inside: str | N
              and (r.limit is None or r.verdict == "accept")]
     tests = [(r, rule_box(r.matches, ifaces)) for r in chain]
     tests = [(r, b) for r, b in tests if b is not None]
-    decided, remaining = space.first_match([b for _, b in tests], region,
-                                           [r.verdict == "accept" for r, _ in tests])
-    accepted = [box for (r, _), part in zip(tests, decided, strict=True)
-                if r.verdict == "accept" for box in part]
+    decided, remaining = bdd.walk([b for _, b in tests], region,
+                                  [r.verdict == "accept" for r, _ in tests],
+                                  extra=list(CLASS_FILTER.values()))
+    accepted = [part for (r, _), parts in zip(tests, decided, strict=True)
+                if r.verdict == "accept" for part in parts]
     if ruleset.policies["forward"].verdict == "accept":
         accepted += remaining
-    return Exposure(ruleset, routing, where, ifaces, accepted, forwards, tuple(after))
+    return Exposure(ruleset, routing, where, ifaces, bdd.united(accepted), forwards,
+                    tuple(after))
 
 
 def opened(ruleset: RuleSet, routing: Routing, where: Sides, ifaces: dict[str, int],
@@ -557,20 +568,23 @@ def project(exposure: Exposure, name: str) -> ClassExposure:
     out = ClassExposure(name)
     parts: dict[str, list] = {"ports": [], "sports": []}
     per_family: dict[str, dict[int, list]] = {"addr": {}, "src": {}, "types": {}}
-    for box in exposure.accepted:
-        part = space.intersect(box, CLASS_FILTER[name])
-        if part is None:
+    for region in exposure.regions:
+        part = region.within(CLASS_FILTER[name])
+        if part == region.packets.false:
             continue
-        fam = family_of(part)
+        daddr = region.project(part, F["daddr"])
+        fam = daddr[0][0] >> 128
         bits = ADDRESS_BITS[fam]
-        per_family["addr"].setdefault(fam, []).extend(decode_low(part[F["daddr"]], bits))
-        per_family["src"].setdefault(fam, []).extend(decode_low(part[F["saddr"]], bits))
+        per_family["addr"].setdefault(fam, []).extend(decode_low(daddr, bits))
+        saddr = region.project(part, F["saddr"])
+        per_family["src"].setdefault(fam, []).extend(decode_low(saddr, bits))
         if name == "icmp":
-            per_family["types"].setdefault(fam, []).extend(decode_low(part[F["icmp_type"]], 8))
+            types = region.project(part, F["icmp_type"])
+            per_family["types"].setdefault(fam, []).extend(decode_low(types, 8))
         else:
-            parts["ports"].extend(decode_low(part[F["dport"]], 16))
-            parts["sports"].extend(decode_low(part[F["sport"]], 16))
-        tag = part[TAG]
+            parts["ports"].extend(decode_low(region.project(part, F["dport"]), 16))
+            parts["sports"].extend(decode_low(region.project(part, F["sport"]), 16))
+        tag = region.tag
         if tag is not None:
             use = out.forwards.setdefault(tag.nat, ForwardUse(exposure.forwards[tag.nat]))
             use.daddr = ranges.union(use.daddr, tag.daddr)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fw.analysis import space
-from fw.analysis.bdd import Function, Packets, meets, pieces
+from fw.analysis.bdd import Function, Packets, alone, meets, pieces
 from fw.analysis.diff import NONE, STATES, Where, l4_parts, state_value
 from fw.analysis.exposure import addr_domain, rule_box
 from fw.analysis.space import TAG, RuleBox
@@ -114,7 +114,8 @@ class Walk:
         p = Packets.of([rules[k] for k in live], boxes)
         region = p.region(boxes)
         functions = {k: p.rule(rules[k]) for k in live}
-        parts, _ = p.first_match(list(functions.values()), region)
+        parts, _ = p.first_match(list(functions.values()), region, None,
+                                 [alone(rules[k], spans) for k in live])
         decided = {k: part for k, part in zip(live, parts, strict=True) if part != p.false}
         return cls(p, region, functions, decided)
 
