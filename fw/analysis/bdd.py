@@ -53,7 +53,9 @@ class Packets:
                 ends[i].add(lo)
                 ends[i].add(hi + 1)
         self.cuts = {i: sorted(e) for i, e in ends.items()}
-        self.bdd = cudd.BDD()
+        # CUDD sizes its tables for a gigabyte by default, 80 ms a manager, and an analysis
+        # makes one per piece: start small (the tables still grow as needed)
+        self.bdd = cudd.BDD(memory_estimate=1 << 26, initial_cache_size=1 << 14)
         self.bdd.configure(reordering=False)  # the blocks' order is what `boxes` reads
         self.vars: dict[int, list[Function]] = {}
         self.first: dict[int, int] = {}  # field -> level of its most significant bit
