@@ -192,7 +192,7 @@ class TestCheckCommand:
                         " tcp dport 0-1000 accept\n tcp dport 1001-65535 drop\n"
                         " proto tcp ip saddr 192.0.2.1 reject\n proto udp accept\n}\n")
         messages = [d.message for d in file_diagnostics(str(path), exact=True)]
-        assert "rule can never match: the rules before it take all its packets between them " \
+        assert "rule never matches: rules at lines 4 and 5 take every packet it would " \
             "(exact check)" in messages
         assert len([m for m in messages if "never match" in m]) == 1
 
