@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from fw.analysis import space
+from fw.analysis import diff_bdd, space
 from fw.analysis.diff_example import (
     SWAPS,
     Points,
@@ -275,7 +275,9 @@ def both(a: Chain, b: Chain, region: list[Box], b_state: int | None = None
 
 def compare(a: Chain, b: Chain, region: list[Box], b_state: int | None = None
             ) -> list[tuple[Box, Outcome, Outcome]]:
-    """Where the two chains disagree."""
+    """Where the two chains disagree (filter chains on BDDs: diff_bdd.py)."""
+    if type(a) is Chain and type(b) is Chain:
+        return diff_bdd.pairs(a, b, region, b_state, lambda x, y: x.verdict != y.verdict, True)
     return [t for t in both(a, b, region, b_state) if t[1].verdict != t[2].verdict]
 
 
@@ -322,9 +324,22 @@ def merged(found: list[tuple[Box, Outcome, Outcome]]) -> list[tuple[Box, Outcome
     return [(box[:TAG + 1], box[-2], box[-1]) for box in boxes]
 
 
+def canonical(found: list[tuple[Box, Outcome, Outcome]]) -> list[tuple[Box, Outcome, Outcome]]:
+    """The regions in an order that depends on them only, not on how a walk came to them
+    (the box walk and the BDD walk split alike sets differently): by their ranges, then the
+    deciding rules, then the opener a reply answers."""
+    def key(item: tuple[Box, Outcome, Outcome]) -> tuple:
+        box, oa, ob = item
+        opener = box[TAG][:TAG] if isinstance(box[TAG], tuple) else ()
+        return (box[:TAG], oa.ref(), oa.verdict, ob.ref(), ob.verdict, opener)
+    return sorted(found, key=key)
+
+
 def agreed(a: Chain, b: Chain, region: list[Box], verdict: str, b_state: int | None = None
            ) -> list[Box]:
-    """The part of the region both chains give `verdict` (A's ct state on the boxes)."""
+    """The part of the region both chains give `verdict` (B's ct state on the boxes)."""
+    if type(a) is Chain and type(b) is Chain:
+        return diff_bdd.agreed(a, b, region, verdict, b_state)
     tagged = [(*box[:TAG], box[TAG]) for box, o in a.split(region) if o.verdict == verdict]
     if b_state is not None:
         tagged = with_state(tagged, b_state)
@@ -458,12 +473,12 @@ def diff(a: RuleSet, b: RuleSet, routing: Routing) -> Diff:
         for state in states:
             region = state_region(name, state, pair)
             sa, sb = state_value(a, state), state_value(b, state)
-            found = merged(compare(ca, cb, with_state(region, sa), sb))
+            found = canonical(merged(compare(ca, cb, with_state(region, sa), sb)))
             shown = state if pair.stateful else None
             for box, oa, ob in found:
                 result.differences.append(pick.difference(name, shown, box, oa, ob))
     for dnat, (na, nb) in ((True, pair.dnat), (False, pair.snat)):
-        for box, oa, ob in merged(compare(na, nb, nat_domain(dnat, pair.where))):
+        for box, oa, ob in canonical(merged(compare(na, nb, nat_domain(dnat, pair.where)))):
             result.differences.append(pick.difference("dnat" if dnat else "snat", CtState.NEW,
                                                       box, oa, ob))
     return result

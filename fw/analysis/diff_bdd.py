@@ -1,0 +1,142 @@
+"""Two filter chains over one region on BDDs (bdd.py): where their outcomes differ, or agree.
+
+diff.py's box walk splits the region by A's rules, then every piece again by B's: on rule sets
+that interleave rules narrow on different fields that is quadratic in pieces. Here both files'
+first-match walks run once per piece of one protocol and family over one manager, the set where
+the verdicts differ is computed first (`OR_v A_v & ~B_v`), and (A rule, B rule) pairs are only
+looked for inside it. Tags (the opener a reply answers) are put back at the end: each box found
+is cut by the part of the region each tag holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from fw.analysis.bdd import Function, Packets, alone, meets
+from fw.analysis.space import TAG, Box
+from fw.core import ranges
+from fw.core.fields import F
+
+if TYPE_CHECKING:
+    from fw.analysis.diff import Chain, Outcome
+
+Found = list[tuple[Box, "Outcome", "Outcome"]]
+
+
+def pairs(a: Chain, b: Chain, region: list[Box], b_state: int | None,
+          keep: Callable[[Outcome, Outcome], bool], differing: bool) -> Found:
+    """The region's boxes with A's and B's outcome, for the outcome pairs `keep` picks (in B's
+    ct state when `b_state` is given, as diff.both). `differing`: only where the verdicts
+    differ (a shortcut: the set is computed before any pair)."""
+    out: Found = []
+    for boxes in families(region):
+        out += Side(a, b, boxes, b_state).pairs(keep, differing)
+    return out
+
+
+def agreed(a: Chain, b: Chain, region: list[Box], verdict: str, b_state: int | None
+           ) -> list[Box]:
+    """The part of the region both chains give `verdict` (in B's ct state, as diff.agreed)."""
+    out: list[Box] = []
+    for boxes in families(region):
+        side = Side(a, b, boxes, b_state)
+        both = side.united(side.a, verdict) & side.united(side.b, verdict)
+        if both != side.p.false:
+            out += side.tagged(both)
+    return out
+
+
+def families(region: list[Box]) -> list[list[Box]]:
+    groups: dict[tuple, list[Box]] = {}
+    for box in region:
+        key = (box[F["proto"]], box[F["daddr"]][0][0] >> 128, box[F["saddr"]][0][0] >> 128)
+        groups.setdefault(key, []).append(box)
+    return list(groups.values())
+
+
+class Side:
+    """One piece walked by both chains."""
+
+    def __init__(self, a: Chain, b: Chain, boxes: list[Box], b_state: int | None) -> None:
+        spans = [ranges.norm(p for box in boxes for p in box[i]) for i in range(TAG)]
+        state = [] if b_state is None else [((F["ct_state"], ranges.point(b_state)),)]
+        self.boxes = boxes
+        self.p = p = Packets.of([*a.boxes, *b.boxes, *state], boxes)
+        region = p.region(boxes)
+        self.a = walk(p, a, region, spans)
+        if b_state is not None:
+            ct = [v.var for v in p.vars[F["ct_state"]]]
+            to = p.values(F["ct_state"], ranges.point(b_state))
+            self.a = [(o, p.bdd.exist(ct, f) & to) for o, f in self.a]
+            region = p.bdd.exist(ct, region) & to
+            spans[F["ct_state"]] = ranges.point(b_state)
+        self.b = walk(p, b, region, spans)
+        self.b_state = b_state
+
+    def pairs(self, keep: Callable[[Outcome, Outcome], bool], differing: bool) -> Found:
+        p, false = self.p, self.p.false
+        where = self.differ() if differing else p.true
+        out: Found = []
+        for oa, fa in self.a:
+            x = fa & where
+            if x == false:
+                continue
+            for ob, fb in self.b:
+                if keep(oa, ob):
+                    y = x & fb
+                    if y != false:
+                        out += [(box, oa, ob) for box in self.tagged(y)]
+        return out
+
+    def united(self, parts: list[tuple[Outcome, Function]], verdict: str) -> Function:
+        out = self.p.false
+        for o, f in parts:
+            if o.verdict == verdict:
+                out = out | f
+        return out
+
+    def differ(self) -> Function:
+        by_a: dict[str, Function] = {}
+        by_b: dict[str, Function] = {}
+        for o, f in self.a:
+            by_a[o.verdict] = by_a.get(o.verdict, self.p.false) | f
+        for o, f in self.b:
+            by_b[o.verdict] = by_b.get(o.verdict, self.p.false) | f
+        out = self.p.false
+        for verdict, f in by_a.items():
+            out = out | (f & ~by_b.get(verdict, self.p.false))
+        return out
+
+    def tagged(self, u: Function) -> list[Box]:
+        """The set as boxes, each cut by the part of the region each tag holds."""
+        tags: dict[int, tuple[object, list[Box]]] = {}
+        for box in self.boxes:
+            tags.setdefault(id(box[TAG]), (box[TAG], []))[1].append(box)
+        if len(tags) == 1:
+            return self.p.boxes(u, self.boxes[0][TAG])
+        out = []
+        for tag, boxes in tags.values():
+            own = self.p.region(self.moved(boxes))
+            part = u & own
+            if part != self.p.false:
+                out += self.p.boxes(part, tag)
+        return out
+
+    def moved(self, boxes: list[Box]) -> list[Box]:
+        if self.b_state is None:
+            return boxes
+        i = F["ct_state"]
+        return [(*b[:i], ranges.point(self.b_state), *b[i + 1:]) for b in boxes]
+
+
+def walk(p: Packets, chain: Chain, region: Function, spans: Sequence[ranges.Ranges]
+         ) -> list[tuple[Outcome, Function]]:
+    """(outcome, the packets it gets) for each rule that decides some, then the default."""
+    live = [k for k, rule in enumerate(chain.boxes) if meets(rule, spans)]
+    parts, rest = p.first_match([p.rule(chain.boxes[k]) for k in live], region, None,
+                                [alone(chain.boxes[k], spans) for k in live])
+    out = [(chain.outcomes[k], f) for k, f in zip(live, parts, strict=True) if f != p.false]
+    if rest != p.false:
+        out.append((chain.default, rest))
+    return out
