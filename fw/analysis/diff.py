@@ -285,6 +285,8 @@ def translated_alike(boxes: list[Box], a: Chain, b: Chain, dnat: bool) -> list[B
     """The part of these new connections both files translate alike: neither with `dnat`
     (a port-forwarded connection's packets are not where the box says), the same `snat`. The
     NAT rules are asked as the engine asks them: no ct state, and no `oif` yet for `dnat`."""
+    if not a.boxes and not b.boxes:  # neither file translates: alike everywhere
+        return boxes
     blank = [F["ct_state"], *([F["oif"]] if dnat else [])]
     moved = []
     for n, box in enumerate(boxes):
