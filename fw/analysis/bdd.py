@@ -56,7 +56,9 @@ class Packets:
         # CUDD sizes its tables for a gigabyte by default, 80 ms a manager, and an analysis
         # makes one per piece: start small (the tables still grow as needed)
         self.bdd = cudd.BDD(memory_estimate=1 << 26, initial_cache_size=1 << 14)
-        self.bdd.configure(reordering=False)  # the blocks' order is what `boxes` reads
+        # the blocks' order is what `boxes` reads; a small manager still lets its unique table
+        # grow freely up to 4M nodes (the worst shape at 10,000 rules: 119 s -> 68 s)
+        self.bdd.configure(reordering=False, loose_up_to=1 << 22)
         self.vars: dict[int, list[Function]] = {}
         self.first: dict[int, int] = {}  # field -> level of its most significant bit
         level = 0
