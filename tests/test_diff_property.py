@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fw.analysis.diff import diff
@@ -181,6 +181,12 @@ def ep(addr: str, port: int) -> str:
 @settings(max_examples=int(__import__("os").environ.get("DIFF_EXAMPLES", "40")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(rulesets(), rulesets(), st.integers(0, 2**32))
+@example(  # a timestamp request is answered by a timestamp reply only, not an echo reply
+    "mode stateless\npolicy input accept\npolicy forward accept\npolicy output accept\n"
+    "forward {\n    iif lan accept\n}\n",
+    "mode stateful\npolicy input accept\npolicy forward accept\npolicy output accept\n"
+    "forward {\n    icmp type timestamp-request iif lan accept\n"
+    "    ip saddr != 203.0.113.1 drop\n}\n", 227)
 def test_diff_matches_the_engine(text_a: str, text_b: str, seed: int) -> None:
     a, b = load_text(text_a), load_text(text_b)
     result = diff(a, b, default_routing())

@@ -222,9 +222,30 @@ def reversed_box(box: Box) -> Box:
         out[F[x]], out[F[y]] = box[F[y]], box[F[x]]
     out[F["tcp_flags"]] = ALL_FLAGS if box[F["proto"]] == ranges.point(TCP) else NONE
     icmp = box[F["icmp_type"]]
-    out[F["icmp_type"]] = NONE if icmp == NONE else (
-        (icmp[0][0] & ~0xFF, icmp[0][0] | 0xFF),)
+    out[F["icmp_type"]] = NONE if icmp == NONE else answers(icmp)
     return tuple(out)
+
+
+def answers(queries: Ranges) -> Ranges:
+    """The ICMP types that answer these: an echo is answered by an echo reply only, a
+    timestamp request by a timestamp reply (conntrack keys queries on their type, as Linux).
+    Types that open nothing leave the whole family (loose: no state comes of them)."""
+    proto = queries[0][0] >> 8
+    replies = QUERY_REPLY[4 if proto == ICMP else 6]
+    found = [(proto << 8 | r,) * 2 for q, r in replies.items()
+             if ranges.contains(queries, proto << 8 | q)]
+    return ranges.norm(found) if found else ((proto << 8, proto << 8 | 0xFF),)
+
+
+def asked(reply: int, queries: Ranges) -> int:
+    """The opener's ICMP type for an example reply: the query it answers, when the opener
+    may be that query."""
+    if reply != MISSING:
+        proto = reply >> 8
+        for q, r in QUERY_REPLY[4 if proto == ICMP else 6].items():
+            if proto << 8 | r == reply and ranges.contains(queries, proto << 8 | q):
+                return proto << 8 | q
+    return value(queries)
 
 
 # -- walking a chain -------------------------------------------------------------------------
@@ -544,7 +565,7 @@ class Picker:
             v = self.points.point(box, [reversed_rule(r) for r in self.nat])
             o = reversed_point(v)
             o[F["tcp_flags"]] = first_of(opener[F["tcp_flags"]], (SYN,))
-            o[F["icmp_type"]] = value(opener[F["icmp_type"]])
+            o[F["icmp_type"]] = asked(v[F["icmp_type"]], opener[F["icmp_type"]])
             return reply_sequence(self.addressed(v, o, chain), o)
         if state == CtState.RELATED and opener is not None:
             v = self.points.point(box)
