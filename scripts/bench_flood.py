@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench_doc import write_section  # noqa: E402
 
 from fw.lab import flood  # noqa: E402
 
@@ -94,17 +95,6 @@ def doc_section(rows: list[dict], seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(section: str) -> None:
-    doc = ROOT / "docs/benchmarks.md"
-    text = doc.read_text()
-    pattern = re.compile(r"^## Floods \(issue 15\)\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda m: section + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    doc.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -122,7 +112,7 @@ def main() -> int:
     section = doc_section(rows, args.seconds)
     print(section)
     if not args.no_doc:
-        write_doc(section)
+        write_section('## Floods (issue 15)', section)
     return 0
 
 

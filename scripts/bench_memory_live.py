@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_doc import write_section  # the scripts directory is on the path
+
 ROOT = Path(__file__).resolve().parent.parent
 RULES = "tests/lab/rules/bench-stateful.fw"
 NOBODY = "203.0.113.99"
@@ -126,15 +128,6 @@ def doc_section(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    doc = ROOT / "docs/benchmarks.md"
-    text = doc.read_text()
-    pattern = re.compile(r"^## Live memory \(issue 15\)\n.*?(?=^## |\Z)", re.S | re.M)
-    text = (pattern.sub(lambda m: section + "\n", text) if pattern.search(text)
-            else text.rstrip("\n") + "\n\n" + section)
-    doc.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max", type=int, default=50_000)
@@ -154,7 +147,7 @@ def main() -> int:
     section = doc_section(results)
     print(section)
     if not args.no_doc:
-        write_doc(section)
+        write_section('## Live memory (issue 15)', section)
     return 0
 
 
