@@ -105,12 +105,6 @@ class Packet:
         return self.icmp_type in QUERY_REPLY[self.family]
 
     @property
-    def is_query_reply(self) -> bool:
-        if self.proto != (ICMP if self.family == 4 else ICMPV6) or self.icmp_id < 0:
-            return False
-        return self.icmp_type in QUERY_TYPES[self.family] and not self.is_query_request
-
-    @property
     def is_echo_reply(self) -> bool:
         if self.family == 4:
             return self.proto == ICMP and self.icmp_type == ICMP_ECHO_REPLY
