@@ -90,15 +90,24 @@ class Points:
         values = [value(box[i]) for i in range(TAG)]
         if iif is not None:
             values[F["iif"]] = iif
-        values[F["daddr"]] = self.address(box[F["daddr"]])
         held = saddr if saddr is not None else box[F["saddr"]]
-        values[F["saddr"]] = self.address(ranges.cut(held, *(values[F["daddr"]],) * 2) or held)
+        values[F["saddr"]], values[F["daddr"]] = self.addresses(held, box[F["daddr"]])
         values[F["proto"]] = first_of(box[F["proto"]], PREFERRED_PROTOCOLS)
         for name, prefer in PREFERRED_PORTS.items():
             values[F[name]] = port(box[F[name]], prefer)
         values[F["tcp_flags"]] = first_of(box[F["tcp_flags"]], PREFERRED_FLAGS, avoid_zero=True)
         values[F["icmp_type"]] = first_of(box[F["icmp_type"]], PREFERRED_ICMP)
         return values
+
+    def addresses(self, saddrs: Ranges, daddrs: Ranges) -> tuple[int, int]:
+        """Source and destination, different where the sets allow: a packet from an address to
+        itself is its own reply (conntrack finds it in the original direction), so it can
+        never stand for a reply, and a real one rarely travels so."""
+        daddr = self.address(daddrs)
+        saddr = self.address(ranges.cut(saddrs, daddr, daddr) or saddrs)
+        if saddr == daddr:
+            daddr = self.address(ranges.cut(daddrs, saddr, saddr) or daddrs)
+        return saddr, daddr
 
     def address(self, held: Ranges) -> int:
         """A documentation address where the set allows one; never the firewall's own unless
