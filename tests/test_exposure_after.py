@@ -80,3 +80,21 @@ def test_cli_json_and_plot(tmp_path: Path, in_repo: Path) -> None:
     assert table.code == 0 and "once the inside has sent" in table.out
     bad = fwlab("exposure", files[0], "--after", "udp nonsense")
     assert bad.code == 2 and bad.err.count("\n") == 1
+
+
+TCP_OPENER = "tcp 192.0.2.2:5000 -> 203.0.113.10:3478 flags S"
+
+
+def test_a_bare_syn_is_answered_by_the_flags_the_tracker_takes_in_syn_sent() -> None:
+    """After a SYN, the remote endpoint's SYN/ACK, ACK and RST are replies, and so is its bare
+    SYN (a simultaneous open); its FIN (with or without ACK) is not: the flags come from the
+    engine's tracker."""
+    exposure = analyse(ruleset("address-port-dependent"), after=[TCP_OPENER])
+    syn = exposure["tcp_syn"]
+    assert syn.ports == ((5000, 5000),) and syn.source_ports == ((3478, 3478),)
+    for flags, taken in (("S", True), ("SA", True), ("A", True), ("R", True), ("F", False),
+                         ("FA", False), ("", False)):
+        engine = state_after(ruleset("address-port-dependent"), exposure.routing, [TCP_OPENER])
+        d = engine.process(parse_packet(
+            f"tcp 203.0.113.10:3478 -> 203.0.113.1:5000 flags {flags or '0'} ack 1"), now=0.01)
+        assert (d.ct_state == "established") is taken, (flags, d)

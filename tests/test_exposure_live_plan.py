@@ -31,9 +31,12 @@ def test_after_the_client_opens_and_every_outside_host_probes_from_two_ports() -
     fw = [t for t in p.targets if t.host == "fw"]
     assert [(t.address, t.also) for t in fw] == [("203.0.113.1", [(5000, 5000)])]
     sweeps = blocks(p, (4990, 5010))
-    assert len(sweeps) == 4  # short: one per sender and port, the flow opened again before each
+    # one per sender, port and class (the flow opened again before each, and no class's probes
+    # overtaking another's through the openers queue), and ICMP once per host
+    assert len(sweeps) == 4 * 3 + 2
+    assert all(len({(i.get("proto"), i.get("flags")) for i in b.probes}) == 1 for b in sweeps)
     assert sum(len(b.probes) for b in blocks(p, (1, 65535))) == sum(
-        len(b.probes) for b in sweeps)  # long: split per class, the same probes
+        len(b.probes) for b in sweeps)  # long or short: the same probes
 
 
 def test_an_after_packet_no_lab_host_can_send_is_one_line() -> None:

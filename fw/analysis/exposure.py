@@ -442,10 +442,10 @@ def analyse(ruleset: RuleSet, routing: Routing | None = None, *, inside: str | N
 
 def opened(ruleset: RuleSet, routing: Routing, where: Sides, ifaces: dict[str, int],
            forwards: list[NatRule], after: Sequence[str]) -> list[Box]:
-    engine = state_after(ruleset, routing, after)
     inside_oif = {ifaces[name]: addrs for name, addrs in where.by_oif.items()}
     dnat = [b for n in forwards if (b := rule_box(n.matches, ifaces)) is not None]
-    return opened_boxes(engine, ifaces[where.outside], inside_oif, dnat)
+    return opened_boxes(lambda: state_after(ruleset, routing, after), ifaces[where.outside],
+                        inside_oif, dnat)
 
 
 def port_forwards(new: list[Box], forwards: list[NatRule], routing: Routing, where: Sides,

@@ -6,7 +6,9 @@ unsolicited packets of exposure.py those that state lets through, as boxes in th
 chain's view (after translation):
 
 - the **replies** of each connection: from its remote endpoint to the inside endpoint, `ct state
-  established` (a TCP reply: a SYN/ACK or a segment with ACK set and SYN clear);
+  established`; a TCP reply's flags are those the engine's tracker takes as `established` in the
+  state the connection is in (after a bare SYN: a SYN/ACK, a bare SYN, since a simultaneous open
+  is a reply, an ACK or a RST, but not a FIN), found by trying each flag value on a fresh replay;
 - through each NAT **mapping** (RFC 4787) the connection made, new connections from the outside
   to the mapped address and port, `ct state related`, translated to the inside endpoint, from
   the senders its *filtering* admits: endpoint-independent, anyone from any port;
@@ -21,24 +23,25 @@ dependent by nature. A stateless file keeps no state: `--after` changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from ipaddress import IPv4Address, IPv6Address
 
 from fw.analysis import space
 from fw.analysis.space import Box, RuleBox
 from fw.core import ranges
 from fw.core.fields import CT_STATE_ID, MISSING, F
-from fw.core.protocols import ACK, SYN, TCP, UDP, opens_tcp_connection
+from fw.core.protocols import TCP, UDP, opens_tcp_connection
 from fw.core.ranges import Ranges
 from fw.core.vocab import CtState, NatBehaviour
+from fw.craft import tcp
 from fw.engine.engine import Engine
 from fw.engine.routing import Routing
+from fw.engine.tcp_window import DIR_WORDS, END
 from fw.model import RuleSet
 from fw.packetspec import parse_packet
 
 NONE = ranges.point(MISSING)
 STEP = 0.001  # seconds between the packets, as explain --after spaces them
-REPLY_FLAGS = ranges.norm([(SYN | ACK,) * 2,
-                           *((f, f) for f in range(256) if f & ACK and not f & SYN)])
 OPENING_FLAGS = ranges.norm((f, f) for f in range(256) if opens_tcp_connection(f))
 
 
@@ -50,10 +53,32 @@ def state_after(ruleset: RuleSet, routing: Routing, packets: Sequence[str]) -> E
     return engine
 
 
-def opened_boxes(engine: Engine, outside: int, inside_oif: dict[int, Ranges],
+def reply_flags(fresh: Callable[[], Engine], conn) -> Ranges:
+    """The flag values a reply of the TCP connection `conn` may carry and be `established`:
+    each value tried on a fresh replay of the `--after` packets (the tracker's table decides,
+    with the sequence numbers the connection expects next)."""
+    _, src, sport, dst, dport = conn.reply
+    family = conn.family
+    seq, ack = conn.tcp[DIR_WORDS + END], conn.tcp[END]
+    taken = []
+    for flags in range(256):
+        packet = tcp(address(family, src), address(family, dst), sport, dport, flags,
+                     seq=seq, ack=ack)
+        if fresh().process(packet, now=STEP * 1000).ct_state == CtState.ESTABLISHED:
+            taken.append((flags, flags))
+    return ranges.norm(taken)
+
+
+def address(family: int, value: int) -> IPv4Address | IPv6Address:
+    return IPv6Address(value) if family == 6 else IPv4Address(value)
+
+
+def opened_boxes(fresh: Callable[[], Engine], outside: int, inside_oif: dict[int, Ranges],
                  dnat_rules: Sequence[RuleBox]) -> list[Box]:
-    """What the engine's state lets in from the outside interface, in the forward chain's view.
-    `inside_oif` maps an outgoing interface id to the inside addresses routed through it."""
+    """What the state of the engine `fresh()` returns lets in from the outside interface, in
+    the forward chain's view. `inside_oif` maps an outgoing interface id to the inside
+    addresses routed through it."""
+    engine = fresh()
     if not engine.stateful:
         return []
     out: list[Box] = []
@@ -66,8 +91,9 @@ def opened_boxes(engine: Engine, outside: int, inside_oif: dict[int, Ranges],
         if oif is None:
             continue
         _, rsrc, rsport, _, _ = conn.reply
+        flags = reply_flags(fresh, conn) if proto == TCP else NONE
         reply = box(proto, outside, oif, conn.family << 128 | rsrc, proto << 16 | rsport,
-                    inside, proto << 16 | sport, CtState.ESTABLISHED)
+                    inside, proto << 16 | sport, CtState.ESTABLISHED, flags=flags)
         out.append(reply)
         mapping = conn.nat.mapping if conn.nat is not None else None
         if mapping is not None and mapping.inside == (src, sport):
@@ -76,14 +102,14 @@ def opened_boxes(engine: Engine, outside: int, inside_oif: dict[int, Ranges],
 
 
 def box(proto: int, iif: int, oif: int, saddr: int, sport: int, daddr: int, dport: int,
-        state: str, saddrs: Ranges | None = None, sports: Ranges | None = None) -> Box:
+        state: str, saddrs: Ranges | None = None, sports: Ranges | None = None,
+        flags: Ranges | None = None) -> Box:
     return space.make_box(
         iif=ranges.point(iif), oif=ranges.point(oif),
         saddr=saddrs if saddrs is not None else ranges.point(saddr),
         daddr=ranges.point(daddr), proto=ranges.point(proto),
         sport=sports if sports is not None else ranges.point(sport), dport=ranges.point(dport),
-        tcp_flags=(REPLY_FLAGS if state == CtState.ESTABLISHED else OPENING_FLAGS)
-        if proto == TCP else NONE,
+        tcp_flags=(flags if flags is not None else OPENING_FLAGS) if proto == TCP else NONE,
         icmp_type=NONE, ct_state=ranges.point(CT_STATE_ID[state]))
 
 

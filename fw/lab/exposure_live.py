@@ -345,9 +345,11 @@ class Block:
 
 
 def blocks(p: Plan, ports: tuple[int, int]) -> list[Block]:
-    """The sweeps: once a flow is open, one per sender and source port (per class too when
-    long), so that the inside host's packets are sent again before each and no state times out
-    (a UDP flow's 30 s); else one, from the attacker."""
+    """The sweeps: once a flow is open, one per sender, source port and class, so that the
+    inside host's packets are sent again before each and no state times out (a UDP flow's
+    30 s), and so that one class's probes cannot overtake another's (a SYN waits in the openers
+    queue while an ACK of the same flow passes in the main one, and would find the state the
+    ACK left); else one, from the attacker."""
     if not p.per_sender:
         one = p.senders[0]
         items = [item for cls, proto, flags in SWEEPS
@@ -358,10 +360,7 @@ def blocks(p: Plan, ports: tuple[int, int]) -> list[Block]:
     for s in p.senders:
         parts = [port_probes(p, s, cls, proto, flags, ports) for cls, proto, flags in SWEEPS]
         parts.append(icmp_probes(p, s) if first[s.host] is s else [])
-        if ports[1] - ports[0] >= SHORT_SWEEP:  # long: the flows are opened again each class
-            out += [Block(s, part) for part in parts if part]
-        else:
-            out.append(Block(s, [item for part in parts for item in part]))
+        out += [Block(s, part) for part in parts if part]
     return out
 
 

@@ -84,6 +84,28 @@ def test_after_each_filtering_behaviour_lets_in_what_was_computed(tmp_path: Path
     assert not [n for n in labns.list_labs() if n.startswith("exp")]
 
 
+TCP_OPENER = "tcp 192.0.2.2:5000 -> 203.0.113.10:3478 flags S"
+
+
+@pytest.mark.lab
+def test_after_a_tcp_syn_each_filtering_behaviour_lets_in_what_was_computed() -> None:
+    """The client sends a bare SYN out: the same senders as for UDP reach it with a SYN, the
+    server from 3478 as a reply (a simultaneous open is `established`), the others through the
+    mapping as new connections; measured = computed for every sender."""
+    files = [f"rules/nat/{b}.fw" for b in REACHED]
+    result = subprocess.run(
+        [sys.executable, "-m", "fw", "exposure", *files, "--after", TCP_OPENER, "--live",
+         "--ports", "5000", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=400, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    assert data["differences"] == []
+    for behaviour, ruleset in zip(REACHED, data["rulesets"], strict=True):
+        syn = ruleset["live"]["senders"]["tcp_syn"]
+        assert {who for who, got in syn.items() if got} == REACHED[behaviour], behaviour
+        assert ruleset["live"]["udp"]["count"] == 0
+
+
 @pytest.mark.lab
 def test_icmp_is_probed_live() -> None:
     """An echo request and every type the rules let in, to each inside address."""
