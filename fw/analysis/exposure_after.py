@@ -53,20 +53,27 @@ def state_after(ruleset: RuleSet, routing: Routing, packets: Sequence[str]) -> E
     return engine
 
 
-def reply_flags(fresh: Callable[[], Engine], conn) -> Ranges:
-    """The flag values a reply of the TCP connection `conn` may carry and be `established`:
-    each value tried on a fresh replay of the `--after` packets (the tracker's table decides,
-    with the sequence numbers the connection expects next)."""
-    _, src, sport, dst, dport = conn.reply
-    family = conn.family
-    seq, ack = conn.tcp[DIR_WORDS + END], conn.tcp[END]
-    taken = []
+def reply_flags(fresh: Callable[[], Engine], conns: list) -> dict[tuple, Ranges]:
+    """The flag values a reply of each TCP connection may carry and be `established`, by the
+    connection's original tuple: each value tried on a fresh replay of the `--after` packets
+    (the tracker's table decides, with the sequence numbers the connection expects next). One
+    replay per value serves every connection: their replies touch different entries."""
+    replies = {conn.orig: reply_of(conn) for conn in conns}
+    taken: dict[tuple, list] = {key: [] for key in replies}
     for flags in range(256):
-        packet = tcp(address(family, src), address(family, dst), sport, dport, flags,
-                     seq=seq, ack=ack)
-        if fresh().process(packet, now=STEP * 1000).ct_state == CtState.ESTABLISHED:
-            taken.append((flags, flags))
-    return ranges.norm(taken)
+        engine = fresh()
+        for key, build in replies.items():
+            if engine.process(build(flags), now=STEP * 1000).ct_state == CtState.ESTABLISHED:
+                taken[key].append((flags, flags))
+    return {key: ranges.norm(values) for key, values in taken.items()}
+
+
+def reply_of(conn) -> Callable[[int], bytes]:
+    """A reply of `conn` as it arrives, with the given flags and the next sequence numbers."""
+    _, src, sport, dst, dport = conn.reply
+    saddr, daddr = address(conn.family, src), address(conn.family, dst)
+    seq, ack = conn.tcp[DIR_WORDS + END], conn.tcp[END]
+    return lambda flags: tcp(saddr, daddr, sport, dport, flags, seq=seq, ack=ack)
 
 
 def address(family: int, value: int) -> IPv4Address | IPv6Address:
@@ -82,6 +89,7 @@ def opened_boxes(fresh: Callable[[], Engine], outside: int, inside_oif: dict[int
     if not engine.stateful:
         return []
     out: list[Box] = []
+    flags_of = reply_flags(fresh, [c for c in engine.conntrack if c.orig[0] == TCP])
     for conn in engine.conntrack:
         proto, src, sport, _, _ = conn.orig
         if proto not in (TCP, UDP):
@@ -91,7 +99,7 @@ def opened_boxes(fresh: Callable[[], Engine], outside: int, inside_oif: dict[int
         if oif is None:
             continue
         _, rsrc, rsport, _, _ = conn.reply
-        flags = reply_flags(fresh, conn) if proto == TCP else NONE
+        flags = flags_of[conn.orig] if proto == TCP else NONE
         reply = box(proto, outside, oif, conn.family << 128 | rsrc, proto << 16 | rsport,
                     inside, proto << 16 | sport, CtState.ESTABLISHED, flags=flags)
         out.append(reply)
