@@ -27,6 +27,8 @@ from fw.commands.options import (
     NameOpt,
     OpenerLimitOpt,
     OpenersMaxlenOpt,
+    WorkersOpt,
+    default_workers,
     need_root,
 )
 from fw.commands.output import stderr, stdout
@@ -55,6 +57,7 @@ def attach(
     conntrack_max: ConntrackMaxOpt = None,
     openers_maxlen: OpenersMaxlenOpt = OPENERS_MAXLEN,
     opener_limit: OpenerLimitOpt = OPENER_LIMIT,
+    workers: WorkersOpt = None,
 ) -> None:
     """Run the firewall in front of an existing network namespace; routing stays the namespace's."""
     need_root("attach")
@@ -69,6 +72,7 @@ def attach(
 
     name = check_lab_name(name if name is not None else default_name(netns))
     mapping = ifmap.parse(iface)
+    workers = default_workers(workers)
     refuse_taken(name)
     devices = attachment.check_namespace(netns, mapping)
     rules_file = rules_path(None, rules)
@@ -83,7 +87,7 @@ def attach(
         t0 = time.monotonic()
         pid = _start(name, netns, mapping, stored, kernel, fail_open,
                      conntrack_max or DEFAULT_CONNTRACK_MAX, str(backend),
-                     attachment.Openers(openers_maxlen, opener_limit))
+                     attachment.Openers(openers_maxlen, opener_limit), workers)
     _show(name, netns, mapping, rules_file, pid, fail_open, time.monotonic() - t0)
 
 
@@ -105,7 +109,8 @@ def refuse_taken(name: str) -> None:
 
 
 def _start(name: str, netns: str, mapping: dict[str, str], stored: Any, kernel: Any,
-           fail_open: bool, conntrack_max: int, backend: str, openers: Any) -> int | None:
+           fail_open: bool, conntrack_max: int, backend: str, openers: Any,
+           workers: int = 1) -> int | None:
     from fw.commands.lab import daemon_output_tail
     from fw.lab import attachment
     from fw.lab import netns as labns
@@ -114,7 +119,7 @@ def _start(name: str, netns: str, mapping: dict[str, str], stored: Any, kernel: 
     try:
         pid = attachment.start(name, netns, mapping, stored=stored, kernel=kernel,
                                fail_open=fail_open, conntrack_max=conntrack_max, backend=backend,
-                               openers=openers)
+                               openers=openers, workers=workers)
     except BaseException as exc:
         detail = daemon_output_tail(name)
         labns.remove_run_dir(name)

@@ -121,12 +121,60 @@ def _reload(name: str, path: Path, deadline: float,
     request = {"cmd": "reload", "deadline": deadline,
                "compiled": rulestore.encode(rulestore.StoredRules(str(path), ruleset))}
     with lab_lock(name, "reload", timeout=max(0.0, deadline - time.monotonic())):
+        count = control.worker_count(name)
+        answers = _fan_out(name, request, deadline, count)
+        if count == 1:
+            return answers[0]
+        return _reloaded_workers(name, ruleset, answers)
+
+
+def _ask_reload(name: str, request: dict[str, Any], deadline: float,
+                worker: int) -> dict[str, Any]:
+    from fw.lab import control
+
+    try:
+        return control.request(name, request, deadline - time.monotonic() + ANSWER_GRACE,
+                               worker=worker)
+    except control.DaemonBusy:
+        return {"ok": False, "applied": False,
+                "error": f"lab {name!r}: the engine daemon did not answer by the deadline; "
+                "it applies a reload only before it, so the old rules stay"}
+    except LabError as exc:
+        return {"ok": False, "applied": False, "error": str(exc)}
+
+
+def _fan_out(name: str, request: dict[str, Any], deadline: float,
+             count: int) -> list[dict[str, Any]]:
+    """Every worker asked at once, with the one deadline."""
+    if count == 1:
+        return [_ask_reload(name, request, deadline, 0)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda w: _ask_reload(name, request, deadline, w), range(count)))
+
+
+def _reloaded_workers(name: str, ruleset: Any, answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several workers' answers as one; when every worker applied the rules, the steering
+    follows their port forwards (fw/lab/steering.py). Some applied, some not: said, loudly."""
+    from fw.lab import steering
+    from fw.lab.netns import read_state
+
+    refused = [(w, a) for w, a in enumerate(answers) if not a.get("applied")]
+    if not refused:
+        ns = ((read_state(name) or {}).get("attached") or {}).get("netns")
         try:
-            return control.request(name, request, deadline - time.monotonic() + ANSWER_GRACE)
-        except control.DaemonBusy:
-            return {"ok": False, "applied": False,
-                    "error": f"lab {name!r}: the engine daemon did not answer by the deadline; "
-                    "it applies a reload only before it, so the old rules stay"}
+            steering.install(ns, steering.script(len(answers), ruleset))
+        except RuntimeError as exc:
+            return {**answers[0], "ok": False, "workers": answers,
+                    "error": f"the rules run, but the steering of port forwards failed: {exc}"}
+        return {**answers[0], "workers": answers}
+    why = "; ".join(f"worker {w}: {a.get('error')}" for w, a in refused)
+    if len(refused) < len(answers):
+        why = (f"only {len(answers) - len(refused)} of {len(answers)} workers applied the "
+               f"rules (`fwlab restart` makes them agree again): {why}")
+    return {"ok": False, "applied": len(refused) < len(answers), "workers": answers,
+            "error": why}
 
 
 # -- restart ------------------------------------------------------------------------------------
@@ -171,6 +219,7 @@ def supervise(
     conntrack_max: ConntrackMaxOpt = None,
     backend: BackendOpt = Backend.netlink,
     openers_maxlen: OpenersMaxlenOpt = 0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Engine processes.")] = 1,
 ) -> None:
     """The supervisor of a lab's engine daemon (what `fwlab up` starts in the firewall)."""
     from fw.lab.supervisor import supervise as run_supervisor
@@ -178,7 +227,7 @@ def supervise(
 
     raise typer.Exit(run_supervisor(name, fail_open=fail_open, backend=str(backend),
                                     conntrack_limit=conntrack_max or DEFAULT_CONNTRACK_MAX,
-                                    openers_maxlen=openers_maxlen))
+                                    openers_maxlen=openers_maxlen, workers=workers))
 
 
 def run(

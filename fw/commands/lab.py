@@ -38,6 +38,8 @@ from fw.commands.options import (
     NameOpt,
     OpenerLimitOpt,
     OpenersMaxlenOpt,
+    WorkersOpt,
+    default_workers,
     need_root,
 )
 from fw.commands.output import print_json, rows_table, stderr, stdout
@@ -89,6 +91,7 @@ def up(
     force: ForceOpt = False,
     openers_maxlen: OpenersMaxlenOpt = OPENERS_MAXLEN,
     opener_limit: OpenerLimitOpt = OPENER_LIMIT,
+    workers: WorkersOpt = None,
 ) -> None:
     """Build a lab of network namespaces and start the engine daemon in its firewall.
 
@@ -106,6 +109,7 @@ def up(
     from fw.lab.topology import default_topology, load_topology
 
     labns.check_lab_name(name)
+    workers = default_workers(workers)
     topo = load_topology(topology) if topology else default_topology()
     rules_file = rules_path(topo, rules)
     stored = StoredRules(str(rules_file), check_rules(rules_file))
@@ -123,7 +127,8 @@ def up(
                                    kernel=kernel, fail_open=fail_open,
                                    conntrack_max=conntrack_max or topo.conntrack_max,
                                    backend=str(backend),
-                                   openers=Openers(openers_maxlen, opener_limit))
+                                   openers=Openers(openers_maxlen, opener_limit),
+                                   workers=workers)
         except BaseException as exc:
             detail = daemon_output_tail(name)
             labns.down(name)
@@ -354,10 +359,20 @@ def _entries(name: str, cmd: str) -> list[dict]:
     if kernel_lab.runs_kernel(read_state(name)):
         return kernel_lab.entries(name, cmd)
 
-    answer = control.request(name, {"cmd": cmd})
-    if not answer.get("ok"):
-        raise LabError(f"lab {name!r}: {answer.get('error', 'the daemon refused')}")
-    return answer["entries"]
+    answers = control.request_all(name, {"cmd": cmd})
+    if len(answers) == 1:
+        if not answers[0].get("ok"):
+            raise LabError(f"lab {name!r}: {answers[0].get('error', 'the daemon refused')}")
+        return answers[0]["entries"]
+    rows = []  # several workers: every worker's rows, each saying whose it is
+    for answer in answers:
+        if not answer.get("ok"):
+            stderr.print(f"fwlab: warning: worker {answer['worker']}: "
+                         f"{answer.get('error', 'the daemon refused')}",
+                         markup=False, highlight=False)
+            continue
+        rows += [{**row, "worker": answer["worker"]} for row in answer["entries"]]
+    return rows
 
 
 def conntrack(
@@ -377,6 +392,10 @@ def conntrack(
         follow_events(name, as_json, seconds, count)
         return
     columns = ["proto", "orig", "reply", "state", "expires_in", "packets", "bytes"]
+    from fw.lab.control import worker_count
+
+    if worker_count(name) > 1:
+        columns.append("worker")
     _show_entries(name, "conntrack", as_json, columns, "no connections",
                   "{n} connection(s); packets and bytes are original/reply")
 

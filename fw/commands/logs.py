@@ -24,7 +24,7 @@ def logs(
 ) -> None:
     """The engine's log: drops, rejects, `log` statements, reloads, engine errors."""
     need_root("logs")
-    from fw.lab.control import no_lab
+    from fw.lab.control import no_lab, worker_count
     from fw.lab.runtime import log_path
 
     path = log_path(name)
@@ -35,39 +35,70 @@ def logs(
 
     if kernel_lab.runs_kernel(read_state(name)):
         kernel_lab.logs()
-    old = path.with_name(path.name + ".1")
-    text = "".join(p.read_text(errors="replace") for p in (old, path) if p.exists())
-    for line in text.splitlines()[-lines:] if lines > 0 else []:
+    paths = [log_path(name, w) for w in range(worker_count(name))]
+    for line in _last_lines(paths, lines):
         _print_log_line(line, as_json)
     if follow:
         try:
-            _follow(path, as_json)
+            _follow(paths, as_json)
         except KeyboardInterrupt:
             return
 
 
-def _follow(path: Path, as_json: bool) -> None:
-    """tail -F: new lines as they come, across the daemon's rotation; ends with the lab."""
-    f = path.open(errors="replace") if path.exists() else None
-    if f is not None:
-        f.seek(0, os.SEEK_END)
-    while path.parent.exists():
-        line = f.readline() if f is not None else ""
-        if line:
-            _print_log_line(line, as_json)
-            continue
+def _last_lines(paths: list[Path], lines: int) -> list[str]:
+    """The last `lines` lines of the logs (each with its rotated part); several workers' logs
+    merged in time order."""
+    if lines <= 0:
+        return []
+    merged: list[str] = []
+    for path in paths:
+        old = path.with_name(path.name + ".1")
+        text = "".join(p.read_text(errors="replace") for p in (old, path) if p.exists())
+        merged += text.splitlines()
+    if len(paths) > 1:
+        merged.sort(key=_time_of)
+    return merged[-lines:]
+
+
+def _time_of(line: str) -> float:
+    try:
+        return float(json.loads(line).get("time", 0))
+    except (ValueError, AttributeError, TypeError):
+        return 0.0
+
+
+class _Tail:
+    """tail -F of one file: new lines as they come, across the daemon's rotation."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.f = path.open(errors="replace") if path.exists() else None
+        if self.f is not None:
+            self.f.seek(0, os.SEEK_END)
+
+    def lines(self) -> list[str]:
+        out = self.f.readlines() if self.f is not None else []
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return out
+        if self.f is None or os.fstat(self.f.fileno()).st_ino != st.st_ino:
+            if self.f is not None:
+                out += self.f.readlines()  # what was written before the rotation
+                self.f.close()
+            self.f = self.path.open(errors="replace")
+        return out
+
+
+def _follow(paths: list[Path], as_json: bool) -> None:
+    """New lines of every worker's log as they come; ends with the lab."""
+    tails = [_Tail(path) for path in paths]
+    while paths[0].parent.exists():
+        for tail in tails:
+            for line in tail.lines():
+                _print_log_line(line, as_json)
         sys.stdout.flush()
         time.sleep(0.2)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        if f is None or os.fstat(f.fileno()).st_ino != st.st_ino:
-            if f is not None:
-                for rest in f:  # what was written before the rotation
-                    _print_log_line(rest, as_json)
-                f.close()
-            f = path.open(errors="replace")
 
 
 def _print_log_line(line: str, as_json: bool) -> None:

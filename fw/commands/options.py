@@ -22,7 +22,7 @@ from fw.errors import LabError
 __all__ = [
     "OPENERS_MAXLEN", "OPENER_LIMIT", "Backend", "BackendOpt", "ConntrackMaxOpt", "EngineOpt",
     "IfaceOpt", "JsonOpt", "NameOpt", "OpenerLimitOpt", "OpenersMaxlenOpt", "RulesArg",
-    "TopologyOpt", "need_root",
+    "TopologyOpt", "WorkersOpt", "default_workers", "need_root",
 ]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -60,6 +60,21 @@ OpenerLimitOpt = Annotated[
                  help="TCP openers a second one source may send before the kernel drops them "
                  "unjudged (0: no limit; needs the openers queue)."),
 ]
+
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", min=1, max=16, envvar="FWLAB_WORKERS",
+                 help="Engine processes, each with its own queues and its share of the flows "
+                 "(1, 2, 4, 8 or 16; default 1)."),
+]
+
+
+def default_workers(workers: int | None) -> int:
+    """--workers as given, else 1 (docs/lab.md, "Several workers", says why not the CPUs)."""
+    from fw.lab.steering import check_workers
+
+    return check_workers(workers if workers is not None else 1)
+
 
 EngineOpt = Annotated[
     str,

@@ -50,25 +50,67 @@ def status(name: NameOpt = "default", as_json: JsonOpt = False) -> None:
 
 
 def ask_daemon(name: str, sup: dict[str, Any] | None) -> dict[str, Any]:
-    """The daemon's own status answer with a `state`, or why there is none."""
+    """The daemon's own status answer with a `state`, or why there is none; with several
+    workers, their answers merged (merge_workers)."""
+    from fw.lab import control
+
+    count = control.worker_count(name)
+    answers = [ask_worker(name, sup, w) for w in range(count)]
+    return answers[0] if count == 1 else merge_workers(answers)
+
+
+def ask_worker(name: str, sup: dict[str, Any] | None, worker: int = 0) -> dict[str, Any]:
+    """One worker's status answer with a `state`, or why there is none."""
     from fw.lab import control
 
     try:
-        answer = control.request(name, {"cmd": "status"}, timeout=STATUS_TIMEOUT)
+        answer = control.request(name, {"cmd": "status"}, timeout=STATUS_TIMEOUT, worker=worker)
     except control.DaemonBusy as exc:
-        return {"ok": False, "state": "busy", "error": str(exc)}
+        return {"ok": False, "state": "busy", "error": str(exc), "worker": worker}
     except LabError as exc:
-        return {"ok": False, "state": _silent_state(sup), "error": str(exc)}
+        return {"ok": False, "state": _silent_state(sup, worker), "error": str(exc),
+                "worker": worker}
     answer["state"] = "running" if answer.get("ok") else "busy"
     return answer
 
 
-def _silent_state(sup: dict[str, Any] | None) -> str:
+def merge_workers(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several workers as one daemon: the first answering worker's answer, its engine counters
+    (packets, rule hits, connections) summed over every worker that answered, `ok` and the
+    state running only when all did; `workers` holds each worker's own answer."""
+    up = [a for a in answers if a.get("ok")]
+    if not up:
+        return {**answers[0], "workers": answers}
+    merged = dict(up[0])
+    for other in up[1:]:
+        merged["engine"] = _summed(merged["engine"], other["engine"])
+    down = [a for a in answers if not a.get("ok")]
+    merged.update(ok=not down, state=down[0]["state"] if down else "running", workers=answers)
+    if down:
+        merged["error"] = "; ".join(f"worker {a['worker']}: {a.get('error')}" for a in down)
+    return merged
+
+
+def _summed(a: Any, b: Any) -> Any:
+    """Numbers added, dicts and equally long lists merged member by member, the rest kept."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _summed(a[k], b[k]) if k in b else a[k] for k in a} | \
+            {k: v for k, v in b.items() if k not in a}
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [_summed(x, y) for x, y in zip(a, b, strict=True)]
+    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+        return a + b
+    return a
+
+
+def _silent_state(sup: dict[str, Any] | None, worker: int = 0) -> str:
     """Nobody listens on the control socket: busy (alive, the socket not there yet), restarting
     (the supervisor is at it) or dead."""
     from fw.lab.supervisor import alive
 
-    if alive(sup, "daemon"):
+    mine = ((sup or {}).get("workers") or {}).get(str(worker)) if worker else None
+    if alive({"daemon_pid": mine["pid"], "daemon_start": mine["start"]} if mine else sup,
+             "daemon"):
         return "busy"
     return "restarting" if alive(sup, "supervisor") else "dead"
 
@@ -78,7 +120,7 @@ def _supervisor_json(sup: dict[str, Any] | None) -> dict[str, Any] | None:
 
     if sup is None:
         return None
-    keys = ("supervisor_pid", "daemon_pid", "restarts", "last_exit", "last_restart")
+    keys = ("supervisor_pid", "daemon_pid", "restarts", "last_exit", "last_restart", "workers")
     return {"running": alive(sup, "supervisor"), **{k: sup.get(k) for k in keys}}
 
 
@@ -167,12 +209,13 @@ def _show_status(name: str, state: dict, handle: Any, daemon: dict, sup: dict | 
         from fw.commands.kernel_lab import show_status
 
         return show_status(daemon)
-    if not daemon.get("ok"):
+    if not daemon.get("ok") and "engine" not in daemon:
         _show_silent(daemon, sup)
     else:
         _show_daemon(daemon)
+        _show_workers(daemon.get("workers") or [], sup)
     _show_supervisor(sup)
-    if daemon.get("ok"):
+    if "engine" in daemon:
         out.print(rules_table(daemon["engine"].get("chains", {})))
         d = daemon["daemon"]
         out.print(f"log: {d['log']} ({d['log_lines']} lines): `sudo fwlab logs -f`", markup=False)
@@ -228,6 +271,21 @@ def _show_daemon(daemon: dict) -> None:
             f"dropped (queue of {daemon.get('openers_maxlen')} full), "
             f"{limited if limited is not None else '?'} dropped by the per-source limit"
         )
+
+
+def _show_workers(workers: list[dict], sup: dict | None) -> None:
+    """With several workers: a line each (the lines above add them up)."""
+    for w in workers:
+        if not w.get("ok"):
+            stdout.print(f"  worker {w['worker']}: ", end="")
+            _show_silent(w, sup)
+            continue
+        eng, kq = w["engine"], w.get("kernel_queue") or {}
+        stdout.print(
+            f"  worker {w['worker']}: pid {w['pid']}, up {ago(w['uptime'])}, queue {w['queue']}, "
+            f"{eng['packets']['packets']} packets, "
+            f"{eng.get('conntrack', {}).get('entries', 0)} connections, "
+            f"{kq.get('queue_dropped', '?')} dropped (queue full)", markup=False)
 
 
 def _show_supervisor(sup: dict | None) -> None:

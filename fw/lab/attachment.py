@@ -19,7 +19,7 @@ a failure half-way removes what was done and only that:
     netns    the namespace          ifaces   rule file's name -> device (fw/lab/ifmap.py)
     engine   fwlab | kernel          sysctls  path under /proc/sys -> value before
     tables   nft tables the namespace had before
-    queue    the queue rules' options: fail_open, openers, opener_limit
+    queue    the queue rules' layout (nfqueue.QueueLayout: fail_open, openers, workers...)
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ KERNEL_SYSCTLS = {"net/netfilter/nf_conntrack_acct": "1"}  # per-flow packets/by
 # what the kernel changes along with the writes above (kept and put back too)
 ALONG = ("net/ipv4/conf/*/forwarding", "net/ipv4/conf/all/accept_redirects",
          "net/ipv6/conf/*/forwarding")
-OUR_TABLES = ("ip raw", "ip6 raw", f"inet {kernel_engine.TABLE}", "ip fwlab_nat")
+OUR_TABLES = ("ip raw", "ip6 raw", f"inet {kernel_engine.TABLE}", "ip fwlab_nat",
+              "inet fwlab_steer")  # the last: fw/lab/steering.py
 QUEUE = 0
 
 
@@ -61,13 +62,15 @@ class Openers(NamedTuple):
     maxlen: int = 0
     limit: int = 0
 
-    def queue_options(self) -> dict[str, int | None]:
-        """install_queue's and remove_queue's `openers` and `opener_limit`."""
-        from fw.lab.nfqueue import OPENERS_QUEUE
+    def layout(self, fail_open: bool, workers: int = 1) -> Any:
+        """The queues of a daemon with `workers` workers: worker W's main queue is W, its
+        openers queue workers + W."""
+        from fw.lab.nfqueue import QueueLayout
 
         if not self.maxlen:
-            return {"openers": None, "opener_limit": None}
-        return {"openers": OPENERS_QUEUE, "opener_limit": self.limit or None}
+            return QueueLayout(QUEUE, fail_open, workers=workers)
+        return QueueLayout(QUEUE, fail_open, openers=QUEUE + workers,
+                           opener_limit=self.limit or None, workers=workers)
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -107,7 +110,7 @@ def attached_to(ns: str) -> str | None:
 
 def start(name: str, ns: str, mapping: dict[str, str], *, stored: Any, kernel: Any,
           fail_open: bool, conntrack_max: int, backend: str,
-          openers: Openers = Openers()) -> int | None:
+          openers: Openers = Openers(), workers: int = 1) -> int | None:
     """Run the engine (or, with `kernel` prepared, the kernel's rules) in front of `ns`: record,
     then change. On any failure what was done is undone and the error raised. Returns the
     daemon's pid (None for the kernel engine)."""
@@ -123,7 +126,7 @@ def start(name: str, ns: str, mapping: dict[str, str], *, stored: Any, kernel: A
     try:
         write_sysctls(ns, wanted)
         return _start_engine(name, ns, stored, kernel, fail_open, conntrack_max, backend,
-                             openers)
+                             openers, workers)
     except BaseException:
         with contextlib.suppress(Exception):
             stop(name)
@@ -131,8 +134,11 @@ def start(name: str, ns: str, mapping: dict[str, str], *, stored: Any, kernel: A
 
 
 def _start_engine(name: str, ns: str, stored: Any, kernel: Any, fail_open: bool,
-                  conntrack_max: int, backend: str, openers: Openers) -> int | None:
-    from fw.lab import rulestore
+                  conntrack_max: int, backend: str, openers: Openers,
+                  workers: int) -> int | None:
+    from dataclasses import asdict
+
+    from fw.lab import rulestore, steering
     from fw.lab.nfqueue import install_queue
     from fw.lab.supervisor import spawn_supervisor
 
@@ -144,15 +150,16 @@ def _start_engine(name: str, ns: str, stored: Any, kernel: Any, fail_open: bool,
             raise LabError(f"loading the rules into the kernel failed: {exc}") from None
         return None
     state = labns.read_state(name) or {}
-    labns.update_state(name, attached={**state["attached"], "queue": {
-        "fail_open": fail_open, **openers.queue_options()}})
+    layout = openers.layout(fail_open, workers)
+    labns.update_state(name, attached={**state["attached"], "queue": asdict(layout)})
     try:
-        install_queue(ns, QUEUE, fail_open, **openers.queue_options())
+        install_queue(ns, layout,
+                      steering.script(workers, stored.ruleset) if workers > 1 else None)
     except RuntimeError as exc:
         raise LabError(f"installing the queue rules failed: {exc}") from None
     rulestore.store(name, stored)
     return spawn_supervisor(handle, fail_open=fail_open, conntrack_max=conntrack_max,
-                            backend=backend, openers_maxlen=openers.maxlen)
+                            backend=backend, openers_maxlen=openers.maxlen, workers=workers)
 
 
 def sysctls_for(mapping: dict[str, str], kernel: bool) -> dict[str, str]:
@@ -181,11 +188,9 @@ def stop(name: str) -> list[str]:
     if not (labns.NETNS_DIR / ns).exists():
         return [*done, f"namespace {ns} is gone: nothing else to undo"]
     if attached.get("queue") is not None:
-        from fw.lab.nfqueue import remove_queue
+        from fw.lab.nfqueue import QueueLayout, remove_queue
 
-        queue = attached["queue"]
-        remove_queue(ns, QUEUE, bool(queue.get("fail_open")), openers=queue.get("openers"),
-                     opener_limit=queue.get("opener_limit"))
+        remove_queue(ns, QueueLayout.of(attached["queue"]))
         done.append("queue rules removed")
     dropped = drop_tables(ns, set(attached.get("tables") or []))
     if dropped:

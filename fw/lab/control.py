@@ -15,7 +15,8 @@ from typing import Any
 from fw.errors import LabError
 from fw.lab import runtime
 
-__all__ = ["DaemonBusy", "DaemonGone", "daemon_running", "no_lab", "request", "wait_ready"]
+__all__ = ["DaemonBusy", "DaemonGone", "daemon_running", "no_lab", "request", "request_all",
+           "wait_ready", "worker_count"]
 
 
 class DaemonGone(LabError):
@@ -26,8 +27,8 @@ class DaemonBusy(LabError):
     """The daemon took the connection but did not answer in time: alive, but busy or stuck."""
 
 
-def _socket_path(name: str) -> str:
-    return str(runtime.control_path(name))
+def _socket_path(name: str, worker: int = 0) -> str:
+    return str(runtime.control_path(name, worker))
 
 
 def _not_there(name: str) -> LabError:
@@ -51,9 +52,11 @@ def no_lab(name: str) -> DaemonGone:
                       "`sudo fwlab list` shows them all)")
 
 
-def request(name: str, obj: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """Send `obj` to lab `name`'s daemon and return its answer ({"ok": bool, ...})."""
-    path = _socket_path(name)
+def request(name: str, obj: dict[str, Any], timeout: float = 5.0,
+            worker: int = 0) -> dict[str, Any]:
+    """Send `obj` to lab `name`'s daemon (worker `worker`'s) and return its answer
+    ({"ok": bool, ...})."""
+    path = _socket_path(name, worker)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -87,6 +90,36 @@ def request(name: str, obj: dict[str, Any], timeout: float = 5.0) -> dict[str, A
     return answer
 
 
+def worker_count(name: str) -> int:
+    """How many engine workers lab `name` runs (its supervisor's options; 1 when unknown)."""
+    try:  # supervisor.read_state, which cannot be imported here (it imports this module)
+        state = json.loads(runtime.supervisor_path(name).read_text())
+    except (OSError, ValueError):
+        return 1
+    options = (state.get("options") if isinstance(state, dict) else None) or {}
+    return max(1, int(options.get("workers", 1)))
+
+
+def request_all(name: str, obj: dict[str, Any], timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Every worker's answer to `obj`, in worker order, each with its "worker". With one worker
+    its errors are raised as request() raises them; with several, a worker that does not answer
+    (dead and being restarted, say) gives {"ok": False, "worker": W, "error": ...} and only
+    when none answers is the first error raised."""
+    count = worker_count(name)
+    if count == 1:
+        return [{**request(name, obj, timeout), "worker": 0}]
+    answers, first = [], None
+    for worker in range(count):
+        try:
+            answers.append({**request(name, obj, timeout, worker=worker), "worker": worker})
+        except LabError as exc:
+            first = first or exc
+            answers.append({"ok": False, "worker": worker, "error": str(exc)})
+    if first is not None and not any(a.get("ok") for a in answers):
+        raise first
+    return answers
+
+
 def daemon_running(name: str) -> bool:
     """True when the daemon answers a ping."""
     try:
@@ -96,7 +129,8 @@ def daemon_running(name: str) -> bool:
 
 
 def wait_ready(
-    name: str, pid: int, timeout: float = 15.0, old_daemon: int | None = None
+    name: str, pid: int, timeout: float = 15.0, old_daemon: int | None = None,
+    worker: int = 0,
 ) -> dict[str, Any]:
     """Wait until a daemon other than `old_daemon` answers a ping; LabError when process `pid`
     (the daemon's supervisor) exits first or the time runs out. Polls: the daemon opens its
@@ -106,14 +140,15 @@ def wait_ready(
     while True:
         if not runtime.pid_alive(pid):
             raise LabError("the engine daemon exited during start-up")
-        if os.path.exists(_socket_path(name)):
+        if os.path.exists(_socket_path(name, worker)):
             try:
-                answer = request(name, {"cmd": "ping"}, timeout=2)
+                answer = request(name, {"cmd": "ping"}, timeout=2, worker=worker)
                 if answer.get("ok") and answer.get("pid") != old_daemon:
                     return answer
             except LabError:
                 pass
         if time.monotonic() > deadline:
-            raise LabError(f"the engine daemon did not come up within {timeout:g} s")
+            who = f"worker {worker} of the engine daemon" if worker else "the engine daemon"
+            raise LabError(f"{who} did not come up within {timeout:g} s")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.2)

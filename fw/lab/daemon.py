@@ -84,7 +84,8 @@ class ReplySender:
     kernel does not touch; it does fill in the IPv4 id and header checksum), so the daemon lets
     it out without asking the engine: the firewall's answer is not traffic to be judged."""
 
-    def __init__(self, remember: int = 256, ttl: float = 2.0) -> None:
+    def __init__(self, remember: int = 256, ttl: float = 2.0, mark: int = 0) -> None:
+        self.mark = mark  # several workers: the sender's own, so the steering leaves it alone
         self.sent = self.errors = 0
         self.last_error: str | None = None
         self._socks: dict[int, socket.socket] = {}
@@ -98,6 +99,8 @@ class ReplySender:
             sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
             if version == 4:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+            if self.mark:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.mark)
             self._socks[version] = sock
         return sock
 
@@ -164,12 +167,15 @@ class Daemon:
         fail_open: bool = False,
         conntrack_limit: int = 262_144,
         openers_maxlen: int = 0,
+        worker: int = 0,
+        workers: int = 1,
         ruleset: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = check_lab_name(name)
         self.rules = rules
-        self.queue_num = queue_num
+        self.worker, self.workers = worker, workers  # fw/lab/steering.py
+        self.queue_num = queue_num + worker
         self.backend = backend
         self.fail_open = fail_open
         self.conntrack_limit = conntrack_limit
@@ -181,7 +187,7 @@ class Daemon:
         self.started = clock()
         self.crashes = self.loopback = self.own_replies = self.reloads = 0
         self.reloaded_at: float | None = None
-        self.replies = ReplySender()
+        self.replies = ReplySender(mark=worker + 1 if workers > 1 else 0)
         self.monitor = Monitor()  # conntrack --follow and trace (monitor.py)
         self.engine: Any = None
         self.ruleset: Any = ruleset
@@ -216,15 +222,16 @@ class Daemon:
         # computed yet (a local sender's on a veth), and those are not bad (docs/fidelity.md)
         self.engine = Engine(self.ruleset, routing, conntrack_limit=self.conntrack_limit,
                              verify_checksums=False)
+        self._own_port_class(self.engine)
         self.monitor.watch(self.engine)
         lab_dir(self.name).mkdir(parents=True, exist_ok=True)
-        self.log = JsonLog(log_path(self.name))
+        self.log = JsonLog(log_path(self.name, self.worker))
         self.aliases = ifmap.aliases(handle.devices)  # devices renamed for the rules
         self.openers = self._bind_openers()
         self.queue = open_backend(self.backend, self.queue_num, fail_open=self.fail_open,
-                                  aliases=self.aliases)
+                                  aliases=self.aliases, reset_mark=self.workers > 1)
         self.queue.bind()
-        self._server = self._listen(control_path(self.name))
+        self._server = self._listen(control_path(self.name, self.worker))
         for target in (self._control_loop, self._timer_loop):
             t = threading.Thread(target=target, name=target.__name__, daemon=True)
             t.start()
@@ -233,18 +240,33 @@ class Daemon:
                         conntrack_limit=self.conntrack_limit, backend=self.backend,
                         openers_maxlen=self.openers_maxlen or None)
 
+    def _own_port_class(self, engine: Any) -> None:
+        """With several workers: new NAT mappings take only ports (ICMP ids) of this worker's
+        class, the slice the steering sends their replies by (fw/lab/steering.py); rule sets
+        whose state all flows share cannot be split and are refused (LabError)."""
+        if self.workers == 1:
+            return
+        from fw.engine.shard import one_engine_only
+
+        why = one_engine_only(engine)
+        if why is not None:
+            raise LabError(f"{self.rules}: cannot run on {self.workers} workers: {why}; "
+                           "use --workers 1")
+        engine.nat.mappings.port_class = (self.workers, self.worker)
+
     def _bind_openers(self) -> Any:
-        """The queue of TCP connection openers (nfqueue.OPENERS_QUEUE), bound first so that the
+        """The queue of TCP connection openers (QueueLayout.openers_queue), bound first so that the
         lab is whole when `up` sees the daemon ready. Never fail-open, whatever the lab's mode:
         when `openers_maxlen` packets wait, the kernel drops the next opener (a flood is shed
         there, not in the main queue); fail-open would let the flood through unjudged."""
-        from fw.lab.nfqueue import OPENERS_QUEUE, open_backend
+        from fw.lab.nfqueue import open_backend
 
         if not self.openers_maxlen:
             return None
-        openers = open_backend(self.backend, OPENERS_QUEUE, fail_open=False,
+        openers = open_backend(self.backend, self.workers + self.worker, fail_open=False,
                                max_len=self.openers_maxlen, rcvbuf=OPENERS_RCVBUF,
-                               max_batch=OPENERS_BATCH, aliases=self.aliases)
+                               max_batch=OPENERS_BATCH, aliases=self.aliases,
+                               reset_mark=self.workers > 1)
         openers.bind()
         return openers
 
@@ -278,7 +300,7 @@ class Daemon:
             self._server.close()
             self._server = None
             with contextlib.suppress(OSError):
-                control_path(self.name).unlink()
+                control_path(self.name, self.worker).unlink()
         self.replies.close()
         if self.log is not None:
             self._log_event("stop", **self.queue_counters())
@@ -391,6 +413,8 @@ class Daemon:
             return
         entry = {"time": round(time.time(), 6), "event": event}
         entry.update({k: v for k, v in fields.items() if v is not None})
+        if self.workers > 1:
+            entry["worker"] = self.worker
         with contextlib.suppress(OSError, ValueError):
             self.log.write(entry)
 
@@ -484,7 +508,8 @@ class Daemon:
         for the answer (a reload is applied only then)."""
         cmd = request.get("cmd")
         if cmd == "ping":
-            return {"ok": True, "pong": True, "pid": os.getpid(), "name": self.name}
+            return {"ok": True, "pong": True, "pid": os.getpid(), "name": self.name,
+                    "worker": self.worker}
         if cmd == "status":
             return self.status()
         if cmd in ("conntrack", "nat"):
@@ -521,6 +546,8 @@ class Daemon:
             "ok": True,
             "name": self.name,
             "pid": os.getpid(),
+            "worker": self.worker,
+            "workers": self.workers,
             "started": self.started_wall,
             "uptime": round(self.clock() - self.started, 3),
             "rules": str(self.rules),
@@ -543,7 +570,7 @@ class Daemon:
                 "own_replies": self.own_replies,
                 "reloads": self.reloads,
                 "reloaded_at": self.reloaded_at,
-                "log": str(log_path(self.name)),
+                "log": str(log_path(self.name, self.worker)),
                 "log_lines": self.log.lines if self.log else 0,
                 "log_lines_held_back": self.lines_held_back,
                 "memory_trims": self.trimmer.trims,
@@ -563,6 +590,9 @@ class Daemon:
         except Exception:  # a garbled payload is a refusal, whatever unpickling raised
             return {"ok": False, "applied": False,
                     "error": "reload needs 'compiled': the rules as `fwlab reload` sends them"}
+        why = _not_shardable(stored.ruleset, self.engine.routing) if self.workers > 1 else None
+        if why is not None:
+            return self._not_applied(stored, f"it cannot run on {self.workers} workers: {why}")
         if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             return self._not_applied(stored, "the engine was busy until the deadline")
         try:
@@ -586,11 +616,22 @@ class Daemon:
                 "error": f"{stored.path}: not applied ({why}); the old rules stay"}
 
     def _keep(self, stored: rulestore.StoredRules) -> None:
-        """What a restarted daemon will run. A failure costs only that: logged, not fatal."""
+        """What a restarted daemon will run (worker 0 keeps it for all). A failure costs only
+        that: logged, not fatal."""
+        if self.worker:
+            return
         try:
             rulestore.store(self.name, stored)
         except OSError as exc:
             self._log_event("error", error=f"cannot keep the rules for a restart: {exc}")
+
+
+def _not_shardable(ruleset: Any, routing: Any) -> str | None:
+    """Why these rules cannot be split over workers (fw/engine/shard.py), or None."""
+    from fw.engine.engine import Engine
+    from fw.engine.shard import one_engine_only
+
+    return one_engine_only(Engine(ruleset, routing))
 
 
 def _peer_waiting(conn: socket.socket) -> bool:
@@ -626,6 +667,8 @@ def run(
     fail_open: bool = False,
     conntrack_limit: int = 262_144,
     openers_maxlen: int = 0,
+    worker: int = 0,
+    workers: int = 1,
     on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Run the daemon of lab `name` in this process (which must be in the lab's firewall
@@ -635,7 +678,8 @@ def run(
     stored = rules_to_run(name, rules)
     daemon = Daemon(name, Path(stored.path), queue_num=queue_num, backend=backend,
                     fail_open=fail_open, conntrack_limit=conntrack_limit,
-                    openers_maxlen=openers_maxlen, ruleset=stored.ruleset)
+                    openers_maxlen=openers_maxlen, worker=worker, workers=workers,
+                    ruleset=stored.ruleset)
 
     def on_signal(signum: int, frame: object) -> None:
         daemon.stop_event.set()
@@ -648,7 +692,7 @@ def run(
         daemon.close()
         raise
     ready = {"ready": True, "pid": os.getpid(), "rules": stored.path, "backend": backend,
-             "rcvbuf": daemon.queue.rcvbuf}
+             "rcvbuf": daemon.queue.rcvbuf, "worker": worker}
     print(json.dumps(ready), flush=True)
     if on_ready is not None:
         on_ready()

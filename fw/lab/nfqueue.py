@@ -62,6 +62,7 @@ __all__ = [
     "HOOK_NAMES",
     "Handler",
     "NfqueueAdapter",
+    "QueueLayout",
     "QueueStats",
     "install_queue",
     "open_backend",
@@ -75,14 +76,47 @@ __all__ = [
 IPTABLES = ("iptables-nft", "ip6tables-nft")  # explicit: the nft backend is what was verified
 TABLE = "raw"
 CHAINS = ("PREROUTING", "OUTPUT")
-OPENERS_QUEUE = 1  # the lab's queue for TCP connection openers (queue 0 takes everything else)
 OPENER_LIMIT_NAME = "fwlab-openers"  # the hashlimit table of opener_limit (per namespace)
 
 
 # -- rules ------------------------------------------------------------------------------------
 
 
-def _queue_target(queue_num: int, fail_open: bool, queues: int) -> list[str]:
+@dataclass(frozen=True)
+class QueueLayout:
+    """Which queues the firewall namespace's packets go to: what the queue rules, the daemon
+    and `down` must agree on, in one value (recorded in the lab's state as a dict).
+
+    - `queue_num`: the main queue (of worker 0); `queues` > 1 spreads it with the kernel's
+      --queue-balance instead (address hash only: the accept-all consumer's benchmark);
+    - `fail_open`: a queue with no listener accepts (--queue-bypass) instead of dropping;
+    - `openers`: the first queue of TCP connection openers (SYN without ACK), or None; worker
+      *i*'s is openers + i. `opener_limit`: openers a second from one source before they are
+      queued (None: no limit);
+    - `workers`: engine processes. With more than one, an nft chain (fw/lab/steering.py) marks
+      every packet with its worker + 1 first, and mark *m* goes to queue_num + m - 1."""
+
+    queue_num: int = 0
+    fail_open: bool = False
+    queues: int = 1
+    openers: int | None = None
+    opener_limit: int | None = None
+    workers: int = 1
+
+    @classmethod
+    def of(cls, recorded: dict[str, Any] | None) -> QueueLayout:
+        """The layout a lab's state recorded (older states lack some fields)."""
+        known = {k: v for k, v in (recorded or {}).items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def main_queue(self, worker: int = 0) -> int:
+        return self.queue_num + worker
+
+    def openers_queue(self, worker: int = 0) -> int | None:
+        return None if self.openers is None else self.openers + worker
+
+
+def _queue_target(queue_num: int, fail_open: bool, queues: int = 1) -> list[str]:
     if not 0 <= queue_num <= 65535 or queues < 1 or queue_num + queues - 1 > 65535:
         raise ValueError(f"queue numbers {queue_num}..{queue_num + queues - 1} out of 0..65535")
     if queues == 1:
@@ -108,107 +142,95 @@ def _opener_limit_rule(tool: str, chain: str, per_source: int | None) -> list[st
             "--hashlimit-name", OPENER_LIMIT_NAME, "-j", "DROP"]
 
 
-def _rules(
-    op: str,
-    queue_num: int,
-    fail_open: bool,
-    queues: int,
-    openers: int | None,
-    opener_limit: int | None = None,
-) -> list[list[str]]:
-    target = _queue_target(queue_num, fail_open, queues)
-    first = (
-        None if openers is None else ["-p", "tcp", "--syn", *_queue_target(openers, fail_open, 1)]
-    )
+def _targets(layout: QueueLayout) -> list[list[str]]:
+    """The queue rules of one chain after notrack and the limit: openers first, then the rest;
+    with several workers one pair per worker's mark, and unmarked packets (the steering chain
+    marks every packet; this is the safety net) to worker 0."""
+    if layout.workers == 1:
+        main = [_queue_target(layout.queue_num, layout.fail_open, layout.queues)]
+        first = layout.openers_queue(0)
+        syn = [] if first is None else [["-p", "tcp", "--syn",
+                                         *_queue_target(first, layout.fail_open)]]
+        return [*syn, *main]
+    out = []
+    for w in range(layout.workers):
+        mark = ["-m", "mark", "--mark", str(w + 1)]
+        if (opener := layout.openers_queue(w)) is not None:
+            out.append(["-p", "tcp", "--syn", *mark, *_queue_target(opener, layout.fail_open)])
+        out.append([*mark, *_queue_target(layout.main_queue(w), layout.fail_open)])
+    return [*out, _queue_target(layout.queue_num, layout.fail_open)]
+
+
+def _rules(op: str, layout: QueueLayout) -> list[list[str]]:
+    targets = _targets(layout)
     out = []
     for tool in IPTABLES:
         for chain in CHAINS:
             out.append([tool, "-t", TABLE, op, chain, "-j", "CT", "--notrack"])
-            if first is not None:
-                limit = _opener_limit_rule(tool, chain, opener_limit)
-                if limit is not None:
-                    out.append([tool, "-t", TABLE, op, chain, *limit])
-                out.append([tool, "-t", TABLE, op, chain, *first])
-            out.append([tool, "-t", TABLE, op, chain, *target])
+            limit = (_opener_limit_rule(tool, chain, layout.opener_limit)
+                     if layout.openers is not None else None)
+            if limit is not None:
+                out.append([tool, "-t", TABLE, op, chain, *limit])
+            out += [[tool, "-t", TABLE, op, chain, *target] for target in targets]
     return out
 
 
-def queue_rules(
-    queue_num: int = 0,
-    fail_open: bool = False,
-    *,
-    queues: int = 1,
-    openers: int | None = None,
-    opener_limit: int | None = None,
-) -> list[list[str]]:
+def queue_rules(layout: QueueLayout = QueueLayout()) -> list[list[str]]:
     """The argv of the commands that switch conntrack off and queue every packet (IPv4 and IPv6,
-    prerouting and output) to `queue_num` (or the range queue_num..queue_num+queues-1); with
-    `openers`, TCP packets that can only open a connection (SYN without ACK) go to that queue
-    instead, so that a flood of them waits apart from established flows, and with
-    `opener_limit` those arriving beyond that many a second from one source are dropped before
-    they are queued. Without `fail_open` a queue with no listener drops (fail closed); with it,
-    it accepts."""
-    return _rules("-A", queue_num, fail_open, queues, openers, opener_limit)
+    prerouting and output) as `layout` says: TCP packets that can only open a connection (SYN
+    without ACK) to the openers queue, so that a flood of them waits apart from established
+    flows, those arriving beyond `opener_limit` a second from one source dropped before they
+    are queued. Without `fail_open` a queue with no listener drops (fail closed); with it, it
+    accepts."""
+    return _rules("-A", layout)
 
 
-def unqueue_rules(
-    queue_num: int = 0,
-    fail_open: bool = False,
-    *,
-    queues: int = 1,
-    openers: int | None = None,
-    opener_limit: int | None = None,
-) -> list[list[str]]:
+def unqueue_rules(layout: QueueLayout = QueueLayout()) -> list[list[str]]:
     """The argv of the commands that remove what queue_rules() installs (reverse order)."""
-    return list(reversed(_rules("-D", queue_num, fail_open, queues, openers, opener_limit)))
+    return list(reversed(_rules("-D", layout)))
 
 
 def _in_ns(ns: str | None, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", ns, *argv] if ns else list(argv)
 
 
-def install_queue(
-    ns: str,
-    queue_num: int = 0,
-    fail_open: bool = False,
-    *,
-    queues: int = 1,
-    openers: int | None = None,
-    opener_limit: int | None = None,
-) -> list[list[str]]:
-    """Install queue_rules() in namespace `ns` (the firewall's). All or nothing: on a failing
-    command, the rules already installed are removed and RuntimeError names the command and its
+def install_queue(ns: str, layout: QueueLayout = QueueLayout(),
+                  steering: str | None = None) -> list[list[str]]:
+    """Install queue_rules() in namespace `ns` (the firewall's), after the steering chain
+    (fw/lab/steering.py, an nft script) when there are several workers. All or nothing: on a
+    failing command, what was installed is removed and RuntimeError names the command and its
     error. Returns the removal commands (unqueue_rules())."""
     if not ns:
         raise ValueError("install_queue needs a namespace: it never touches the root namespace")
+    from fw.lab import steering as steer
+
+    if layout.workers > 1:
+        steer.install(ns, steering or "")
     done: list[list[str]] = []
-    kw = {"queues": queues, "openers": openers, "opener_limit": opener_limit}
-    for argv in queue_rules(queue_num, fail_open, **kw):
+    for argv in queue_rules(layout):
         res = subprocess.run(_in_ns(ns, argv), capture_output=True, text=True, timeout=10)
         if res.returncode != 0:
             for undo in reversed(done):
                 undo = [("-D" if a == "-A" else a) for a in undo]
                 subprocess.run(_in_ns(ns, undo), capture_output=True, timeout=10)
+            if layout.workers > 1:
+                steer.remove(ns)
             raise RuntimeError(f"{ns}: {' '.join(argv)}: {res.stderr.strip()}")
         done.append(argv)
-    return unqueue_rules(queue_num, fail_open, **kw)
+    return unqueue_rules(layout)
 
 
-def remove_queue(
-    ns: str,
-    queue_num: int = 0,
-    fail_open: bool = False,
-    *,
-    queues: int = 1,
-    openers: int | None = None,
-    opener_limit: int | None = None,
-) -> None:
-    """Remove the rules install_queue() added (missing ones are ignored)."""
+def remove_queue(ns: str, layout: QueueLayout = QueueLayout()) -> None:
+    """Remove the rules install_queue() added (missing ones are ignored), the queue rules
+    first: until the last is gone, a packet finds no listener and is dropped (fail closed)."""
     if not ns:
         raise ValueError("remove_queue needs a namespace: it never touches the root namespace")
-    kw = {"queues": queues, "openers": openers, "opener_limit": opener_limit}
-    for argv in unqueue_rules(queue_num, fail_open, **kw):
+    for argv in unqueue_rules(layout):
         subprocess.run(_in_ns(ns, argv), capture_output=True, timeout=10)
+    if layout.workers > 1:
+        from fw.lab import steering as steer
+
+        steer.remove(ns)
 
 
 # -- counters ---------------------------------------------------------------------------------
@@ -284,17 +306,19 @@ def open_backend(
     rcvbuf: int | None = None,
     max_batch: int | None = None,
     aliases: dict[str, str] | None = None,
+    reset_mark: bool = False,
 ) -> QueueBackend:
     """A backend by name (not bound yet). `fail_open` asks the kernel to accept instead of
     dropping when the queue is full (netlink only: netfilterqueue cannot set that flag);
-    `aliases` renames devices for the engine (queue_backend.IfNames)."""
+    `aliases` renames devices for the engine (queue_backend.IfNames); `reset_mark`: every
+    verdict sets the packet's mark back to 0 (the workers' steering mark; netlink only)."""
     given = (("max_len", max_len), ("rcvbuf", rcvbuf), ("max_batch", max_batch),
              ("ifnames", IfNames(aliases) if aliases else None))
     kwargs = {k: v for k, v in given if v is not None}
     if name == "netlink":
         from fw.lab.queue_netlink import NetlinkBackend
 
-        return NetlinkBackend(queue_num, fail_open=fail_open, **kwargs)
+        return NetlinkBackend(queue_num, fail_open=fail_open, reset_mark=reset_mark, **kwargs)
     if name == "netfilterqueue":
         from fw.lab.queue_nfq import NetfilterqueueBackend
 

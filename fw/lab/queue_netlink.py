@@ -184,22 +184,28 @@ def _verdict_parts(queue_num: int, packet_id: int, verdict: Verdict, batch: bool
 
 
 def verdict_messages(
-    queue_num: int, packets: Sequence[QueuedPacket], verdicts: Sequence[Verdict]
+    queue_num: int, packets: Sequence[QueuedPacket], verdicts: Sequence[Verdict],
+    mark: int | None = None,
 ) -> list[list[bytes]]:
     """The messages (each a list of buffers) answering `packets` in order: a run of plain
-    accepts is one batch verdict up to its last id, anything else one verdict of its own."""
+    accepts is one batch verdict up to its last id, anything else one verdict of its own.
+    `mark`: the mark every verdict without one of its own sets (a batch verdict carries it
+    for every packet it accepts)."""
     messages: list[list[bytes]] = []
     run_end = -1
+    every = ACCEPT_ALL if mark is None else Verdict(True, None, mark)
     for p, v in zip(packets, verdicts, strict=True):
         if v.accept and v.payload is None and v.mark is None:
             run_end = p.id
             continue
         if run_end >= 0:
-            messages.append(_verdict_parts(queue_num, run_end, ACCEPT_ALL, batch=True))
+            messages.append(_verdict_parts(queue_num, run_end, every, batch=True))
             run_end = -1
+        if v.mark is None and mark is not None:
+            v = v._replace(mark=mark)
         messages.append(_verdict_parts(queue_num, p.id, v, batch=False))
     if run_end >= 0:
-        messages.append(_verdict_parts(queue_num, run_end, ACCEPT_ALL, batch=True))
+        messages.append(_verdict_parts(queue_num, run_end, every, batch=True))
     return messages
 
 
@@ -333,8 +339,10 @@ class NetlinkBackend:
         rcvbuf: int = DEFAULT_RCVBUF,
         max_batch: int = MAX_BATCH,
         ifnames: IfNames | None = None,
+        reset_mark: bool = False,
     ) -> None:
         self.queue_num, self.fail_open, self.gso = queue_num, fail_open, gso
+        self.mark = 0 if reset_mark else None  # what every verdict sets the mark to
         self.max_len, self.requested_rcvbuf, self.max_batch = max_len, rcvbuf, max_batch
         self.rcvbuf: int | None = None
         self.packets = self.accepted = self.dropped = self.modified = 0
@@ -429,7 +437,7 @@ class NetlinkBackend:
     def answer(self, packets: Sequence[QueuedPacket], verdicts: Sequence[Verdict]) -> None:
         """Give the kernel one verdict per packet (rewritten checksums completed first)."""
         verdicts = [self._prepare(p, v) for p, v in zip(packets, verdicts, strict=True)]
-        self._send(verdict_messages(self.queue_num, packets, verdicts))
+        self._send(verdict_messages(self.queue_num, packets, verdicts, self.mark))
 
     def _prepare(self, p: QueuedPacket, v: Verdict) -> Verdict:
         if not v.accept:

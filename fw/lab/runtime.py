@@ -7,10 +7,11 @@ the commands cannot disagree about them:
     lab.json         the lab's state: topology, namespaces, processes started (fw/lab/netns.py)
     lock             held briefly while lab.json is rewritten
     build.lock       held by `up`, `down`, `reload`, `restart` for the whole command (lablock.py)
-    control.sock     the daemon's control socket (root only)
+    control.sock     the daemon's control socket (root only); with several workers, worker
+                     W > 0 has control.W.sock
     rules.pickle     the compiled rules the daemon runs (rulestore.py)
     supervisor.json  the supervisor's pid, the daemon's pid, restarts (supervisor.py)
-    engine.log(.1)   the engine's JSON log
+    engine.log(.1)   the engine's JSON log (worker W > 0: engine.W.log)
     daemon.out       the output of the supervisor and the daemon
 
 A PID alone does not name a process (PIDs are reused), so a process is recorded as its PID plus
@@ -69,8 +70,16 @@ def build_lock_path(name: str) -> Path:
     return lab_dir(name) / "build.lock"
 
 
-def control_path(name: str) -> Path:
-    return lab_dir(name) / "control.sock"
+def _of_worker(file: str, worker: int) -> str:
+    """Worker 0's file is the one a lab with one worker has; worker W's is FILE.W.SUFFIX."""
+    if not worker:
+        return file
+    stem, _, suffix = file.rpartition(".")
+    return f"{stem}.{worker}.{suffix}"
+
+
+def control_path(name: str, worker: int = 0) -> Path:
+    return lab_dir(name) / _of_worker("control.sock", worker)
 
 
 def rules_store_path(name: str) -> Path:
@@ -81,8 +90,8 @@ def supervisor_path(name: str) -> Path:
     return lab_dir(name) / "supervisor.json"
 
 
-def log_path(name: str) -> Path:
-    return lab_dir(name) / "engine.log"
+def log_path(name: str, worker: int = 0) -> Path:
+    return lab_dir(name) / _of_worker("engine.log", worker)
 
 
 def daemon_out_path(name: str) -> Path:

@@ -81,13 +81,22 @@ def alive(state: dict[str, Any] | None, who: str) -> bool:
 
 
 class Supervisor:
-    """Fork the daemon, wait, fork again when it died on its own."""
+    """Fork the daemon (one per worker, `workers` in its options), wait, fork a worker again
+    when it died on its own: the others keep running, so only the dead worker's flows fail
+    closed meanwhile (its queues have no listener)."""
 
     def __init__(self, name: str, daemon_kwargs: dict[str, Any]) -> None:
         self.name = runtime.check_lab_name(name)
         self.daemon_kwargs = daemon_kwargs
-        self.stopping = self.restart_asked = False
-        self.child: int | None = None
+        self.workers = int(daemon_kwargs.get("workers", 1))
+        self.stopping = False
+        self.restart_asked: set[int] = set()  # workers asked to stop for a restart
+        self.children: dict[int, int] = {}  # pid -> worker
+        self.ready: dict[int, int] = {}  # worker -> the read end of its ready pipe
+        self.was_up: set[int] = set()  # workers that became ready once
+        self.due: dict[int, float] = {}  # worker -> when to fork it again
+        self.backoff = dict.fromkeys(range(self.workers), FIRST_BACKOFF)
+        self.asked_at: float | None = None
         old = read_state(name) or {}  # a supervisor started by `fwlab restart` counts on
         self.state: dict[str, Any] = {
             "supervisor_pid": os.getpid(),
@@ -96,83 +105,132 @@ class Supervisor:
             "last_exit": old.get("last_exit"),
             "last_restart": old.get("last_restart"),
             "options": daemon_kwargs,
+            "workers": {},
         }
 
     def run(self) -> int:
-        """Until SIGTERM: keep a daemon running. Returns the exit status for the process."""
+        """Until SIGTERM: keep every worker running. Returns the exit status for the process."""
         self._signals()
-        first, backoff = True, FIRST_BACKOFF
+        for worker in range(self.workers):
+            self._fork_daemon(worker)
         while True:
-            pid, ready = self._fork_daemon()
-            status = self._wait(pid)
-            was_ready = _was_ready(ready)
-            if self.stopping:
+            if self.stopping and not self.children:
                 return 0
-            if first and not was_ready:
-                return _exit_code(status)
-            first = False
-            backoff = FIRST_BACKOFF if was_ready else min(backoff * 2, MAX_BACKOFF)
-            self._count_restart(status)
-            if not self.restart_asked and not was_ready:
-                time.sleep(backoff)
-            self.restart_asked = False
+            self._fork_due()
+            done = self._reap()
+            if done is None:
+                self._stop_slow_ones()
+                time.sleep(POLL)
+                continue
+            worker, status = done
+            code = self._after_exit(worker, status)
+            if code is not None:
+                return code
+
+    def _after_exit(self, worker: int, status: int) -> int | None:
+        """A worker ended: plan its next start; an exit status when the supervisor must end
+        (a worker that never became ready on its first start: `up` reports why)."""
+        was_ready = _was_ready(self.ready.pop(worker))
+        asked = worker in self.restart_asked
+        self.restart_asked.discard(worker)
+        if self.stopping:
+            return None
+        if was_ready:
+            self.was_up.add(worker)
+        elif worker not in self.was_up:
+            self._stop_all()
+            return _exit_code(status)
+        self.backoff[worker] = (FIRST_BACKOFF if was_ready
+                                else min(self.backoff[worker] * 2, MAX_BACKOFF))
+        self._count_restart(worker, status, asked)
+        pause = 0.0 if asked or was_ready else self.backoff[worker]
+        self.due[worker] = time.monotonic() + pause
+        return None
 
     def _signals(self) -> None:
         def stop(signum: int, frame: object) -> None:
             self.stopping = True
-            self._signal_child(signal.SIGTERM)
+            self.asked_at = time.monotonic()
+            self._signal_children(signal.SIGTERM)
 
         def restart(signum: int, frame: object) -> None:
-            self.restart_asked = True
-            self._signal_child(signal.SIGTERM)
+            self.restart_asked.update(self.children.values())
+            self.asked_at = time.monotonic()
+            self._signal_children(signal.SIGTERM)
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, restart)
 
-    def _signal_child(self, sig: int) -> None:
-        if self.child is not None:
+    def _signal_children(self, sig: int) -> None:
+        for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.child, sig)
+                os.kill(pid, sig)
 
-    def _fork_daemon(self) -> tuple[int, int]:
-        """Fork a daemon; returns its pid and a pipe that gets one byte when it is ready."""
+    def _stop_all(self) -> None:
+        """End the other workers (a first start failed): SIGTERM, then SIGKILL, and reap."""
+        self.stopping = True
+        self._signal_children(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        while self.children:
+            if self._reap() is None:
+                if time.monotonic() > deadline:
+                    self._signal_children(signal.SIGKILL)
+                time.sleep(POLL)
+
+    def _fork_due(self) -> None:
+        now = time.monotonic()
+        for worker, when in list(self.due.items()):
+            if when <= now and not self.stopping:
+                del self.due[worker]
+                self._fork_daemon(worker)
+
+    def _fork_daemon(self, worker: int) -> int:
+        """Fork worker `worker`'s daemon; its ready pipe gets one byte when it is ready."""
         ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the daemon
             os.close(ready_r)
-            _daemon_child(self.name, self.daemon_kwargs, ready_w)
+            _daemon_child(self.name, {**self.daemon_kwargs, "worker": worker}, ready_w)
         os.close(ready_w)
-        self.child = pid
-        self.state.update(daemon_pid=pid, daemon_start=runtime.proc_start_time(pid))
+        self.children[pid] = worker
+        self.ready[worker] = ready_r
+        start = runtime.proc_start_time(pid)
+        self.state["workers"][str(worker)] = {"pid": pid, "start": start}
+        if worker == 0:
+            self.state.update(daemon_pid=pid, daemon_start=start)
         _write_state(self.name, self.state)
-        return pid, ready_r
+        return pid
 
-    def _wait(self, pid: int) -> int:
-        """Wait for the daemon (polling, POLL s late at most); the signal handlers pass SIGTERM
-        on. A daemon asked to stop gets STOP_GRACE seconds, then SIGKILL."""
-        asked_at: float | None = None
-        while True:
-            try:
-                done, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done, status = pid, 0
-            if done:
-                self.child = None
-                return status
-            if self.stopping or self.restart_asked:
-                asked_at = asked_at or time.monotonic()
-                if time.monotonic() - asked_at > STOP_GRACE:
-                    self._signal_child(signal.SIGKILL)
-            time.sleep(POLL)
+    def _reap(self) -> tuple[int, int] | None:
+        """A child that ended, as (worker, wait status), or None when all still run."""
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = (next(iter(self.children)), 0) if self.children else (0, 0)
+        if not pid or pid not in self.children:
+            return None
+        return self.children.pop(pid), status
 
-    def _count_restart(self, status: int) -> None:
-        why = "restart asked for (fwlab restart)" if self.restart_asked else _describe(status)
+    def _stop_slow_ones(self) -> None:
+        """Workers asked to stop get STOP_GRACE seconds, then SIGKILL."""
+        if self.asked_at is None:
+            return
+        if not (self.stopping or self.restart_asked):
+            self.asked_at = None
+        elif time.monotonic() - self.asked_at > STOP_GRACE:
+            self._signal_children(signal.SIGKILL)
+
+    def _count_restart(self, worker: int, status: int, asked: bool) -> None:
+        why = "restart asked for (fwlab restart)" if asked else _describe(status)
+        if self.workers > 1:
+            why = f"worker {worker}: {why}"
         self.state.update(restarts=self.state["restarts"] + 1, last_exit=why,
                           last_restart=time.time())
         _write_state(self.name, self.state)
         print(json.dumps({"restart": self.state["restarts"], "why": why}), flush=True)
-        _log(self.name, {"event": "restart", "restarts": self.state["restarts"], "why": why})
+        _log(self.name, {"event": "restart", "restarts": self.state["restarts"], "why": why,
+                         **({"worker": worker} if self.workers > 1 else {})})
 
 
 def _daemon_child(name: str, kwargs: dict[str, Any], ready_w: int) -> None:
@@ -232,7 +290,7 @@ def _describe(status: int) -> str:
 
 
 def _log(name: str, event: dict[str, Any]) -> None:
-    """One line in engine.log (the daemon, which writes it otherwise, is not running now)."""
+    """One line in engine.log (worker 0's; the daemon that writes it otherwise may not run)."""
     from fw.lab.eventlog import JsonLog
 
     with contextlib.suppress(OSError):
@@ -262,42 +320,52 @@ def supervise(name: str, **daemon_kwargs: Any) -> int:
 
 def spawn_supervisor(
     handle: Any, *, fail_open: bool, conntrack_max: int, backend: str = "netlink",
-    openers_maxlen: int = 0,
+    openers_maxlen: int = 0, workers: int = 1,
 ) -> int:
-    """Start `fwlab supervise` in the lab's firewall namespace and wait until its daemon answers.
-    Returns the daemon's pid."""
+    """Start `fwlab supervise` in the lab's firewall namespace and wait until every worker's
+    daemon answers. Returns worker 0's pid."""
     argv = [sys.executable, "-m", "fw", "supervise", "--name", handle.name,
             "--conntrack-max", str(conntrack_max), "--backend", backend,
-            "--openers-maxlen", str(openers_maxlen)]
+            "--openers-maxlen", str(openers_maxlen), "--workers", str(workers)]
     if fail_open:
         argv.append("--fail-open")
     with runtime.daemon_out_path(handle.name).open("ab") as out:
         proc = handle.spawn(handle.firewall_host, argv, stdin=subprocess.DEVNULL,
                             stdout=out, stderr=out)
+    return _wait_workers(handle.name, proc.pid, workers, {})
+
+
+def _wait_workers(name: str, supervisor_pid: int, workers: int,
+                  old: dict[str, Any]) -> int:
+    """Wait until each worker (other than the one in `old`, its last state) answers; worker
+    0's pid."""
     from fw.lab import control
 
-    return int(control.wait_ready(handle.name, proc.pid, timeout=START_TIMEOUT)["pid"])
+    pids = [int(control.wait_ready(name, supervisor_pid, timeout=START_TIMEOUT,
+                                   old_daemon=(old.get(str(w)) or {}).get("pid"),
+                                   worker=w)["pid"])
+            for w in range(workers)]
+    return pids[0]
 
 
 def request_restart(handle: Any) -> int:
     """Restart lab's daemon by hand: by its supervisor (SIGHUP) when that runs, else with a new
-    supervisor (the daemon died with the old one). Returns the new daemon's pid."""
-    from fw.lab import control
-
+    supervisor (the daemon died with the old one). Returns the new daemon's (worker 0's) pid."""
     state = read_state(handle.name) or {}
+    options = state.get("options") or {}
+    workers = int(options.get("workers", 1))
     if alive(state, "supervisor"):
+        old = state.get("workers") or {"0": {"pid": state.get("daemon_pid")}}
         os.kill(int(state["supervisor_pid"]), signal.SIGHUP)
-        answer = control.wait_ready(handle.name, int(state["supervisor_pid"]),
-                                    timeout=START_TIMEOUT, old_daemon=state.get("daemon_pid"))
-        return int(answer["pid"])
+        return _wait_workers(handle.name, int(state["supervisor_pid"]), workers, old)
     if state.get("supervisor_pid"):
         handle.stop(int(state["supervisor_pid"]))  # gone: this only forgets its lab.json entry
     state.update(restarts=int(state.get("restarts", 0)) + 1, last_restart=time.time(),
                  last_exit="restart asked for (fwlab restart); the supervisor was gone")
     _write_state(handle.name, state)
-    options = state.get("options") or {}
     return spawn_supervisor(handle, fail_open=bool(options.get("fail_open")),
                             conntrack_max=int(options.get("conntrack_limit",
                                                           DEFAULT_CONNTRACK_MAX)),
                             backend=str(options.get("backend", "netlink")),
-                            openers_maxlen=int(options.get("openers_maxlen", 0)))
+                            openers_maxlen=int(options.get("openers_maxlen", 0)),
+                            workers=workers)

@@ -20,7 +20,7 @@ from .conftest import ping, talk
 
 
 def test_queue_rules_fail_closed() -> None:
-    rules = nfq.queue_rules(0, fail_open=False)
+    rules = nfq.queue_rules(nfq.QueueLayout(0, fail_open=False))
     assert ["iptables-nft", "-t", "raw", "-A", "PREROUTING", "-j", "CT", "--notrack"] in rules
     assert [
         "ip6tables-nft",
@@ -43,18 +43,18 @@ def test_queue_rules_fail_closed() -> None:
 
 
 def test_queue_rules_fail_open_and_balance() -> None:
-    rules = nfq.queue_rules(3, fail_open=True, queues=4)
+    rules = nfq.queue_rules(nfq.QueueLayout(3, fail_open=True, queues=4))
     queue = [r for r in rules if "NFQUEUE" in r]
     assert all(r[-3:] == ["--queue-balance", "3:6", "--queue-bypass"] for r in queue)
-    undo = nfq.unqueue_rules(3, fail_open=True, queues=4)
+    undo = nfq.unqueue_rules(nfq.QueueLayout(3, fail_open=True, queues=4))
     assert [r[3] for r in undo] == ["-D"] * 8
     assert [[*r[:3], "-A", *r[4:]] for r in reversed(undo)] == rules
     with pytest.raises(ValueError):
-        nfq.queue_rules(65535, queues=2)
+        nfq.queue_rules(nfq.QueueLayout(65535, queues=2))
 
 
 def test_queue_rules_with_a_queue_for_connection_openers() -> None:
-    rules = nfq.queue_rules(0, openers=1)
+    rules = nfq.queue_rules(nfq.QueueLayout(0, openers=1))
     assert len(rules) == 12  # 2 families x 2 chains x (notrack, openers, everything else)
     for tool in nfq.IPTABLES:
         for chain in nfq.CHAINS:
@@ -64,14 +64,14 @@ def test_queue_rules_with_a_queue_for_connection_openers() -> None:
                 ["-p", "tcp", "--syn", "-j", "NFQUEUE", "--queue-num", "1"],
                 ["-j", "NFQUEUE", "--queue-num", "0"],
             ]
-    undo = nfq.unqueue_rules(0, openers=1)
+    undo = nfq.unqueue_rules(nfq.QueueLayout(0, openers=1))
     assert [[*r[:3], "-A", *r[4:]] for r in reversed(undo)] == rules
 
 
 def test_openers_from_one_source_are_limited_before_their_queue() -> None:
     """The per-source limit drops openers in PREROUTING (arriving ones only) before they are
     queued; IPv6 sources count per /64. Removal undoes it in reverse."""
-    rules = nfq.queue_rules(0, openers=1, opener_limit=2000)
+    rules = nfq.queue_rules(nfq.QueueLayout(0, openers=1, opener_limit=2000))
     for tool in nfq.IPTABLES:
         pre = [r[5:] for r in rules if r[0] == tool and r[4] == "PREROUTING"]
         out = [r[5:] for r in rules if r[0] == tool and r[4] == "OUTPUT"]
@@ -81,9 +81,30 @@ def test_openers_from_one_source_are_limited_before_their_queue() -> None:
         assert ("--hashlimit-srcmask" in limit) == (tool == "ip6tables-nft")
         assert pre[2][-1] == "1" and pre[3][-1] == "0"  # then the openers queue, then the rest
         assert not any("hashlimit" in " ".join(r) for r in out)
-    undo = nfq.unqueue_rules(0, openers=1, opener_limit=2000)
+    undo = nfq.unqueue_rules(nfq.QueueLayout(0, openers=1, opener_limit=2000))
     assert [[*r[:3], "-A", *r[4:]] for r in reversed(undo)] == rules
-    assert nfq.queue_rules(0, openers=1, opener_limit=0) == nfq.queue_rules(0, openers=1)
+    assert nfq.queue_rules(nfq.QueueLayout(0, openers=1, opener_limit=0)) == nfq.queue_rules(
+        nfq.QueueLayout(0, openers=1))
+
+
+def test_several_workers_queue_by_the_steering_mark() -> None:
+    """With workers, mark m (worker m - 1, set by fw/lab/steering.py) goes to queue m - 1 and
+    its openers to their own queue per worker; an unmarked packet to worker 0 (fail closed)."""
+    layout = nfq.QueueLayout(0, openers=2, opener_limit=2000, workers=2)
+    rules = nfq.queue_rules(layout)
+    pre = [r[5:] for r in rules if r[0] == "iptables-nft" and r[4] == "PREROUTING"]
+    assert pre[0] == ["-j", "CT", "--notrack"] and "hashlimit" in pre[1]
+    assert pre[2:] == [
+        ["-p", "tcp", "--syn", "-m", "mark", "--mark", "1", "-j", "NFQUEUE", "--queue-num", "2"],
+        ["-m", "mark", "--mark", "1", "-j", "NFQUEUE", "--queue-num", "0"],
+        ["-p", "tcp", "--syn", "-m", "mark", "--mark", "2", "-j", "NFQUEUE", "--queue-num", "3"],
+        ["-m", "mark", "--mark", "2", "-j", "NFQUEUE", "--queue-num", "1"],
+        ["-j", "NFQUEUE", "--queue-num", "0"],
+    ]
+    undo = nfq.unqueue_rules(layout)
+    assert [[*r[:3], "-A", *r[4:]] for r in reversed(undo)] == rules
+    assert nfq.QueueLayout.of({"fail_open": True, "openers": 1, "unknown": 3}) == \
+        nfq.QueueLayout(fail_open=True, openers=1)
 
 
 def test_parse_queue_stats() -> None:
@@ -156,7 +177,7 @@ CLIENT_TO_SERVER = [("203.0.113.10", "2001:db8:2::10")]
 
 
 def _install(lab: labns.LabHandle, fail_open: bool = False) -> None:
-    nfq.install_queue(lab.firewall_ns, 0, fail_open)
+    nfq.install_queue(lab.firewall_ns, nfq.QueueLayout(0, fail_open))
 
 
 @pytest.mark.lab
@@ -172,7 +193,7 @@ def test_install_queue_rules_in_the_fw_namespace(lab: labns.LabHandle) -> None:
         assert "-A OUTPUT -j NFQUEUE --queue-num 0" in out
     # other namespaces (and the root namespace) are untouched
     assert "NFQUEUE" not in lab.run("client", ["iptables-nft", "-t", "raw", "-S"]).stdout
-    nfq.remove_queue(lab.firewall_ns, 0, False)
+    nfq.remove_queue(lab.firewall_ns)
     assert "NFQUEUE" not in lab.run("fw", ["iptables-nft", "-t", "raw", "-S"]).stdout
     assert ping(lab, "client", "203.0.113.10")
 

@@ -391,7 +391,7 @@ def test_gso_packets_rewritten_arrive_with_good_checksums(lab, consumer, tmp_pat
     gives them back rewritten, and the receivers, checking every checksum in software, count no
     checksum error."""
     _verify_checksums_in_software(lab)
-    nfq.install_queue(lab.firewall_ns, 0, False)
+    nfq.install_queue(lab.firewall_ns)
     log = tmp_path / "packets.jsonl"
     c = consumer(
         lab,
@@ -446,7 +446,7 @@ def _udp_received(lab) -> int:
 def test_a_flood_fails_closed_when_the_consumer_is_killed(lab, consumer) -> None:
     """64-byte UDP at full speed through the netlink backend; SIGKILL the consumer in the middle:
     from then on nothing reaches the server (bounded: a 4 s flood)."""
-    nfq.install_queue(lab.firewall_ns, 0, False)
+    nfq.install_queue(lab.firewall_ns)
     c = consumer(lab, "--backend", "netlink")
     with udp_flood(lab):
         assert _udp_received(lab) > 100  # the flood passes while the consumer runs
