@@ -547,7 +547,7 @@ class Daemon:
             "name": self.name,
             "pid": os.getpid(),
             "worker": self.worker,
-            "workers": self.workers,
+            "worker_count": self.workers,
             "started": self.started_wall,
             "uptime": round(self.clock() - self.started, 3),
             "rules": str(self.rules),
