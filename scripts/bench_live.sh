@@ -6,6 +6,10 @@
 #   sudo scripts/bench_live.sh flood [--seconds 20] [--modes openers,nolimit,single]
 #                                         # the SYN flood section instead (scripts/bench_flood.py;
 #                                         # docs/benchmarks.md "## Floods (issue 15)")
+#   sudo scripts/bench_live.sh workers    # the several-workers rows instead: UDP 64-byte
+#                                         # datagrams from 4 flows (iperf3 -P 4), stateful,
+#                                         # --workers 1 and --workers 2 alternately, twice each
+#                                         # (docs/benchmarks.md "## Live lab: several workers")
 #
 # iperf3 TCP (one stream) and UDP (64-byte datagrams, unlimited rate) from `client` to `server`:
 #   kernel      forwarding only: no queue rules, no consumer
@@ -22,6 +26,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
 if [ "${1:-}" = flood ]; then shift; exec "$PY" scripts/bench_flood.py "$@"; fi
+MODE=${1:-all}
 SECS=${BENCH_SECONDS:-3}
 NAME="bench$$"
 SRV=203.0.113.10
@@ -48,6 +53,7 @@ command -v iperf3 >/dev/null || { echo "bench_live.sh needs iperf3" >&2; exit 2;
 iperf() {
     local proto=$1 extra=() json="$OUT/$1.json"
     [ "$proto" = udp ] && extra=(-u -b 0 -l 64)
+    [ "$proto" = udp4 ] && extra=(-u -b 0 -l 64 -P 4)  # 4 flows: 4 client ports
     ip netns exec "fwl-$NAME-server" timeout $((SECS + 10)) iperf3 -s -1 -B "$SRV" -p 5201 \
         >/dev/null 2>&1 &
     SERVER_PID=$!
@@ -91,6 +97,94 @@ engine_rows() {  # backend label
         echo "  masquerade: no NAT entries, reported as n/a" >&2
     fi
 }
+
+# --workers 1 against --workers 2, in one run: UDP 64 B from 4 flows, the stateful rules
+workers_rows() {
+    local round n
+    for round in 1 2; do
+        for n in 1 2; do
+            fwlab up --name "$NAME" --workers "$n" --rules "$RULES/bench-stateful.fw" >/dev/null
+            UDP["w$n-$round"]=$(iperf udp4)
+            fwlab status --name "$NAME" --json | "$PY" -c 'import json,sys
+d = json.load(sys.stdin)["daemon"]
+print(" ".join(str(w["engine"]["packets"]["packets"]) for w in d.get("workers") or [d]))' \
+                >"$OUT/split"
+            SPLIT["w$n-$round"]=$(cat "$OUT/split")
+            echo "  --workers $n (round $round): udp ${UDP[w$n-$round]} kpps," \
+                "packets per worker ${SPLIT[w$n-$round]}" >&2
+            fwlab down --name "$NAME" >/dev/null
+        done
+    done
+}
+
+if [ "$MODE" = workers ]; then
+    declare -A UDP SPLIT
+    echo "bench_live workers: lab $NAME, ${SECS} s per iperf3 run" >&2
+    workers_rows
+    # the ceiling: the same lab without the engine (its supervisor stopped: fail closed), the
+    # queue rules taken out, the kernel forwarding alone
+    fwlab up --name "$NAME" --rules "$RULES/bench-stateful.fw" >/dev/null
+    kill "$(supervisor_pid "$NAME")"
+    sleep 1
+    for tool in iptables-nft ip6tables-nft; do ip netns exec "fwl-$NAME-fw" "$tool" -t raw -F; done
+    UDP_kernel=$(iperf udp4)
+    echo "  kernel forwarding, no queue: udp $UDP_kernel kpps" >&2
+    fwlab down --name "$NAME" >/dev/null
+    for key in w1-1 w2-1 w1-2 w2-2; do
+        export "UDP_${key//-/_}=${UDP[$key]}" "SPLIT_${key//-/_}=${SPLIT[$key]}"
+    done
+    export SECS UDP_kernel
+    "$PY" - <<'EOF'
+import os, platform, re, time
+from pathlib import Path
+
+e = os.environ
+def num(v):
+    try:
+        return float(v)
+    except ValueError:
+        return None
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+m1 = mean([num(e[f"UDP_w1_{r}"]) for r in (1, 2)])
+m2 = mean([num(e[f"UDP_w2_{r}"]) for r in (1, 2)])
+lines = [
+    "## Live lab: several workers",
+    "",
+    f"`sudo scripts/bench_live.sh workers` ({time.strftime('%Y-%m-%d')}, kernel "
+    f"{platform.release()}, {os.cpu_count()} CPUs; {e['SECS']} s per run). The default lab with "
+    "tests/lab/rules/bench-stateful.fw, netlink backend; iperf3 UDP, 64-byte datagrams at "
+    "unlimited rate from 4 flows (`-P 4`: four client ports) from `client` to `server`, received "
+    "packets per second; `fwlab up --workers 1` and `--workers 2` alternately, twice each. "
+    "iperf3's client and server, the kernel and the workers share the CPUs. Load average at "
+    f"the end {os.getloadavg()[0]:.1f}." + (f" {e['BENCH_NOTE']}" if e.get("BENCH_NOTE") else ""),
+    "",
+    "| round | --workers 1 kpps | --workers 2 kpps | packets judged per worker (--workers 2) |",
+    "|---|---:|---:|---|",
+]
+for r in (1, 2):
+    lines.append(f"| {r} | {e[f'UDP_w1_{r}']} | {e[f'UDP_w2_{r}']} | {e[f'SPLIT_w2_{r}']} |")
+ratio = f"{m2 / m1:.2f}" if m1 and m2 else "n/a"
+lines += ["", f"The same 4 flows with no queue at all (kernel forwarding, the lab's engine "
+          f"stopped and its queue rules removed): {e['UDP_kernel']} kpps, the senders' ceiling "
+          "here.", "",
+          f"Goal (issue 13): --workers 2 >= 1.3 x --workers 1; measured {ratio} x "
+          "(the means of the two rounds).", ""]
+section = "\n".join(lines)
+print(section)
+doc = Path("docs/benchmarks.md")
+text = doc.read_text()
+pattern = re.compile(r"^## Live lab: several workers\n.*?(?=^## |\Z)", re.S | re.M)
+if pattern.search(text):
+    text = pattern.sub(lambda m: section + "\n", text)
+else:  # right after the live lab section
+    live = re.compile(r"(^## Live lab\n.*?)(?=^## |\Z)", re.S | re.M)
+    text = live.sub(lambda m: m.group(1) + section + "\n", text, count=1)
+doc.write_text(text.rstrip("\n") + "\n")
+EOF
+    exit 0
+fi
 
 echo "bench_live: labs $NAME, ${NAME}b, ${SECS} s per iperf3 run" >&2
 t0=$(now); fwlab up --name "$NAME" --backend netlink --rules "$RULES/bench-stateless.fw" >/dev/null; t1=$(now)
