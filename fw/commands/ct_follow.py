@@ -14,21 +14,27 @@ POLL = 0.2  # seconds between two questions to the daemon
 def follow_events(name: str, as_json: bool, seconds: float | None, count: int | None) -> None:
     """Print events from now on until `seconds` pass, `count` events came, or Ctrl-C."""
     from fw.commands.output import stderr
+    from fw.lab.control import worker_count
 
     fwlab_engine_only(name, "conntrack --follow")
     deadline = time.monotonic() + seconds if seconds is not None else None
-    after = ask(name, None)["last"]
+    after = {w: ask(name, None, w)["last"] for w in range(worker_count(name))}  # per worker
     stderr.print(f"following the connection tracking events of lab {name!r}"
                  + (f" for {seconds:g} s" if seconds is not None else "")
                  + (f" or {count} events" if count is not None else ""), markup=False)
     shown = 0
     try:
         while deadline is None or time.monotonic() < deadline:
-            answer = ask(name, after)
-            after = answer["last"]
-            if answer.get("lost"):
-                stderr.print(f"({answer['lost']} events lost: the daemon keeps the last ones)")
-            for event in answer["events"][: None if count is None else count - shown]:
+            events = []
+            for worker in after:
+                answer = ask(name, after[worker], worker)
+                after[worker] = answer["last"]
+                if answer.get("lost"):
+                    stderr.print(f"({answer['lost']} events lost: the daemon keeps the last "
+                                 "ones)")
+                events += answer["events"]
+            events.sort(key=lambda e: e["time"])  # several workers: in time order
+            for event in events[: None if count is None else count - shown]:
                 print_event(event, as_json)
                 shown += 1
             if count is not None and shown >= count:
@@ -49,10 +55,10 @@ def fwlab_engine_only(name: str, what: str) -> None:
                        "or `nft monitor trace` there")
 
 
-def ask(name: str, after: int | None) -> dict[str, Any]:
+def ask(name: str, after: int | None, worker: int = 0) -> dict[str, Any]:
     from fw.lab import control
 
-    answer = control.request(name, {"cmd": "ct-events", "after": after})
+    answer = control.request(name, {"cmd": "ct-events", "after": after}, worker=worker)
     if not answer.get("ok"):
         raise LabError(f"lab {name!r}: {answer.get('error', 'the daemon refused')}")
     return answer

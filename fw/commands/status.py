@@ -120,7 +120,8 @@ def _supervisor_json(sup: dict[str, Any] | None) -> dict[str, Any] | None:
 
     if sup is None:
         return None
-    keys = ("supervisor_pid", "daemon_pid", "restarts", "last_exit", "last_restart", "workers")
+    keys = ("supervisor_pid", "daemon_pid", "restarts", "last_exit", "last_restart",
+            "last_worker", "workers")
     return {"running": alive(sup, "supervisor"), **{k: sup.get(k) for k in keys}}
 
 
@@ -296,5 +297,6 @@ def _show_supervisor(sup: dict | None) -> None:
     running = f"pid {sup.get('supervisor_pid')}" if alive(sup, "supervisor") else "not running"
     line = f"supervisor: {running}, restarts {sup.get('restarts', 0)}"
     if sup.get("last_restart"):
-        line += f" (last {ago(time.time() - sup['last_restart'])} ago: {sup.get('last_exit')})"
+        who = f"worker {sup['last_worker']}: " if sup.get("last_worker") is not None else ""
+        line += f" (last {ago(time.time() - sup['last_restart'])} ago: {who}{sup.get('last_exit')})"
     stdout.print(line, markup=False)

@@ -28,31 +28,41 @@ def trace(
     need_root("trace")
     from fw.commands.ct_follow import fwlab_engine_only
     from fw.commands.output import stderr
+    from fw.lab.control import worker_count
 
     fwlab_engine_only(name, "trace")
-    ident = ask(name, {"cmd": "trace-start", "match": match, "seconds": seconds,
-                       "count": count})["id"]
+    start = {"cmd": "trace-start", "match": match, "seconds": seconds, "count": count}
+    idents = {w: ask(name, start, w)["id"] for w in range(worker_count(name))}
     stderr.print(f"tracing {match!r} in lab {name!r} for {seconds:g} s"
                  + (f" or {count} packets" if count else ""), markup=False)
     seen = 0
     try:
-        while True:
-            answer = ask(name, {"cmd": "trace-poll", "id": ident})
-            for record in answer["records"]:
+        while idents and (count is None or seen < count):
+            records = []
+            for worker, ident in list(idents.items()):  # every worker: each has its flows
+                answer = ask(name, {"cmd": "trace-poll", "id": ident}, worker)
+                records += answer["records"]
+                if answer["done"]:
+                    del idents[worker]
+            for record in sorted(records, key=lambda r: r["time"])[:_left(count, seen)]:
                 show_record(record, as_json)
-            seen += len(answer["records"])
-            if answer["done"]:
-                break
-            time.sleep(POLL)
+                seen += 1
+            time.sleep(POLL if idents else 0)
     except KeyboardInterrupt:
-        ask(name, {"cmd": "trace-stop", "id": ident})
+        pass
+    for worker, ident in idents.items():
+        ask(name, {"cmd": "trace-stop", "id": ident}, worker)
     stderr.print(f"{seen} packet(s) traced", markup=False)
 
 
-def ask(name: str, request: dict[str, Any]) -> dict[str, Any]:
+def _left(count: int | None, seen: int) -> int | None:
+    return None if count is None else count - seen
+
+
+def ask(name: str, request: dict[str, Any], worker: int = 0) -> dict[str, Any]:
     from fw.lab import control
 
-    answer = control.request(name, request)
+    answer = control.request(name, request, worker=worker)
     if not answer.get("ok"):
         raise LabError(answer.get("error", f"lab {name!r}: the daemon refused"))
     return answer

@@ -178,7 +178,8 @@ class Daemon:
         self.queue_num = queue_num + worker
         self.backend = backend
         self.fail_open = fail_open
-        self.conntrack_limit = conntrack_limit
+        # the lab's limit, shared: each worker holds its part (status adds them up again)
+        self.conntrack_limit = -(-conntrack_limit // workers)
         self.openers_maxlen = openers_maxlen  # 0: no openers queue (everything in queue 0)
         self.clock = clock
         self.lock = threading.Lock()

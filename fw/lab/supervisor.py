@@ -96,7 +96,8 @@ class Supervisor:
         self.was_up: set[int] = set()  # workers that became ready once
         self.due: dict[int, float] = {}  # worker -> when to fork it again
         self.backoff = dict.fromkeys(range(self.workers), FIRST_BACKOFF)
-        self.asked_at: float | None = None
+        self.asked: dict[int, float] = {}  # pid asked to stop -> when
+        self.ask_counted = False
         old = read_state(name) or {}  # a supervisor started by `fwlab restart` counts on
         self.state: dict[str, Any] = {
             "supervisor_pid": os.getpid(),
@@ -150,20 +151,25 @@ class Supervisor:
     def _signals(self) -> None:
         def stop(signum: int, frame: object) -> None:
             self.stopping = True
-            self.asked_at = time.monotonic()
-            self._signal_children(signal.SIGTERM)
+            self._ask_to_stop()
 
         def restart(signum: int, frame: object) -> None:
             self.restart_asked.update(self.children.values())
-            self.asked_at = time.monotonic()
-            self._signal_children(signal.SIGTERM)
+            self.ask_counted = False  # one restart asked for, however many workers
+            self._ask_to_stop()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, restart)
 
-    def _signal_children(self, sig: int) -> None:
-        for pid in list(self.children):
+    def _ask_to_stop(self) -> None:
+        """SIGTERM every worker running now; _stop_slow_ones kills those that take too long."""
+        now = time.monotonic()
+        self.asked.update(dict.fromkeys(self.children, now))
+        self._signal_children(signal.SIGTERM)
+
+    def _signal_children(self, sig: int, pids: list[int] | None = None) -> None:
+        for pid in list(self.children) if pids is None else pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
@@ -213,24 +219,26 @@ class Supervisor:
         return self.children.pop(pid), status
 
     def _stop_slow_ones(self) -> None:
-        """Workers asked to stop get STOP_GRACE seconds, then SIGKILL."""
-        if self.asked_at is None:
-            return
-        if not (self.stopping or self.restart_asked):
-            self.asked_at = None
-        elif time.monotonic() - self.asked_at > STOP_GRACE:
-            self._signal_children(signal.SIGKILL)
+        """Workers asked to stop get STOP_GRACE seconds, then SIGKILL (only those: a worker
+        already started again is left alone)."""
+        self.asked = {pid: t for pid, t in self.asked.items() if pid in self.children}
+        late = [pid for pid, t in self.asked.items() if time.monotonic() - t > STOP_GRACE]
+        if late:
+            self._signal_children(signal.SIGKILL, late)
 
     def _count_restart(self, worker: int, status: int, asked: bool) -> None:
+        """A restart counts once: a worker that died, or `fwlab restart` (all workers)."""
+        if asked and self.ask_counted:
+            return
+        self.ask_counted = self.ask_counted or asked
         why = "restart asked for (fwlab restart)" if asked else _describe(status)
-        if self.workers > 1:
-            why = f"worker {worker}: {why}"
+        who = {"last_worker": None if asked or self.workers == 1 else worker}
         self.state.update(restarts=self.state["restarts"] + 1, last_exit=why,
-                          last_restart=time.time())
+                          last_restart=time.time(), **who)
         _write_state(self.name, self.state)
         print(json.dumps({"restart": self.state["restarts"], "why": why}), flush=True)
         _log(self.name, {"event": "restart", "restarts": self.state["restarts"], "why": why,
-                         **({"worker": worker} if self.workers > 1 else {})})
+                         **({"worker": worker} if who["last_worker"] is not None else {})})
 
 
 def _daemon_child(name: str, kwargs: dict[str, Any], ready_w: int) -> None:

@@ -279,3 +279,21 @@ def test_a_rule_naming_what_an_attachment_lacks_is_refused_saying_what_it_maps(t
         "the file anyway")
     refuse_unknown_interfaces(load_ruleset(str(rules)), None)  # --force
     assert "eth0" in known.names  # an unmapped device keeps its own name
+
+
+@pytest.mark.lab
+def test_attach_with_two_workers_and_detach_leaves_nothing(topo, name, tmp_path) -> None:
+    web = tmp_path / "web.fw"
+    web.write_text(WEB)
+    before = snapshot(topo.router)
+    res = fwlab("attach", topo.router, "--iface", "lan=eth1", "--iface", "wan=eth2",
+                "--rules", str(web), "--name", name, "--workers", "2", timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for _ in range(4):
+        assert "you came from 203.0.113.1" in curl(topo, 80).stdout  # allowed, masqueraded
+    assert curl(topo, 81).returncode != 0  # dropped
+    assert "table inet fwlab_steer" in sh(topo.router, "nft", "list", "tables").stdout
+    res = fwlab("detach", "--name", name, timeout=60)
+    assert res.returncode == 0, res.stderr
+    wait_until(lambda: processes_in(topo.router) == before["processes"])
+    assert snapshot(topo.router) == before

@@ -13,9 +13,10 @@ import signal
 
 import pytest
 
+from fw.lab import netns as labns
 from fw.lab import runtime
 
-from .conftest import HERE, talk, wait_until
+from .conftest import HERE, fwlab, new_lab_name, talk, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -112,6 +113,36 @@ def test_a_dead_worker_fails_closed_for_its_flows_only_and_is_restarted(cli_lab,
     wait_until(lambda: lab.supervisor()["workers"]["1"]["pid"] != victim["pid"])
     wait_until(lambda: lab.status()["daemon"]["ok"], timeout=15)
     after = lab.supervisor()
-    assert after["restarts"] == 1 and "worker 1" in after["last_exit"]
+    assert after["restarts"] == 1 and after["last_worker"] == 1
+    assert after["last_exit"] == "killed by SIGKILL"
+    assert "ago: worker 1: killed by SIGKILL)" in lab.cli("status").stdout
     assert after["workers"]["0"] == sup["workers"]["0"]  # the other worker kept running
     assert talk(lab, "client", "udp", SERVER, 7001, sport=mine[1][0]) == "echo:hello"
+
+
+LIMITED = """\
+mode stateful
+policy forward drop
+forward {
+    ct state established,related accept
+    iif lan limit rate 10/second accept
+}
+"""
+
+
+def test_rules_that_share_state_cannot_come_up_on_two_workers(tmp_path) -> None:
+    limited = tmp_path / "limited.fw"
+    limited.write_text(LIMITED)
+    lab = new_lab_name()
+    try:
+        res = fwlab("up", NAT_LAB, "--rules", str(limited), "--name", lab, "--workers", "2",
+                    timeout=60)
+        assert res.returncode == 2 and "rate limits" in res.stderr, res.stdout + res.stderr
+        assert "lab removed" in res.stderr
+        odd = fwlab("up", NAT_LAB, "--name", lab, "--workers", "3")
+        assert odd.returncode == 2 and "--workers 3: one of 1, 2, 4, 8, 16" in odd.stderr
+    finally:
+        if (labns.RUN_DIR / lab).exists():
+            fwlab("down", "--name", lab, timeout=60)
+    assert not labns.lab_namespaces(lab)
+
