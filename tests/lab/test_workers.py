@@ -36,8 +36,10 @@ def _worker_of(rows: list[dict], sport: int) -> int:
     return row["worker"]
 
 
-def test_two_workers_share_the_flows_and_nat_replies_come_back(cli_lab, listener) -> None:
-    lab = cli_lab(NAT_LAB, "--workers", "2")
+@pytest.mark.parametrize("backend", ["netlink", "netfilterqueue"])
+def test_two_workers_share_the_flows_and_nat_replies_come_back(cli_lab, listener,
+                                                               backend) -> None:
+    lab = cli_lab(NAT_LAB, "--workers", "2", "--backend", backend)
     udp = listener(lab, "server", "udp", SERVER, 7001)
     tcp = listener(lab, "server", "tcp", SERVER, 7000)
     for sport in PORTS:
