@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from fw.analysis import diff_bdd, space
+from fw.analysis import diff_bdd, diff_replies, space
 from fw.analysis.diff_example import (
     SWAPS,
     Points,
@@ -492,11 +492,10 @@ def diff(a: RuleSet, b: RuleSet, routing: Routing) -> Diff:
     result = Diff(a, b, pair.where.ifaces)
     pick = Picker(pair.where, pair.dnat, pair.snat)
     states: Sequence[str | None] = STATES if pair.stateful else (None,)
-    for name, (ca, cb) in pair.filters.items():
+    replies: dict[str, diff_replies.Openers] = {}
+    for name in pair.filters:
         for state in states:
-            region = state_region(name, state, pair)
-            sa, sb = state_value(a, state), state_value(b, state)
-            found = canonical(merged(compare(ca, cb, with_state(region, sa), sb)))
+            found = canonical(merged(compared(name, state, pair, replies)))
             shown = state if pair.stateful else None
             for box, oa, ob in found:
                 result.differences.append(pick.difference(name, shown, box, oa, ob))
@@ -505,6 +504,42 @@ def diff(a: RuleSet, b: RuleSet, routing: Routing) -> Diff:
             result.differences.append(pick.difference("dnat" if dnat else "snat", CtState.NEW,
                                                       box, oa, ob))
     return result
+
+
+def compared(chain: str, state: str | None, pair: Pair,
+             replies: dict[str, diff_replies.Openers]) -> list[tuple[Box, Outcome, Outcome]]:
+    """Where the chain's verdicts differ in this state. Replies and errors are only those of
+    connections both files let open (each box tagged with the opener box it answers), compared
+    without a region per opener (diff_replies.py); `replies` keeps each chain's openers for
+    both states."""
+    sa, sb = state_value(pair.a, state), state_value(pair.b, state)
+    if state not in (CtState.ESTABLISHED, CtState.RELATED):
+        ca, cb = pair.filters[chain]
+        return compare(ca, cb, with_state(domain(chain, state, pair.where), sa), sb)
+    if chain not in replies:
+        replies[chain] = replies_of(chain, pair)
+    def test(o: Box) -> RuleBox:
+        return reply_test(state, o)
+    if state == CtState.ESTABLISHED:
+        return diff_replies.established(replies[chain], test)
+    return diff_replies.related(replies[chain], with_state(domain(chain, state, pair.where), sa),
+                                sb, test)
+
+
+def replies_of(chain: str, pair: Pair) -> diff_replies.Openers:
+    """The openers of the connections whose replies come back through `chain`: a set read from
+    their boxes when NAT rules may narrow them (translated_alike), a BDD otherwise."""
+    where, a, b = pair.where, pair.a, pair.b
+    opener = OPENER_CHAIN[chain]
+    nat = ((opener != "output" and any(c.boxes for c in pair.dnat))
+           or (opener != "input" and any(c.boxes for c in pair.snat)))
+    new = (state_value(a, CtState.NEW), state_value(b, CtState.NEW))
+    established = (state_value(a, CtState.ESTABLISHED), state_value(b, CtState.ESTABLISHED))
+    return diff_replies.Openers(
+        pair.filters[opener], pair.filters[chain], new, established,
+        with_state(domain(opener, CtState.NEW, where), new[0]),
+        with_state(domain(chain, CtState.ESTABLISHED, where), established[0]),
+        lambda: openers(chain, pair), nat)
 
 
 def openers(chain: str, pair: Pair) -> list[Box]:
@@ -522,24 +557,12 @@ def openers(chain: str, pair: Pair) -> list[Box]:
     return found
 
 
-def state_region(chain: str, state: str | None, pair: Pair) -> list[Box]:
-    """The chain's packets in this state; replies and errors only of connections both files
-    let open (each box tagged with the opener box it answers)."""
-    boxes = domain(chain, state, pair.where)
-    if state not in (CtState.ESTABLISHED, CtState.RELATED):
-        return boxes
-    out = []
-    for o in openers(chain, pair):
-        if state == CtState.ESTABLISHED:
-            rev = reversed_box(o)
-            test: RuleBox = tuple((i, rev[i]) for i in range(TAG) if i != F["ct_state"])
-        else:
-            test = ((F["daddr"], o[F["saddr"]]), (F["oif"], o[F["iif"]]))
-        for d in boxes:
-            x = space.intersect(d, test)
-            if x is not None:
-                out.append((*x[:TAG], o))
-    return out
+def reply_test(state: str | None, opener: Box) -> RuleBox:
+    """The replies (`established`) or errors (`related`) of an opener box, as a rule box."""
+    if state == CtState.ESTABLISHED:
+        rev = reversed_box(opener)
+        return tuple((i, rev[i]) for i in range(TAG) if i != F["ct_state"])
+    return ((F["daddr"], opener[F["saddr"]]), (F["oif"], opener[F["iif"]]))
 
 
 # -- examples --------------------------------------------------------------------------------

@@ -58,12 +58,19 @@ def families(region: list[Box]) -> list[list[Box]]:
 class Side:
     """One piece walked by both chains."""
 
-    def __init__(self, a: Chain, b: Chain, boxes: list[Box], b_state: int | None) -> None:
+    def __init__(self, a: Chain, b: Chain, boxes: list[Box], b_state: int | None,
+                 built: tuple[Packets, Function] | None = None) -> None:
+        """`built`: a manager and the region within `boxes` to walk, when the caller made them
+        (diff_replies.py: the replies of the openers, in a manager made for both)."""
         spans = [ranges.norm(p for box in boxes for p in box[i]) for i in range(TAG)]
         state = [] if b_state is None else [((F["ct_state"], ranges.point(b_state)),)]
         self.boxes = boxes
-        self.p = p = Packets.of([*a.boxes, *b.boxes, *state], boxes)
-        region = p.region(boxes)
+        if built is None:
+            p = Packets.of([*a.boxes, *b.boxes, *state], boxes)
+            region = p.region(boxes)
+        else:
+            p, region = built
+        self.p = p
         self.a = walk(p, a, region, spans)
         if b_state is not None:
             ct = [v.var for v in p.vars[F["ct_state"]]]
