@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from fw.analysis.bdd import Function, Packets, alone, meets
+from fw.analysis.bdd import Function, Packets, alone
 from fw.analysis.space import TAG, Box
 from fw.core import ranges
 from fw.core.fields import F
@@ -62,23 +62,30 @@ class Side:
                  built: tuple[Packets, Function] | None = None) -> None:
         """`built`: a manager and the region within `boxes` to walk, when the caller made them
         (diff_replies.py: the replies of the openers, in a manager made for both)."""
-        spans = [ranges.norm(p for box in boxes for p in box[i]) for i in range(TAG)]
-        state = [] if b_state is None else [((F["ct_state"], ranges.point(b_state)),)]
+        spans = spans_of(boxes)
+        b_spans = list(spans)
+        state = []
+        if b_state is not None:
+            state = [((F["ct_state"], ranges.point(b_state)),)]
+            b_spans[F["ct_state"]] = ranges.point(b_state)
+        live_a, live_b = live(a, spans), live(b, b_spans)
         self.boxes = boxes
         if built is None:
-            p = Packets.of([*a.boxes, *b.boxes, *state], boxes)
+            # only the rules that can meet the piece cut its values into classes: fewer
+            # classes, smaller sets (an IPv6 rule's hosts are no cut of an IPv4 piece)
+            rules = [*(a.boxes[k] for k in live_a), *(b.boxes[k] for k in live_b)]
+            p = Packets.of([*rules, *state], boxes)
             region = p.region(boxes)
         else:
             p, region = built
         self.p = p
-        self.a = walk(p, a, region, spans)
+        self.a = walk(p, a, region, spans, live_a)
         if b_state is not None:
             ct = [v.var for v in p.vars[F["ct_state"]]]
             to = p.values(F["ct_state"], ranges.point(b_state))
             self.a = [(o, p.bdd.exist(ct, f) & to) for o, f in self.a]
             region = p.bdd.exist(ct, region) & to
-            spans[F["ct_state"]] = ranges.point(b_state)
-        self.b = walk(p, b, region, spans)
+        self.b = walk(p, b, region, b_spans, live_b)
         self.b_state = b_state
 
     def pairs(self, keep: Callable[[Outcome, Outcome], bool], differing: bool) -> Found:
@@ -137,13 +144,35 @@ class Side:
         return [(*b[:i], ranges.point(self.b_state), *b[i + 1:]) for b in boxes]
 
 
-def walk(p: Packets, chain: Chain, region: Function, spans: Sequence[ranges.Ranges]
-         ) -> list[tuple[Outcome, Function]]:
-    """(outcome, the packets it gets) for each rule that decides some, then the default."""
-    live = [k for k, rule in enumerate(chain.boxes) if meets(rule, spans)]
-    parts, rest = p.first_match([p.rule(chain.boxes[k]) for k in live], region, None,
-                                [alone(chain.boxes[k], spans) for k in live])
-    out = [(chain.outcomes[k], f) for k, f in zip(live, parts, strict=True) if f != p.false]
+def spans_of(boxes: Sequence[Box]) -> list[ranges.Ranges]:
+    return [ranges.norm(p for box in boxes for p in box[i]) for i in range(TAG)]
+
+
+def live(chain: Chain, spans: Sequence[ranges.Ranges]) -> list[int]:
+    """The chain's rules that can meet packets within spans (bdd.meets, each distinct test
+    asked once: rules repeat their protocols and interfaces, and a diff asks this of every
+    rule of four chains for every piece)."""
+    asked: dict[tuple[int, ranges.Ranges], bool] = {}
+    out = []
+    for k, rule in enumerate(chain.boxes):
+        for test in rule:
+            hit = asked.get(test)
+            if hit is None:
+                hit = asked[test] = ranges.overlaps(test[1], spans[test[0]])
+            if not hit:
+                break
+        else:
+            out.append(k)
+    return out
+
+
+def walk(p: Packets, chain: Chain, region: Function, spans: Sequence[ranges.Ranges],
+         rules: list[int]) -> list[tuple[Outcome, Function]]:
+    """(outcome, the packets it gets) for each rule that decides some, then the default
+    (`rules`: the live ones)."""
+    parts, rest = p.first_match([p.rule(chain.boxes[k]) for k in rules], region, None,
+                                [alone(chain.boxes[k], spans) for k in rules])
+    out = [(chain.outcomes[k], f) for k, f in zip(rules, parts, strict=True) if f != p.false]
     if rest != p.false:
         out.append((chain.default, rest))
     return out

@@ -114,6 +114,14 @@ class Openers:
     from_boxes: bool                     # NAT rules: the set is read from those boxes
     _pieces: dict[Key, Piece] | None = field(default=None, repr=False)
     _boxes: list[Box] | None = field(default=None, repr=False)
+    _mirrored: tuple[Chain, Chain] | None = field(default=None, repr=False)
+
+    def mirrored(self) -> tuple[Chain, Chain]:
+        """The reply chains with their rules mirrored (see Piece)."""
+        if self._mirrored is None:
+            a, b = self.reply
+            self._mirrored = (mirrored_chain(a), mirrored_chain(b))
+        return self._mirrored
 
     def opener_boxes(self) -> list[Box]:
         if self._boxes is None:
@@ -132,8 +140,8 @@ class Openers:
         return self._pieces
 
     def piece(self, opened: list[Box], replied: list[Box], given: list[Box]) -> Piece:
-        rules = [*self.opener[0].boxes, *self.opener[1].boxes,
-                 *(mirrored(r) for c in self.reply for r in c.boxes)]
+        rules = [*self.live(self.opener, opened, self.new),
+                 *self.live(self.mirrored(), replied, self.established)]
         sets = [pair for rule in rules for pair in rule]
         sets += [(F["ct_state"], ranges.point(v)) for v in (*self.new, *self.established)]
         sets += [(F["icmp_type"], ranges.point(t)) for pair in ANSWERS for t in pair]
@@ -149,6 +157,14 @@ class Openers:
         both = side.united(side.a, "accept") & side.united(side.b, "accept")
         piece.opened = piece.without(both, [F["ct_state"]])
         return piece
+
+    @staticmethod
+    def live(chains: tuple[Chain, Chain], boxes: list[Box], states: tuple[int, int]
+             ) -> list[RuleBox]:
+        """The rules of either chain that can meet the boxes, in either file's state."""
+        spans = diff_bdd.spans_of(boxes)
+        spans[F["ct_state"]] = ranges.norm((v, v) for v in states)
+        return [c.boxes[k] for c in chains for k in diff_bdd.live(c, spans)]
 
     def sources(self, family: int) -> list[RuleBox]:
         """Where `related` errors of the family go: (daddr, oif) of each opener's
@@ -172,7 +188,7 @@ def established(openers: Openers, test: Callable[[Box], RuleBox]) -> Found:
     """Where the two chains disagree on the replies (`test`: an opener's replies). The chains
     walk the mirrored replies with their rules mirrored too."""
     out: Found = []
-    ra, rb = (mirrored_chain(c) for c in openers.reply)
+    ra, rb = openers.mirrored()
     domain = grouped(openers.replies)
     for piece in openers.pieces().values():
         if not piece.replies or piece.opened == piece.p.false:

@@ -124,6 +124,8 @@ def union(a: Ranges, b: Ranges) -> Ranges:
 def overlaps(a: Ranges, b: Ranges) -> bool:
     if not a or not b:
         return False
+    if len(a) == 1 and len(b) == 1:  # the common case (a rule's value against a span): no bisect
+        return a[0][0] <= b[0][1] and b[0][0] <= a[0][1]
     if len(a) < len(b):
         a, b = b, a
     for lo, hi in b:
