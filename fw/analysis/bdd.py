@@ -125,6 +125,14 @@ class Packets:
             out = out | self.box(box)
         return out
 
+    def union(self, parts: Iterable[Function]) -> Function:
+        """The union of many sets, two by two: the operands stay small (or-ing thousands of
+        disjoint parts one after the other rebuilds an ever larger union each time)."""
+        fs = [f for f in parts if f != self.false]
+        while len(fs) > 1:
+            fs = [fs[i] | fs[i + 1] if i + 1 < len(fs) else fs[i] for i in range(0, len(fs), 2)]
+        return fs[0] if fs else self.false
+
     def project(self, u: Function, i: int) -> Ranges:
         """The values field i takes in the set u."""
         others = [v.var for j in ORDER if j != i for v in self.vars[j]]
@@ -235,6 +243,14 @@ class Region:
         """The part of the region a rule box matches (its range ends must be among those the
         manager was made with: see `walk`'s `extra`)."""
         return self.function & self.packets.rule(rule)
+
+    def union(self, parts: Iterable[Function]) -> Function:
+        """The union of many sets, two by two: the operands stay small (or-ing thousands of
+        disjoint parts one after the other rebuilds an ever larger union each time)."""
+        fs = [f for f in parts if f != self.false]
+        while len(fs) > 1:
+            fs = [fs[i] | fs[i + 1] if i + 1 < len(fs) else fs[i] for i in range(0, len(fs), 2)]
+        return fs[0] if fs else self.false
 
     def project(self, u: Function, i: int) -> Ranges:
         """The values field i takes in u (a part of this region)."""

@@ -79,24 +79,41 @@ class Side:
         else:
             p, region = built
         self.p = p
-        self.a = walk(p, a, region, spans, live_a)
-        if b_state is not None:
+        # a common first part of the chains (a file against an edited copy of itself) is
+        # walked once: it decides alike in both (same tests, same verdicts, same ct state)
+        same_state = b_state is None or spans[F["ct_state"]] == ranges.point(b_state)
+        k = common_prefix(a, b) if same_state else 0
+        shared = [i for i in live_a if i < k]
+        self.a, self.b = [], []
+        if shared:
+            parts, region = p.first_match([p.rule(a.boxes[i]) for i in shared], region, None,
+                                          [alone(a.boxes[i], spans) for i in shared])
+            for i, f in zip(shared, parts, strict=True):
+                if f != p.false:
+                    self.a.append((a.outcomes[i], f))
+                    self.b.append((b.outcomes[i], f))
+        # the parts after the common ones: only there can the verdicts differ
+        self.own_a = walk(p, a, region, spans, [i for i in live_a if i >= k])
+        if b_state is not None and not same_state:
             ct = [v.var for v in p.vars[F["ct_state"]]]
             to = p.values(F["ct_state"], ranges.point(b_state))
-            self.a = [(o, p.bdd.exist(ct, f) & to) for o, f in self.a]
+            self.own_a = [(o, p.bdd.exist(ct, f) & to) for o, f in self.own_a]
             region = p.bdd.exist(ct, region) & to
-        self.b = walk(p, b, region, b_spans, live_b)
+        self.own_b = walk(p, b, region, b_spans, [i for i in live_b if i >= k])
+        self.a += self.own_a
+        self.b += self.own_b
         self.b_state = b_state
 
     def pairs(self, keep: Callable[[Outcome, Outcome], bool], differing: bool) -> Found:
         p, false = self.p, self.p.false
         where = self.differ() if differing else p.true
+        a, b = (self.own_a, self.own_b) if differing else (self.a, self.b)
         out: Found = []
-        for oa, fa in self.a:
+        for oa, fa in a:
             x = fa & where
             if x == false:
                 continue
-            for ob, fb in self.b:
+            for ob, fb in b:
                 if keep(oa, ob):
                     y = x & fb
                     if y != false:
@@ -104,23 +121,15 @@ class Side:
         return out
 
     def united(self, parts: list[tuple[Outcome, Function]], verdict: str) -> Function:
-        out = self.p.false
-        for o, f in parts:
-            if o.verdict == verdict:
-                out = out | f
-        return out
+        return self.p.union(f for o, f in parts if o.verdict == verdict)
 
     def differ(self) -> Function:
-        by_a: dict[str, Function] = {}
-        by_b: dict[str, Function] = {}
-        for o, f in self.a:
-            by_a[o.verdict] = by_a.get(o.verdict, self.p.false) | f
-        for o, f in self.b:
-            by_b[o.verdict] = by_b.get(o.verdict, self.p.false) | f
-        out = self.p.false
-        for verdict, f in by_a.items():
-            out = out | (f & ~by_b.get(verdict, self.p.false))
-        return out
+        """Where the verdicts differ (only after the common first rules)."""
+        verdicts = {o.verdict for o, _ in self.own_a}
+        out = []
+        for verdict in verdicts:
+            out.append(self.united(self.own_a, verdict) & ~self.united(self.own_b, verdict))
+        return self.p.union(out)
 
     def tagged(self, u: Function) -> list[Box]:
         """The set as boxes, each cut by the part of the region each tag holds."""
@@ -142,6 +151,16 @@ class Side:
             return boxes
         i = F["ct_state"]
         return [(*b[:i], ranges.point(self.b_state), *b[i + 1:]) for b in boxes]
+
+
+def common_prefix(a: Chain, b: Chain) -> int:
+    """How many first rules the chains share (the same tests and verdicts)."""
+    k = 0
+    for ra, rb, oa, ob in zip(a.boxes, b.boxes, a.outcomes, b.outcomes, strict=False):
+        if ra != rb or oa.verdict != ob.verdict:
+            break
+        k += 1
+    return k
 
 
 def spans_of(boxes: Sequence[Box]) -> list[ranges.Ranges]:
