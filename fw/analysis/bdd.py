@@ -282,13 +282,13 @@ def walk(rules: Sequence[RuleBox], region: list[Box], wanted: Sequence[bool] | N
 
 
 def united(regions: Iterable[Region]) -> list[Region]:
-    """The regions of one piece (manager and tag) as one: fewer, larger sets to project."""
-    out: dict[tuple[int, int], Region] = {}
+    """The regions of one piece (manager and tag) as one: fewer, larger sets to project
+    (united two by two: `Packets.union`)."""
+    groups: dict[tuple[int, int], list[Region]] = {}
     for r in regions:
-        key = (id(r.packets), id(r.tag))
-        had = out.get(key)
-        out[key] = r if had is None else Region(r.tag, r.packets, had.function | r.function)
-    return list(out.values())
+        groups.setdefault((id(r.packets), id(r.tag)), []).append(r)
+    return [Region(rs[0].tag, rs[0].packets, rs[0].packets.union(r.function for r in rs))
+            for rs in groups.values()]
 
 
 def first_match(rules: Sequence[RuleBox], region: list[Box],
