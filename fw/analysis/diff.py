@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from fw.analysis import diff_bdd, diff_replies, space
 from fw.analysis.diff_example import (
@@ -518,8 +519,7 @@ def compared(chain: str, state: str | None, pair: Pair,
         return compare(ca, cb, with_state(domain(chain, state, pair.where), sa), sb)
     if chain not in replies:
         replies[chain] = replies_of(chain, pair)
-    def test(o: Box) -> RuleBox:
-        return reply_test(state, o)
+    test = partial(reply_test, state)
     if state == CtState.ESTABLISHED:
         return diff_replies.established(replies[chain], test)
     return diff_replies.related(replies[chain], with_state(domain(chain, state, pair.where), sa),
