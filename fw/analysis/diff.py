@@ -514,6 +514,13 @@ def compared(chain: str, state: str | None, pair: Pair,
     without a region per opener (diff_replies.py); `replies` keeps each chain's openers for
     both states."""
     sa, sb = state_value(pair.a, state), state_value(pair.b, state)
+    if state == CtState.NEW and OPENER_CHAIN[chain] == chain:
+        # the openers of forward's replies are forward's own new packets: one walk for both
+        if chain not in replies:
+            replies[chain] = replies_of(chain, pair)
+        found = replies[chain].new_pairs()
+        if found is not None:
+            return found
     if state not in (CtState.ESTABLISHED, CtState.RELATED):
         ca, cb = pair.filters[chain]
         return compare(ca, cb, with_state(domain(chain, state, pair.where), sa), sb)

@@ -80,6 +80,7 @@ class Piece:
     p: Packets
     opened: Function  # the openers, ct state left out
     replies: list[Box]  # the established replies' domain, mirrored
+    side: diff_bdd.Side | None = None  # the openers' chains walked over their domain
 
     def without(self, u: Function, fields: Sequence[int]) -> Function:
         return self.p.bdd.exist([v.var for i in fields for v in self.p.vars[i]], u)
@@ -156,7 +157,20 @@ class Openers:
         side = diff_bdd.Side(*self.opener, opened, self.new[1], (p, p.region(opened)))
         both = side.united(side.a, "accept") & side.united(side.b, "accept")
         piece.opened = piece.without(both, [F["ct_state"]])
+        piece.side = side
         return piece
+
+    def new_pairs(self) -> Found | None:
+        """Where the openers' chains disagree on their new packets, from the walks that found
+        the openers (`forward` is its replies' opener chain: its `new` packets need not be
+        walked twice); None when the openers were read from boxes (no walk kept)."""
+        if self.from_boxes:
+            return None
+        out: Found = []
+        for piece in self.pieces().values():
+            if piece.side is not None:
+                out += piece.side.pairs(lambda x, y: x.verdict != y.verdict, True)
+        return out
 
     @staticmethod
     def live(chains: tuple[Chain, Chain], boxes: list[Box], states: tuple[int, int]
