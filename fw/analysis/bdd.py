@@ -245,12 +245,7 @@ class Region:
         return self.function & self.packets.rule(rule)
 
     def union(self, parts: Iterable[Function]) -> Function:
-        """The union of many sets, two by two: the operands stay small (or-ing thousands of
-        disjoint parts one after the other rebuilds an ever larger union each time)."""
-        fs = [f for f in parts if f != self.false]
-        while len(fs) > 1:
-            fs = [fs[i] | fs[i + 1] if i + 1 < len(fs) else fs[i] for i in range(0, len(fs), 2)]
-        return fs[0] if fs else self.false
+        return self.packets.union(parts)
 
     def project(self, u: Function, i: int) -> Ranges:
         """The values field i takes in u (a part of this region)."""
