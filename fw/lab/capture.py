@@ -54,8 +54,10 @@ class Capture:
     label: str = ""  # how to say the interface: `lan (eth1)` where an attachment renames it
 
     def argv(self) -> list[str]:
+        # --immediate-mode: without it libpcap hands packets over a ring block at a time (or
+        # after its timeout), and a Ctrl-C soon after the traffic lost them all: 0 packets
         cmd = ["timeout", "--signal=INT", f"{self.seconds:g}", "tcpdump", "-i", self.interface,
-               "-n", "-U", "-Z", "root", "-w", str(self.out)]
+               "-n", "-U", "--immediate-mode", "-Z", "root", "-w", str(self.out)]
         if self.inbound_only:
             cmd += ["-Q", "in"]
         if self.count is not None:

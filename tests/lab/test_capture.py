@@ -37,7 +37,7 @@ def test_capture_on_the_firewall_then_replay_it(cli_lab, tmp_path) -> None:
         cap = start_capture(lab, "fw", "-o", str(pcap), "--seconds", "120")
         page = lab.cli("exec", "client", "--", "curl", "-4", "-s", "-m", "5",
                        "--retry", "3", "--retry-connrefused", "http://server/")
-        time.sleep(0.5)  # the last FIN and ACK
+        time.sleep(0.2)  # the last FIN and ACK (tcpdump hands each packet over at once)
         cap.send_signal(signal.SIGINT)  # Ctrl-C, to the capture this test started
         out, err = cap.communicate(timeout=20)
     finally:
