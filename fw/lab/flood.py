@@ -168,12 +168,13 @@ def _wait_listening(handle: Any, host: str, port: int, timeout: float = 5.0) -> 
 
 
 def _watch_inside(handle: Any, workdir: Path, seconds: float) -> Any:
-    """tcpdump on the client: every packet from the attacker that got through (bounded)."""
+    """tcpdump on the client: every packet from the attacker that got through (bounded; in
+    immediate mode, so that none still waits in libpcap's ring when the time is up)."""
     attacker = _address(handle, "attacker")
     with (workdir / "tcpdump.err").open("wb") as err:
         return handle.spawn("client", ["timeout", f"{seconds:g}", "tcpdump", "-i", "eth0", "-n",
-                                       "-c", "100000", "-w", "/dev/null", "src", "host",
-                                       attacker], stdout=DEVNULL, stderr=err)
+                                       "--immediate-mode", "-c", "100000", "-w", "/dev/null",
+                                       "src", "host", attacker], stdout=DEVNULL, stderr=err)
 
 
 def _reached_inside(workdir: Path) -> int | None:
