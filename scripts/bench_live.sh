@@ -134,55 +134,7 @@ if [ "$MODE" = workers ]; then
         export "UDP_${key//-/_}=${UDP[$key]}" "SPLIT_${key//-/_}=${SPLIT[$key]}"
     done
     export SECS UDP_kernel
-    "$PY" - <<'EOF'
-import os, platform, re, time
-from pathlib import Path
-
-e = os.environ
-def num(v):
-    try:
-        return float(v)
-    except ValueError:
-        return None
-def mean(xs):
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
-m1 = mean([num(e[f"UDP_w1_{r}"]) for r in (1, 2)])
-m2 = mean([num(e[f"UDP_w2_{r}"]) for r in (1, 2)])
-lines = [
-    "## Live lab: several workers",
-    "",
-    f"`sudo scripts/bench_live.sh workers` ({time.strftime('%Y-%m-%d')}, kernel "
-    f"{platform.release()}, {os.cpu_count()} CPUs; {e['SECS']} s per run). The default lab with "
-    "tests/lab/rules/bench-stateful.fw, netlink backend; iperf3 UDP, 64-byte datagrams at "
-    "unlimited rate from 4 flows (`-P 4`: four client ports) from `client` to `server`, received "
-    "packets per second; `fwlab up --workers 1` and `--workers 2` alternately, twice each. "
-    "iperf3's client and server, the kernel and the workers share the CPUs. Load average at "
-    f"the end {os.getloadavg()[0]:.1f}." + (f" {e['BENCH_NOTE']}" if e.get("BENCH_NOTE") else ""),
-    "",
-    "| round | --workers 1 kpps | --workers 2 kpps | packets judged per worker (--workers 2) |",
-    "|---|---:|---:|---|",
-]
-for r in (1, 2):
-    lines.append(f"| {r} | {e[f'UDP_w1_{r}']} | {e[f'UDP_w2_{r}']} | {e[f'SPLIT_w2_{r}']} |")
-ratio = f"{m2 / m1:.2f}" if m1 and m2 else "n/a"
-lines += ["", f"The same 4 flows with no queue at all (kernel forwarding, the lab's engine "
-          f"stopped and its queue rules removed): {e['UDP_kernel']} kpps, the senders' ceiling "
-          "here.", "",
-          f"Goal (issue 13): --workers 2 >= 1.3 x --workers 1; measured {ratio} x "
-          "(the means of the two rounds).", ""]
-section = "\n".join(lines)
-print(section)
-doc = Path("docs/benchmarks.md")
-text = doc.read_text()
-pattern = re.compile(r"^## Live lab: several workers\n.*?(?=^## |\Z)", re.S | re.M)
-if pattern.search(text):
-    text = pattern.sub(lambda m: section + "\n", text)
-else:  # right after the live lab section
-    live = re.compile(r"(^## Live lab\n.*?)(?=^## |\Z)", re.S | re.M)
-    text = live.sub(lambda m: m.group(1) + section + "\n", text, count=1)
-doc.write_text(text.rstrip("\n") + "\n")
-EOF
+    "$PY" "$(dirname "$0")/bench_live_report.py" workers
     exit 0
 fi
 
@@ -218,69 +170,4 @@ fwlab down --name "$NAME" >/dev/null
 ROWS="kernel all-netfilterqueue all-netlink nfq-stateless nfq-stateful nfq-masquerade nl-stateless nl-stateful nl-masquerade"
 for key in $ROWS; do export "TCP_${key//-/_}=${TCP[$key]}" "UDP_${key//-/_}=${UDP[$key]}"; done
 export SECS UP_S BUILD_S DOWN_S
-"$PY" - <<'EOF'
-import os, platform, re, subprocess, time
-from pathlib import Path
-
-e = os.environ
-def num(v):
-    try:
-        return float(v)
-    except ValueError:
-        return None
-def ratio(v, base):
-    a, b = num(v), num(base)
-    return f"{a / b:.2f}" if a is not None and b else "n/a"
-
-rows = [("kernel forwarding, no queue", "kernel"),
-        ("accept-all consumer, netfilterqueue", "all_netfilterqueue"),
-        ("accept-all consumer, netlink", "all_netlink"),
-        ("fwlab stateless, netfilterqueue", "nfq_stateless"),
-        ("fwlab stateful, netfilterqueue", "nfq_stateful"),
-        ("fwlab stateful + masquerade, netfilterqueue", "nfq_masquerade"),
-        ("fwlab stateless, netlink", "nl_stateless"),
-        ("fwlab stateful, netlink", "nl_stateful"),
-        ("fwlab stateful + masquerade, netlink", "nl_masquerade")]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-iperf = subprocess.run(["iperf3", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-lines = [
-    "## Live lab",
-    "",
-    f"`sudo scripts/bench_live.sh` ({time.strftime('%Y-%m-%d')}, kernel {platform.release()}, "
-    f"{os.cpu_count()} CPUs: {cpu}; {iperf.split(' (')[0]}; {e['SECS']} s per run). iperf3 from "
-    "`client` to `server` through the firewall namespace of a lab (one lab per queue backend): "
-    "TCP one stream, UDP 64-byte datagrams at unlimited rate (received packets per second). "
-    "Client, server, the consumer and the kernel share the same CPUs; load average at the end "
-    f"{os.getloadavg()[0]:.1f} (other work on the machine moves the absolute numbers; the "
-    "ratios, measured minutes apart, move less)." + (f" {e['BENCH_NOTE']}" if e.get("BENCH_NOTE")
-                                                    else ""),
-    "",
-    "| path | TCP Gbit/s | x kernel | x accept-all | UDP 64 B kpps | x accept-all |",
-    "|---|---:|---:|---:|---:|---:|",
-]
-for label, key in rows:
-    t, u = e[f"TCP_{key}"], e[f"UDP_{key}"]
-    lines.append(f"| {label} | {t} | {ratio(t, e['TCP_kernel'])} "
-                 f"| {ratio(t, e['TCP_all_netfilterqueue'])} "
-                 f"| {u} | {ratio(u, e['UDP_all_netfilterqueue'])} |")
-lines += [
-    "",
-    f"`fwlab up` (default lab, daemon ready): {float(e['UP_S']):.2f} s, of which building the "
-    f"namespaces {float(e['BUILD_S']):.2f} s; `fwlab down`: {float(e['DOWN_S']):.2f} s.",
-    "Goals (issue 13, the netlink backend): stateful TCP >= 0.5 x kernel "
-    f"({ratio(e['TCP_nl_stateful'], e['TCP_kernel'])}), stateful + masquerade TCP >= 0.3 x "
-    f"kernel ({ratio(e['TCP_nl_masquerade'], e['TCP_kernel'])}), stateful UDP 64 B >= 1.0 x "
-    "the netfilterqueue accept-all consumer "
-    f"({ratio(e['UDP_nl_stateful'], e['UDP_all_netfilterqueue'])}). "
-    "x accept-all: against the netfilterqueue consumer.",
-    "",
-]
-section = "\n".join(lines)
-print(section)
-doc = Path("docs/benchmarks.md")
-text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-pattern = re.compile(r"^## Live lab\n.*?(?=^## |\Z)", re.S | re.M)
-text = pattern.sub(lambda m: section + "\n", text) if pattern.search(text) else (
-    text.rstrip("\n") + "\n\n" + section)
-doc.write_text(text.rstrip("\n") + "\n")
-EOF
+"$PY" "$(dirname "$0")/bench_live_report.py" live

@@ -44,3 +44,19 @@ SHELL_SCRIPTS = sorted(path for path in SCRIPTS.iterdir()
 def test_every_shell_script_parses(path: Path) -> None:
     result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_benchmark_section_is_replaced_in_place_or_added_after_its_neighbour(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(SCRIPTS))
+    import bench_doc
+
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Live lab\n\nold\n\n## Floods\n\nf\n")
+    monkeypatch.setattr(bench_doc, "DOC", doc)
+    bench_doc.write_section("## Live lab: several workers", "## Live lab: several workers\n\nw\n",
+                            after="## Live lab")
+    bench_doc.write_section("## Live lab", "## Live lab\n\nnew\n")
+    bench_doc.write_section("## Soak", "## Soak\n\ns\n", after="## Nowhere")
+    assert doc.read_text() == ("# Benchmarks\n\n## Live lab\n\nnew\n\n## Live lab: several "
+                               "workers\n\nw\n\n## Floods\n\nf\n\n## Soak\n\ns\n")
