@@ -65,7 +65,10 @@ def test_thirty_requests_spread_as_each_method_promises(cli_lab, tmp_path: Path)
         assert lab.cli("reload", str(rules_with(method, tmp_path))).returncode == 0
         spread = requests(lab)
         assert set(spread) <= set(BACKENDS) and sum(spread.values()) == REQUESTS
-        assert all(4 <= spread[name] <= 17 for name in BACKENDS), (method, spread)
+        # every member chosen, none taking nearly all: 30 draws of 1 in 3 (source ports are
+        # random) give a member 0 with probability 5e-6 and 23 or more 1.5e-6, where the old
+        # bounds 4..17 failed about 3% of runs (a fresh-clone CI run saw web1 get 3)
+        assert all(1 <= spread[name] <= 22 for name in BACKENDS), (method, spread)
     assert lab.cli("reload", str(rules_with("source-hash", tmp_path))).returncode == 0
     assert len(requests(lab)) == 1
 
