@@ -33,6 +33,7 @@ from functools import partial
 
 from fw.analysis import diff_bdd, diff_replies, space
 from fw.analysis.diff_example import (
+    ANSWERS,
     SWAPS,
     Points,
     first_of,
@@ -232,9 +233,7 @@ def answers(queries: Ranges) -> Ranges:
     timestamp request by a timestamp reply (conntrack keys queries on their type, as Linux).
     Types that open nothing leave the whole family (loose: no state comes of them)."""
     proto = queries[0][0] >> 8
-    replies = QUERY_REPLY[4 if proto == ICMP else 6]
-    found = [(proto << 8 | r,) * 2 for q, r in replies.items()
-             if ranges.contains(queries, proto << 8 | q)]
+    found = [(r, r) for q, r in ANSWERS if ranges.contains(queries, q)]
     return ranges.norm(found) if found else ((proto << 8, proto << 8 | 0xFF),)
 
 
@@ -242,10 +241,9 @@ def asked(reply: int, queries: Ranges) -> int:
     """The opener's ICMP type for an example reply: the query it answers, when the opener
     may be that query."""
     if reply != MISSING:
-        proto = reply >> 8
-        for q, r in QUERY_REPLY[4 if proto == ICMP else 6].items():
-            if proto << 8 | r == reply and ranges.contains(queries, proto << 8 | q):
-                return proto << 8 | q
+        for q, r in ANSWERS:
+            if r == reply and ranges.contains(queries, q):
+                return q
     return value(queries)
 
 

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from typing import TypeVar
 
 from fw.analysis import space
 from fw.analysis.space import TAG, Box, RuleBox
 from fw.core import ranges
 from fw.core.fields import MISSING, F
-from fw.core.protocols import ACK, ICMP, ICMPV6, SYN, TCP, UDP
+from fw.core.protocols import ACK, ICMP, ICMPV6, QUERY_REPLY, SYN, TCP, UDP
 from fw.core.ranges import Ranges
 from fw.craft import TCP_FLAG_LETTERS
 
 SWAPS = (("saddr", "daddr"), ("sport", "dport"), ("iif", "oif"))
+# (query, reply) ICMP types, encoded: an echo request is answered by an echo reply only
+# (conntrack keys queries on their type, as Linux)
+ANSWERS = tuple((p << 8 | q, p << 8 | r) for p, f in ((ICMP, 4), (ICMPV6, 6))
+                for q, r in QUERY_REPLY[f].items())
 SWAPPED = {F[x]: F[y] for a, b in SWAPS for x, y in ((a, b), (b, a))}
 PREFERRED_ADDRESSES = ("198.51.100.66", "203.0.113.66", "192.0.2.10", "192.0.2.66",
                        "198.51.100.10", "203.0.113.10", "2001:db8:2::66", "2001:db8:1::10",
@@ -32,6 +37,7 @@ PREFERRED_PROTOCOLS = (TCP, UDP, ICMP, ICMPV6, 47)  # 47: GRE, a protocol rules 
 PREFERRED_ICMP = tuple(p << 8 | t for t4, t6 in ((8, 128), (0, 129), (3, 1), (11, 3))
                        for p, t in ((ICMP, t4), (ICMPV6, t6)))  # echo, reply, errors
 PREFERRED_FLAGS = (SYN, SYN | ACK, ACK, ACK | 0x08, ACK | 0x01, 0x04, ACK | 0x04, 0x01)
+T = TypeVar("T")
 MAX_PIECES = 64  # a point avoiding NAT rules is looked for among this many pieces
 ISN_OPENER, ISN_REPLY = 1000, 5000
 
@@ -184,7 +190,8 @@ def packet_text(v: list[int], extra: str = "") -> str:
     return f"{text} {extra}".rstrip()
 
 
-def reversed_point(v: list[int]) -> list[int]:
+def reversed_point(v: Sequence[T]) -> list[T]:
+    """A point (or a box: any per-field sequence) seen from the other direction."""
     out = list(v)
     for i, j in SWAPPED.items():
         out[i] = v[j]

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 
 from fw.analysis import diff_bdd, space
 from fw.analysis.bdd import ORDER, Function, Packets
-from fw.analysis.diff_example import SWAPPED
+from fw.analysis.diff_example import ANSWERS, SWAPPED, reversed_point
 from fw.analysis.space import TAG, Box, RuleBox
 from fw.core import ranges
 from fw.core.fields import F
-from fw.core.protocols import ICMP, ICMPV6, QUERY_REPLY
+from fw.core.protocols import ICMP, ICMPV6
 
 if TYPE_CHECKING:
     from fw.analysis.diff import Chain, Outcome
@@ -37,9 +37,6 @@ Found = list[tuple[Box, "Outcome", "Outcome"]]
 Key = tuple  # a piece: (protocols, daddr family, saddr family), as diff_bdd.families groups
 # fields an opener's replies do not take from it (their own domain says them)
 NOT_SWAPPED = (F["ct_state"], F["tcp_flags"], F["icmp_type"])
-# (query, reply) ICMP types, encoded: an echo request is answered by an echo reply only
-ANSWERS = tuple((p << 8 | q, p << 8 | r) for p, f in ((ICMP, 4), (ICMPV6, 6))
-                for q, r in QUERY_REPLY[f].items())
 
 
 def key(box: Box) -> Key:
@@ -60,10 +57,7 @@ def mirrored(rule: RuleBox) -> RuleBox:
 
 
 def mirrored_box(box: Box) -> Box:
-    out = list(box)
-    for i, j in SWAPPED.items():
-        out[i] = box[j]
-    return tuple(out)
+    return tuple(reversed_point(box))
 
 
 def mirrored_chain(chain: Chain) -> Chain:
@@ -234,9 +228,7 @@ def related(openers: Openers, domain: list[Box], b_state: int, test: Callable[[B
             continue
         p = Packets.of([*ra.boxes, *rb.boxes, ((F["ct_state"], ranges.point(b_state)),),
                         *towards], boxes)
-        sent = p.false
-        for rule in towards:
-            sent = sent | p.rule(rule)
+        sent = p.union(p.rule(rule) for rule in towards)
         side = diff_bdd.Side(ra, rb, boxes, b_state, (p, p.region(boxes) & sent))
         differ = side.differ()
         if differ == p.false:

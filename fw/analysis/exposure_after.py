@@ -42,6 +42,7 @@ from fw.packetspec import parse_packet
 
 NONE = ranges.point(MISSING)
 STEP = 0.001  # seconds between the packets, as explain --after spaces them
+REPLY_AT = 1.0  # when a tried reply arrives: after the packets, well within every timeout
 OPENING_FLAGS = ranges.norm((f, f) for f in range(256) if opens_tcp_connection(f))
 
 
@@ -60,10 +61,10 @@ def reply_flags(fresh: Callable[[], Engine], conns: list) -> dict[tuple, Ranges]
     replay per value serves every connection: their replies touch different entries."""
     replies = {conn.orig: reply_of(conn) for conn in conns}
     taken: dict[tuple, list] = {key: [] for key in replies}
-    for flags in range(256):
+    for flags in range(256 if replies else 0):  # no TCP connection: nothing to replay
         engine = fresh()
         for key, build in replies.items():
-            if engine.process(build(flags), now=STEP * 1000).ct_state == CtState.ESTABLISHED:
+            if engine.process(build(flags), now=REPLY_AT).ct_state == CtState.ESTABLISHED:
                 taken[key].append((flags, flags))
     return {key: ranges.norm(values) for key, values in taken.items()}
 

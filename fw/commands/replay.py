@@ -170,7 +170,7 @@ def run_replay(rules: str, capture: str, *, out: str | None, topology: str | Non
 
 def worker_count(engine: Engine, wanted: int) -> int:
     """Workers as asked, unless the rules keep state that all flows share."""
-    reason = one_engine_only(engine) if wanted > 1 else None
+    reason = one_engine_only(engine.ruleset) if wanted > 1 else None
     if reason is not None:
         stderr.print(f"fwlab: one worker, not {wanted}: {reason}", highlight=False,
                      markup=False)

@@ -25,21 +25,22 @@ from dataclasses import replace
 from fw.core.protocols import ICMP, ICMPV6, TCP, UDP, UNTRACKED_ICMPV6
 from fw.engine.fragments import FRAGMENT_TIMEOUT, fragment_key
 from fw.engine.packet import Packet, decode
-from fw.model import PortMatch
+from fw.model import CHAINS, PortMatch, RuleSet
 
 CLASSES = 16  # port classes; so at most 16 workers. Each keeps 1/16 of a NAT port range.
 PURGE_EVERY = 65_536  # remembered first fragments: look for stale ones this often
 
 
-def one_engine_only(engine) -> str | None:
-    """Why this engine's rule set cannot be sharded (state shared by all flows), or None."""
-    if any(engine.compiled.limits[chain].mask for chain in engine.compiled.limits):
+def one_engine_only(ruleset: RuleSet) -> str | None:
+    """Why this rule set cannot be sharded (state shared by all flows), or None. Asked of the
+    rules, not of an engine: a reload checks its new rules before any engine runs them."""
+    if any(rule.limit is not None for chain in CHAINS for rule in ruleset.chains[chain]):
         return "its rules have rate limits, which count all flows together"
-    if any(rule.pool is not None for rule in engine.ruleset.nat):
+    if any(rule.pool is not None for rule in ruleset.nat):
         return "its port forwards to pools balance all flows together"
     if any(rule.action == "dnat" and not any(isinstance(m, PortMatch) and m.kind == "dport"
                                              and not m.negate for m in rule.matches)
-           for rule in engine.ruleset.nat):
+           for rule in ruleset.nat):
         return "a port forward names no destination port (its packets look like NAT replies)"
     return None
 

@@ -92,11 +92,7 @@ def request(name: str, obj: dict[str, Any], timeout: float = 5.0,
 
 def worker_count(name: str) -> int:
     """How many engine workers lab `name` runs (its supervisor's options; 1 when unknown)."""
-    try:  # supervisor.read_state, which cannot be imported here (it imports this module)
-        state = json.loads(runtime.supervisor_path(name).read_text())
-    except (OSError, ValueError):
-        return 1
-    options = (state.get("options") if isinstance(state, dict) else None) or {}
+    options = (runtime.read_supervisor_state(name) or {}).get("options") or {}
     return max(1, int(options.get("workers", 1)))
 
 

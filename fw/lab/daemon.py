@@ -249,7 +249,7 @@ class Daemon:
             return
         from fw.engine.shard import one_engine_only
 
-        why = one_engine_only(engine)
+        why = one_engine_only(engine.ruleset)
         if why is not None:
             raise LabError(f"{self.rules}: cannot run on {self.workers} workers: {why}; "
                            "use --workers 1")
@@ -591,7 +591,9 @@ class Daemon:
         except Exception:  # a garbled payload is a refusal, whatever unpickling raised
             return {"ok": False, "applied": False,
                     "error": "reload needs 'compiled': the rules as `fwlab reload` sends them"}
-        why = _not_shardable(stored.ruleset, self.engine.routing) if self.workers > 1 else None
+        from fw.engine.shard import one_engine_only
+
+        why = one_engine_only(stored.ruleset) if self.workers > 1 else None
         if why is not None:
             return self._not_applied(stored, f"it cannot run on {self.workers} workers: {why}")
         if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
@@ -625,14 +627,6 @@ class Daemon:
             rulestore.store(self.name, stored)
         except OSError as exc:
             self._log_event("error", error=f"cannot keep the rules for a restart: {exc}")
-
-
-def _not_shardable(ruleset: Any, routing: Any) -> str | None:
-    """Why these rules cannot be split over workers (fw/engine/shard.py), or None."""
-    from fw.engine.engine import Engine
-    from fw.engine.shard import one_engine_only
-
-    return one_engine_only(Engine(ruleset, routing))
 
 
 def _peer_waiting(conn: socket.socket) -> bool:

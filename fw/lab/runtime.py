@@ -20,9 +20,11 @@ its start time from /proc/PID/stat, and only signalled while both still match.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from fw.errors import LabError
 
@@ -88,6 +90,15 @@ def rules_store_path(name: str) -> Path:
 
 def supervisor_path(name: str) -> Path:
     return lab_dir(name) / "supervisor.json"
+
+
+def read_supervisor_state(name: str) -> dict[str, Any] | None:
+    """What the supervisor of lab `name` wrote last (supervisor.py), or None."""
+    try:
+        state = json.loads(supervisor_path(name).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def log_path(name: str, worker: int = 0) -> Path:

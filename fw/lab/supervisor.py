@@ -54,13 +54,7 @@ START_TIMEOUT = 15.0
 # -- state file ---------------------------------------------------------------------------------
 
 
-def read_state(name: str) -> dict[str, Any] | None:
-    """What the supervisor of lab `name` wrote last, or None."""
-    try:
-        state = json.loads(runtime.supervisor_path(name).read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
+read_state = runtime.read_supervisor_state  # what the supervisor of a lab wrote last, or None
 
 
 def _write_state(name: str, state: dict[str, Any]) -> None:
