@@ -19,6 +19,7 @@ from fw.dsl import load_ruleset
 from fw.engine.decision import Decision
 from fw.engine.engine import Engine
 from fw.engine.packet import decode
+from fw.packetspec import parse_packet
 from tests.flows import Clock, Playbook
 
 CLIENT, CLIENT2, SERVER, SERVER2 = "192.0.2.2", "192.0.2.3", "203.0.113.10", "203.0.113.11"
@@ -275,3 +276,37 @@ def test_translated_packets_verify_and_translate_back(tmp_path_factory, flows) -
         assert_checksums(reply.packet)
         _, _, r_dst, r_dport = left(reply)
         assert (r_dst, r_dport) == (src, sport)
+
+
+class TestCopiesCutShort:
+    """The lab's queue copies only the first bytes of packets while nothing can be rewritten
+    (fw/lab/daemon.py): the engine says when that is, and judges a cut copy as the whole."""
+
+    def plain(self, tmp_path: Path) -> Engine:
+        path = tmp_path / "plain.fw"
+        path.write_text(FORWARD_ALL)
+        return Engine(load_ruleset(str(path)))
+
+    def test_without_nat_nothing_is_rewritten(self, tmp_path: Path) -> None:
+        assert not self.plain(tmp_path).rewrites()
+
+    def test_a_translated_connection_outlives_its_rules(self, masq: Engine, tmp_path: Path):
+        assert masq.rewrites()
+        udp(masq, CLIENT, 5000, SERVER, 53, 0)
+        masq.reload(self.plain(tmp_path).ruleset)
+        assert masq.rewrites()  # its packets are still translated
+
+    def test_a_cut_copy_is_judged_and_counted_as_the_whole_packet(self, tmp_path: Path) -> None:
+        whole, cut = self.plain(tmp_path), self.plain(tmp_path)
+        opening = "tcp 192.0.2.2:41000 -> 203.0.113.10:80 flags S"
+        data = "tcp 192.0.2.2:41000 -> 203.0.113.10:80 flags A len 5000"
+        books = [Playbook(e, Clock(0)) for e in (whole, cut)]
+        for book in books:
+            book.send(opening)
+            book.send("tcp 203.0.113.10:80 -> 192.0.2.2:41000 flags SA")
+        raw = parse_packet(books[0].sequences.fill(data))
+        a = whole.process(raw, now=1.0)
+        b = cut.process(raw[:120], now=1.0, wire_len=len(raw))
+        assert (a.verdict, a.ct_state) == ("accept", "established")
+        assert (b.verdict, b.ct_state, b.rule) == (a.verdict, a.ct_state, a.rule)
+        assert [c.orig_bytes for c in whole.conntrack] == [c.orig_bytes for c in cut.conntrack]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import ipaddress
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -408,3 +409,36 @@ def test_engine_modules_import_no_io(name: str) -> None:
         else:
             continue
         assert not roots & FORBIDDEN, f"{name} imports {roots & FORBIDDEN}"
+
+
+# --- a copy cut short (pcap's snap length, the lab queue's copy range) ------------------------
+
+
+def _headers_end(pkt: Packet, raw: bytes) -> int:
+    if pkt.proto == 6:
+        return pkt.l4_offset + (raw[pkt.l4_offset + 12] >> 4) * 4
+    return pkt.l4_offset + 8
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scapy_packets(), st.data())
+def test_a_copy_cut_after_the_headers_decodes_as_the_whole_packet(sp, data) -> None:
+    """Told the packet's size, decode reads the headers of the first bytes and takes sizes from
+    them: the lab copies only that much of a 64 KiB GSO packet that leaves unchanged."""
+    raw = bytes(sp)
+    whole = decode(raw)
+    if whole.proto not in (6, 17) or whole.l4_offset < 0 or whole.is_fragment:
+        return
+    cut = raw[: data.draw(st.integers(_headers_end(whole, raw), len(raw)))]
+    assert replace(decode(cut, len(raw)), raw=raw) == whole
+    if len(cut) < len(raw):
+        assert decode(cut).invalid is not None  # not told: a truncated packet
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scapy_packets(), st.data())
+def test_a_copy_cut_anywhere_never_raises(sp, data) -> None:
+    raw = bytes(sp)
+    cut = raw[: data.draw(st.integers(0, len(raw)))]
+    pkt = decode(cut, len(raw))
+    assert not (pkt.invalid or "").startswith("undecodable"), pkt.invalid

@@ -80,6 +80,8 @@ def transport_ok(pkt: Packet) -> bool:
     if proto not in _L4_CSUM or off < 0 or pkt.more_fragments or pkt.frag_offset:
         return True  # (pkt.is_fragment, inlined: every packet comes here)
     segment = pkt.raw[off : pkt.length]
+    if off + len(segment) < pkt.length:
+        return True  # a copy cut short (decode's wire_len): nothing to check it by
     if proto == UDP and pkt.family == 4 and segment[6:8] == b"\0\0":
         return True  # no checksum
     total = int.from_bytes(segment)

@@ -93,6 +93,12 @@ class Engine:
             conn.memo = None
         self.nat.load_rules(ruleset.nat, self.compiled.ifaces)
 
+    def rewrites(self) -> bool:
+        """Whether a packet may leave with new bytes: NAT rules are loaded, or a connection
+        translated under earlier rules still runs. A queue that copies only the headers of
+        packets that leave unchanged asks this (fw/lab/daemon.py)."""
+        return self.nat.loaded or any(conn.nat is not None for conn in self.conntrack)
+
     # -- per packet ------------------------------------------------------------------------
 
     def process(
@@ -104,13 +110,16 @@ class Engine:
         oif: str | None = None,
         now: float = 0.0,
         trace: bool = False,
+        wire_len: int | None = None,
     ) -> Decision:
         """The stages in order: decode, link control, fragments, conntrack (and a verdict
         remembered on the connection), DNAT, filter, SNAT, confirm. Every path leaves through
-        `leave`, where counting and fragment bookkeeping happen once for all."""
+        `leave`, where counting and fragment bookkeeping happen once for all. `wire_len`: the
+        packet's size when `data` holds only its first bytes (decode); a translated packet's
+        bytes are then cut short too, and its adapter must not give them back as the packet."""
         if hook not in HOOK_NAMES:
             raise ValueError(f"unknown hook {hook!r}; hooks are {', '.join(HOOKS)}")
-        pkt = decode(data)
+        pkt = decode(data, wire_len)
         first_fragment = fragment_key(pkt) if (pkt.more_fragments and not pkt.frag_offset
                                                and self.stateful) else None
         decision = self.decide(pkt, hook, iif, oif, now, trace)

@@ -116,8 +116,14 @@ class Packet:
 _V4_TCP = struct.Struct("!BxHxxHBBxxIIHHIIBBH")
 
 
-def decode(buf: bytes | bytearray | memoryview) -> Packet:
+def decode(buf: bytes | bytearray | memoryview, wire_len: int | None = None) -> Packet:
     """Decode `buf` (starting at the IP header); never raises, whatever the bytes.
+
+    `wire_len`: the packet's size when `buf` holds only its first bytes, as a capture cut at
+    its snap length (pcap's orig_len, the lab queue's copy range: a 64 KiB GSO packet of an
+    untranslated flow need not cross into userspace whole). Sizes and validity then follow the
+    packet's headers as if it were whole; only headers are read, so a cut inside them is
+    `invalid`.
 
     The fast path, inlined because it runs for nearly every packet: an unfragmented TCP/IPv4
     packet with a 20-byte IP header and no TCP options (or only NOP NOP timestamp), whole and
@@ -125,30 +131,34 @@ def decode(buf: bytes | bytearray | memoryview) -> Packet:
     general way (`decode_general`), which gives the same result for these packets too.
     """
     raw = buf if type(buf) is bytes or type(buf) is bytearray else bytes(buf)
+    end = len(raw) if wire_len is None else max(wire_len, len(raw))
     if len(raw) >= 40:
         vihl, total, frag, ttl, proto, src, dst, sport, dport, seq, ack, doff, flags, window = (
             _V4_TCP.unpack_from(raw)
         )
-        if vihl == 0x45 and proto == TCP and not frag & 0x3FFF and 40 <= total <= len(raw):
+        if vihl == 0x45 and proto == TCP and not frag & 0x3FFF and 40 <= total <= end:
             hlen = (doff >> 4) << 2
             if hlen == 20 or (hlen == 32 and total >= 52 and raw[40:44] == _TS_LAYOUT):
                 return Packet(
                     raw, 4, src, dst, TCP, total, ttl, 20, sport, dport, flags, seq, ack, window,
                     total - 20 - hlen,
                 )  # fmt: skip
-    return decode_general(raw)
+    return decode_general(raw, end)
 
 
-def decode_general(raw: bytes | bytearray) -> Packet:
-    """Any packet, any shape: what `decode` does when its fast path declines."""
+def decode_general(raw: bytes | bytearray, end: int | None = None) -> Packet:
+    """Any packet, any shape: what `decode` does when its fast path declines. `end`: the
+    packet's size on the wire (len(raw) unless it was cut short)."""
     pkt = Packet(raw)
+    end = len(raw) if end is None else end
     try:
         if raw and raw[0] >> 4 == 4:  # the common case first, one call less
-            _decode_v4(pkt, raw, len(raw), False)
+            _decode_v4(pkt, raw, end, False)
         else:
-            _decode_ip(pkt, raw, len(raw), False)
+            _decode_ip(pkt, raw, end, False)
     except Exception as exc:  # a decoder bug must not take the engine down with it
-        pkt.invalid = f"undecodable: {type(exc).__name__}"
+        cut = len(raw) < end  # or a copy cut inside the headers (decode's wire_len)
+        pkt.invalid = "headers cut short" if cut else f"undecodable: {type(exc).__name__}"
     return pkt
 
 

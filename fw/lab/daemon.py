@@ -70,6 +70,11 @@ MAX_WAIT = 0.5  # seconds the queue waits for packets before the loop looks at t
 EXPIRY_CHECKS = 0.05  # and it looks at most 20 times a second
 OPENERS_BATCH = 32  # openers judged after each batch of the main queue (docs/lab.md, "Floods")
 OPENERS_RCVBUF = 4 << 20  # bytes: the openers queue's own max_len bounds what waits
+# bytes copied of each packet while no packet can leave rewritten: more than the largest packet
+# of the lab's links (MTU 1500, so ICMP errors and fragments arrive whole), far less than a
+# 64 KiB GSO packet, whose copy into userspace was the live TCP path's largest cost
+HEADERS_COPY = 2048
+WHOLE_COPY = 0xFFFF
 
 
 # -- reject replies -----------------------------------------------------------------------------
@@ -232,6 +237,7 @@ class Daemon:
         self.queue = open_backend(self.backend, self.queue_num, fail_open=self.fail_open,
                                   aliases=self.aliases, reset_mark=self.workers > 1)
         self.queue.bind()
+        self._fit_copy_range()
         self._server = self._listen(control_path(self.name, self.worker))
         for target in (self._control_loop, self._timer_loop):
             t = threading.Thread(target=target, name=target.__name__, daemon=True)
@@ -254,6 +260,15 @@ class Daemon:
             raise LabError(f"{self.rules}: cannot run on {self.workers} workers: {why}; "
                            "use --workers 1")
         engine.nat.mappings.port_class = (self.workers, self.worker)
+
+    def _fit_copy_range(self) -> None:
+        """Whole packets while the engine may rewrite one (NAT gives the kernel the whole new
+        packet back), else only their first HEADERS_COPY bytes: the engine judges headers
+        (decode's `wire_len`). Asked at start and after each reload, under the lock."""
+        size = WHOLE_COPY if self.engine.rewrites() else HEADERS_COPY
+        for queue in (self.queue, self.openers):
+            if queue is not None:
+                queue.set_copy_range(size)
 
     def _bind_openers(self) -> Any:
         """The queue of TCP connection openers (QueueLayout.openers_queue), bound first so that the
@@ -343,10 +358,11 @@ class Daemon:
             self.own_replies += 1
             return ACCEPT
         try:
-            traced = self.monitor.wants(self.engine, p.payload, p.hook, p.iif, p.oif, now)
+            cut = p.wire_len
+            traced = self.monitor.wants(self.engine, p.payload, p.hook, p.iif, p.oif, now, cut)
             decision = self.engine.process(p.payload, hook=p.hook, iif=p.iif, oif=p.oif, now=now,
-                                           trace=traced)
-            self.monitor.after(self.engine, decision, p.payload, p.hook, now, traced)
+                                           trace=traced, wire_len=cut)
+            self.monitor.after(self.engine, decision, p.payload, p.hook, now, traced, cut)
             return decision
         except Exception as exc:
             return exc
@@ -360,11 +376,11 @@ class Daemon:
         decision = outcome
         if decision.verdict == "accept":
             if decision.logs:
-                self._log_statements(decision, p.payload, p.hook)
+                self._log_statements(decision, p)
             return ACCEPT if decision.packet is None else Verdict(True, decision.packet)
         if decision.verdict == "reject" and decision.reply is not None:
             self.replies.send(decision.reply, now)
-        self._log_verdict(decision, p.payload, p.hook)
+        self._log_verdict(decision, p)
         return DROP
 
     def _crash(
@@ -383,7 +399,7 @@ class Daemon:
             verdict="drop",
         )
 
-    def _log_verdict(self, decision: Any, payload: bytes, hook: str) -> None:
+    def _log_verdict(self, decision: Any, p: QueuedPacket) -> None:
         """One line per dropped or rejected packet; the prefixes of the `log` statements it met
         go on that line (one packet, one line, even when the deciding rule logs too)."""
         if not self.packet_lines.allow(time.monotonic()):
@@ -397,13 +413,13 @@ class Daemon:
             rule=rule_ref(decision.rule),
             reason=decision.reason,
             reply_sent=decision.reply is not None if decision.verdict == "reject" else None,
-            **packet_fields(decision, hook, packet_summary(payload)),
+            **packet_fields(decision, p.hook, packet_summary(p.payload, p.wire_len)),
         )
 
-    def _log_statements(self, decision: Any, payload: bytes, hook: str) -> None:
+    def _log_statements(self, decision: Any, p: QueuedPacket) -> None:
         if not self.packet_lines.allow(time.monotonic()):
             return
-        fields = packet_fields(decision, hook, packet_summary(payload))
+        fields = packet_fields(decision, p.hook, packet_summary(p.payload, p.wire_len))
         for ev in decision.logs:
             level = {"level": ev.level} if ev.level else {}
             self._log_event("log", prefix=ev.prefix, chain=ev.chain, rule=rule_ref(ev.rule),
@@ -602,6 +618,7 @@ class Daemon:
             if time.monotonic() > deadline or not waiting():
                 return self._not_applied(stored, "the command stopped waiting first")
             self.engine.reload(stored.ruleset)
+            self._fit_copy_range()
         except FwlabError as exc:
             return self._not_applied(stored, str(exc))
         finally:

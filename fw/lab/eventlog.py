@@ -83,17 +83,19 @@ class JsonLog:
             self._file.close()
 
 
-def packet_summary(payload: bytes) -> dict[str, Any]:
-    """Addresses, protocol and ports of a packet, for a log line (decoded only when logging)."""
+def packet_summary(payload: bytes, wire_len: int | None = None) -> dict[str, Any]:
+    """Addresses, protocol and ports of a packet, for a log line (decoded only when logging).
+    `wire_len`: its size when `payload` is only its first bytes (the queue's copy range)."""
     from fw.engine.packet import decode
 
+    size = len(payload) if wire_len is None else wire_len
     try:
-        pkt = decode(payload)
+        pkt = decode(payload, wire_len)
     except Exception:
-        return {"len": len(payload), "undecodable": True}
+        return {"len": size, "undecodable": True}
     if pkt.family not in (4, 6) or len(payload) < (20 if pkt.family == 4 else 40):
-        return {"len": len(payload), "undecodable": True, "invalid": pkt.invalid}
-    out: dict[str, Any] = {"len": len(payload), "family": pkt.family}
+        return {"len": size, "undecodable": True, "invalid": pkt.invalid}
+    out: dict[str, Any] = {"len": size, "family": pkt.family}
     out["src"], out["dst"] = address_text(pkt.family, pkt.src), address_text(pkt.family, pkt.dst)
     out["proto"] = PROTO_NAMES.get(pkt.proto, pkt.proto)
     if pkt.sport >= 0:

@@ -95,14 +95,14 @@ class Monitor:
     # -- the packet path -----------------------------------------------------------------------
 
     def wants(self, engine: Any, payload: bytes, hook: str, iif: str | None, oif: str | None,
-              now: float) -> bool:
+              now: float, wire_len: int | None = None) -> bool:
         """Should the engine trace this packet? False at once when nobody traces."""
         if not self.sessions:
             return False
         from fw.core.fields import packet_values
         from fw.engine.packet import decode
 
-        pkt = decode(payload)
+        pkt = decode(payload, wire_len)
         if not pkt.family:
             return False
         _, iif, oif = engine.place(pkt, hook, iif, oif)
@@ -114,11 +114,11 @@ class Monitor:
         return bool(self.picked)
 
     def after(self, engine: Any, decision: Any, payload: bytes, hook: str, now: float,
-              traced: bool) -> None:
+              traced: bool, wire_len: int | None = None) -> None:
         """Take the packet's conntrack events; give a traced packet's record to its sessions."""
         self.drain(now)
         if traced:
-            self.record(engine, decision, payload, hook)
+            self.record(engine, decision, payload, hook, wire_len)
 
     def drain(self, now: float) -> None:
         """Number the engine's new events; keep them only while someone follows. An event
@@ -137,12 +137,14 @@ class Monitor:
                 self.events.append((self.seq, wall, now, event))
             pending.clear()
 
-    def record(self, engine: Any, decision: Any, payload: bytes, hook: str) -> None:
+    def record(self, engine: Any, decision: Any, payload: bytes, hook: str,
+               wire_len: int | None = None) -> None:
         """The judged packet, as explain shows it, for each session that picked it."""
         from fw.engine.packet import decode
         from fw.views import decision_view, summary
 
-        view = {"time": round(time.time(), 6), "hook": hook, "packet": summary(decode(payload)),
+        packet = summary(decode(payload, wire_len))
+        view = {"time": round(time.time(), 6), "hook": hook, "packet": packet,
                 **decision_view(engine, decision)}
         for session in self.picked:
             session.records.append(view)

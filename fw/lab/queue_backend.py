@@ -67,6 +67,11 @@ class QueuedPacket(NamedTuple):
     def truncated(self) -> bool:
         return self.length > len(self.payload)
 
+    @property
+    def wire_len(self) -> int | None:
+        """The packet's whole length when the copy was cut short (decode's `wire_len`)."""
+        return self.length if self.length > len(self.payload) else None
+
 
 class Verdict(NamedTuple):
     """Accept (with new bytes, a new mark) or drop."""
@@ -102,6 +107,10 @@ class QueueBackend(Protocol):
 
     def answer(self, packets: Sequence[QueuedPacket], verdicts: Sequence[Verdict]) -> None:
         """One verdict per packet of the last batch, in the same order."""
+
+    def set_copy_range(self, size: int) -> None:
+        """Copy at most `size` bytes of each packet from now on, where the backend can (a
+        packet cut short arrives with its whole `length`); others keep copying whole packets."""
 
     def counters(self) -> dict[str, int | None]:
         """Packets, verdicts and the backend's own trouble counters (for `status`)."""
@@ -212,10 +221,14 @@ def serve(
     max_batch, small) after each batch of the main queue: a flood of openers fills its own queue
     while established flows keep theirs moving."""
     errors = errors if errors is not None else JudgeErrors()
-    while not stop.is_set():
-        if openers is None:
+    if openers is None:
+        while not stop.is_set():
             _answer(backend, backend.receive(timeout()), judge, errors)
-            continue
-        select.select([backend, openers], [], [], timeout())
+        return
+    both = select.poll()
+    for queue in (backend, openers):
+        both.register(queue.fileno(), select.POLLIN)
+    while not stop.is_set():
+        both.poll(timeout() * 1000)
         _answer(backend, backend.receive(0), judge, errors)
         _answer(openers, openers.receive(0), judge, errors)

@@ -72,6 +72,10 @@ class NetfilterqueueBackend:
         self._batch: list[QueuedPacket] = []
         self._ifname = ifnames or IfNames()
 
+    def set_copy_range(self, size: int) -> None:
+        """Whole packets always: netfilterqueue's reads are per packet anyway, and the copy of
+        a packet without GSO is at most an MTU."""
+
     def fileno(self) -> int:
         return self._sock.fileno() if self._sock is not None else -1
 

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fw import craft
 from fw.engine.checksum import pseudo_header_sum, verify
@@ -87,6 +89,19 @@ def test_config_binds_and_configures_in_one_acknowledged_message(fail_open, flag
     assert attrs[nl.NFQA_CFG_QUEUE_MAXLEN] == struct.pack("!I", 1000)
     assert attrs[nl.NFQA_CFG_MASK] == struct.pack("!I", nl.CFG_F_GSO | nl.CFG_F_FAIL_OPEN)
     assert attrs[nl.NFQA_CFG_FLAGS] == struct.pack("!I", flags)
+
+
+def test_the_copy_range_changes_on_a_bound_queue_in_one_acknowledged_message() -> None:
+    ((kind, nlflags, body),) = messages(nl.copy_range_message(7, 2048))
+    assert (kind, nlflags) == (3 << 8 | 2, nl.NLM_F_REQUEST | nl.NLM_F_ACK)
+    assert attributes(body) == {nl.NFQA_CFG_PARAMS: struct.pack("!IB", 2048, 2)}  # nothing else
+
+
+def test_a_backend_asked_for_more_than_an_attribute_holds_copies_whole_packets() -> None:
+    b = nl.NetlinkBackend(0, copy_range=2048)
+    b.set_copy_range(0xFFFF)
+    assert b.copy_range == nl.MAX_COPY_RANGE == 65531
+    assert b.counters()["copy_range"] == 65531
 
 
 def pkt(pid: int, payload: bytes = b"E" * 20, skb_info: int = 0, length: int = -1) -> QueuedPacket:
@@ -213,6 +228,25 @@ def test_a_rewritten_partial_checksum_is_completed(
     assert done == move_port(packet, 9090, 8080)  # as if it had been complete all along
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["tcp", "udp"]),
+    st.sampled_from(["192.0.2.2", "2001:db8::2"]),
+    st.integers(0, 65535 - 40 - 20),
+    st.binary(min_size=1, max_size=64),
+)
+def test_a_completed_checksum_is_the_one_a_receiver_computes(proto, src, size, fill) -> None:
+    """Any size (numpy's 32-bit words from 4 KiB on, and the 1 to 3 bytes after the last
+    word), both families, both protocols."""
+    dst = "203.0.113.10" if ":" not in src else "2001:db8::10"
+    payload = (fill * (size // len(fill) + 1))[:size]
+    make = craft.tcp if proto == "tcp" else craft.udp
+    whole = (make(src, dst, 40000, 9090, "PA", payload=payload) if proto == "tcp"
+             else make(src, dst, 40000, 9090, payload))
+    csum_at = 16 if proto == "tcp" else 6
+    assert nl.complete_checksum(partial(whole, csum_at)) == whole
+
+
 def test_the_backend_completes_drops_or_passes_rewrites() -> None:
     b = nl.NetlinkBackend(0)
     tcp = craft.tcp("192.0.2.2", "203.0.113.10", 40000, 9090, "PA", payload=b"data")
@@ -222,6 +256,7 @@ def test_the_backend_completes_drops_or_passes_rewrites() -> None:
     assert verify(decode(b._prepare(ready, Verdict(True, moved)).payload))
     # cut short by the copy range: giving the bytes back would cut the packet, so drop it
     assert b._prepare(pkt(2, queued, 0, 70000), Verdict(True, moved)) == DROP
+    assert b.cut_rewrites == 1
     # the same bytes back are no rewrite
     assert b._prepare(pkt(3, tcp), Verdict(True, tcp)) == ACCEPT
     assert (b.accepted, b.dropped, b.modified, b.csum_completed) == (2, 1, 1, 1)
@@ -356,11 +391,11 @@ def _csum_errors(lab, host: str) -> int:
     return sum(int(line.split()[1]) for line in out.splitlines()[1:] if line.strip())
 
 
-def _iperf(lab, port: int, seconds: int = 2) -> float:
-    """Bits per second of one TCP stream client -> server (iperf3 server on 8080)."""
+def _iperf(lab, port: int, seconds: int = 2, server_port: int = 8080) -> float:
+    """Bits per second of one TCP stream client -> server (iperf3 server on `server_port`)."""
     srv = lab.exec(
         "server",
-        ["iperf3", "-s", "-1", "-B", "203.0.113.10", "-p", "8080"],
+        ["iperf3", "-s", "-1", "-B", "203.0.113.10", "-p", str(server_port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -414,6 +449,33 @@ def test_gso_packets_rewritten_arrive_with_good_checksums(lab, consumer, tmp_pat
     assert final["gso_packets"] > 0 and final["csum_completed"] > 0
     assert any(r["len"] > 1500 and r["skb_info"] & SKB_GSO and r["rewritten"] for r in rows)
     assert final["kernel_errors"] == 0 and final["truncated"] == 0
+
+
+@pytest.mark.lab
+@needs_tools
+def test_the_lab_copies_headers_only_while_no_packet_can_leave_rewritten(cli_lab) -> None:
+    """Without NAT the engine judges headers, so the queue copies 2 KiB of each packet, not the
+    64 KiB of a GSO packet; with NAT loaded it copies whole packets (a rewrite gives the kernel
+    the whole packet back), and keeps doing so while translated connections run."""
+    lab = cli_lab("--backend", "netlink", "--rules", str(TEST_RULES / "bench-stateful.fw"))
+    _verify_checksums_in_software(lab.handle)
+
+    def adapter() -> dict:
+        return lab.status()["daemon"]["adapter"]
+
+    assert adapter()["copy_range"] == 2048
+    assert _iperf(lab.handle, 5201, server_port=5201) > 0
+    headers = adapter()
+    assert headers["gso_packets"] > 0 and headers["truncated"] > 0
+    assert headers["cut_rewrites"] == 0 and headers["kernel_errors"] == 0
+    assert lab.cli("reload", str(TEST_RULES / "bench-masq.fw")).returncode == 0
+    assert adapter()["copy_range"] == nl.MAX_COPY_RANGE
+    assert _iperf(lab.handle, 5201, server_port=5201) > 0
+    nat = json.loads(lab.cli("nat", "--json").stdout)
+    assert nat and adapter()["csum_completed"] > 0 and adapter()["cut_rewrites"] == 0
+    assert _csum_errors(lab.handle, "server") == 0
+    assert lab.cli("reload", str(TEST_RULES / "bench-stateful.fw")).returncode == 0
+    assert adapter()["copy_range"] == nl.MAX_COPY_RANGE  # the translated connections still run
 
 
 @contextlib.contextmanager
