@@ -7,10 +7,12 @@
   memory        conntrack bytes per entry at 1,000,000 entries (tracemalloc)
   nat           established packets/s through a masquerade, and the ratio to no NAT
   replay-workers  `fwlab replay --workers N` of that capture for each --workers N (wall time;
-                not in the default set: it wants otherwise idle CPUs)
+                not in the default set: it wants otherwise idle CPUs), --rounds times
+                alternated, with the median ratio
 
 Usage: .venv/bin/python scripts/bench_engine.py [established new-flows replay memory nat
        replay-workers] [--packets N] [--replay-packets N] [--entries N] [--workers N ...]
+       [--rounds N]
 """
 
 from __future__ import annotations
@@ -134,12 +136,25 @@ def bench_replay(args: argparse.Namespace) -> dict[str, float]:
     return rates
 
 
-def bench_replay_workers(args: argparse.Namespace) -> dict[int, float]:
-    """`replay --workers N` for each N asked, one after the other on the same capture."""
+def bench_replay_workers(args: argparse.Namespace) -> list[dict[int, float]]:
+    """`replay --workers N` for each N asked, one after the other on the same capture, in
+    --rounds rounds (alternated: a busy minute on a shared machine then hits both counts)."""
     path, count = replay_capture(args)
-    rates = {n: replay_rate(path, count, "--workers", str(n)) for n in args.workers}
+    rounds = [{n: replay_rate(path, count, "--workers", str(n)) for n in args.workers}
+              for _ in range(args.rounds)]
     os.unlink(path)
-    return rates
+    return rounds
+
+
+def print_replay_workers(rounds: list[dict[int, float]], base: int) -> None:
+    for i, rates in enumerate(rounds, 1):
+        for n, value in rates.items():
+            print(f"round {i}: replay --workers {n}: {value:,.0f} packets/s "
+                  f"({value / rates[base]:.2f} x --workers {base})")
+    for n in rounds[0]:
+        ratios = sorted(rates[n] / rates[base] for rates in rounds)
+        print(f"--workers {n}: median {ratios[len(ratios) // 2]:.2f} x --workers {base} "
+              f"over {len(rounds)} rounds (lowest {ratios[0]:.2f}, highest {ratios[-1]:.2f})")
 
 
 def bench_memory(args: argparse.Namespace) -> float:
@@ -167,6 +182,8 @@ def main() -> None:
     parser.add_argument("--packets", type=int, default=400_000)
     parser.add_argument("--replay-packets", type=int, default=1_000_000)
     parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="replay-workers: alternate the worker counts this many times")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="replay-workers: the worker counts to time")
     args = parser.parse_args()
@@ -184,10 +201,7 @@ def main() -> None:
             print(f"replay ({mode} output): {value:,.0f} packets/s")
     if "replay-workers" in args.which:
         print(f"load average before: {os.getloadavg()[0]:.2f}")
-        rates = bench_replay_workers(args)
-        for n, value in rates.items():
-            print(f"replay --workers {n}: {value:,.0f} packets/s "
-                  f"({value / rates[args.workers[0]]:.2f} x --workers {args.workers[0]})")
+        print_replay_workers(bench_replay_workers(args), args.workers[0])
         print(f"load average after: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
     if "memory" in args.which:
         print(f"conntrack: {bench_memory(args):,.0f} bytes per entry at {args.entries:,} entries")

@@ -295,13 +295,16 @@ class Nat:
         dst, src = plan.dst, plan.src
         if dst is None and src is None:
             return None
-        buf = pkt.raw
-        if type(buf) is not bytearray:
-            buf = pkt.raw = bytearray(buf)
+        raw, l4 = pkt.raw, pkt.l4_offset
+        end = min(len(raw), max(l4, 0) + 20)  # every byte NAT writes is in the first `end`
+        head = bytearray(raw[:end])
         if dst is not None:
-            dst.apply(buf, pkt.l4_offset)
+            dst.apply(head, l4)
         if src is not None:
-            src.apply(buf, pkt.l4_offset)
+            src.apply(head, l4)
+        # the packet as bytes, copied once (the Decision's bytes(pkt.raw) is then no copy): a
+        # bytearray of the whole, then bytes of it, cost two copies of a 64 KiB GSO packet
+        pkt.raw = b"".join((head, memoryview(raw)[end:]))
         return plan.change
 
     @staticmethod

@@ -377,7 +377,9 @@ class Daemon:
         if decision.verdict == "accept":
             if decision.logs:
                 self._log_statements(decision, p)
-            return ACCEPT if decision.packet is None else Verdict(True, decision.packet)
+            if decision.packet is None:
+                return ACCEPT
+            return Verdict(True, decision.packet, forwarded=decision.chain == "forward")
         if decision.verdict == "reject" and decision.reply is not None:
             self.replies.send(decision.reply, now)
         self._log_verdict(decision, p)

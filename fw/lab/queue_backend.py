@@ -79,6 +79,7 @@ class Verdict(NamedTuple):
     accept: bool
     payload: bytes | None = None  # the rewritten packet; None keeps the kernel's own
     mark: int | None = None
+    forwarded: bool = False  # it leaves through a device (the forward chain), not to a socket
 
 
 ACCEPT = Verdict(True)
