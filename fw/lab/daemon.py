@@ -340,6 +340,7 @@ class Daemon:
         now = self.clock() if now is None else now
         with self.lock:
             outcomes = [self._decide(p, now) for p in packets]
+            self.monitor.drain(now)  # the batch's conntrack events, numbered in their order
         return [self._verdict(p, o, now) for p, o in zip(packets, outcomes, strict=True)]
 
     def handle(
@@ -357,12 +358,15 @@ class Daemon:
         if p.hook == "output" and self.replies.is_own(p.payload, now):
             self.own_replies += 1
             return ACCEPT
-        try:
-            cut = p.wire_len
-            traced = self.monitor.wants(self.engine, p.payload, p.hook, p.iif, p.oif, now, cut)
+        try:  # (per packet: no call that is not needed, nobody traces nearly always)
+            cut = p.length if p.length > len(p.payload) else None  # p.wire_len
+            monitor = self.monitor
+            traced = bool(monitor.sessions) and monitor.wants(self.engine, p.payload, p.hook,
+                                                              p.iif, p.oif, now, cut)
             decision = self.engine.process(p.payload, hook=p.hook, iif=p.iif, oif=p.oif, now=now,
                                            trace=traced, wire_len=cut)
-            self.monitor.after(self.engine, decision, p.payload, p.hook, now, traced, cut)
+            if traced:
+                monitor.record(self.engine, decision, p.payload, p.hook, cut)
             return decision
         except Exception as exc:
             return exc
