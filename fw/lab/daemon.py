@@ -202,6 +202,8 @@ class Daemon:
         self.judge_errors = JudgeErrors()
         self._due: float | None = None  # the engine's next expiry, as last asked
         self.trimmer = Trimmer()  # memory back to the system after a full table emptied
+        self.copy_range = WHOLE_COPY  # what the queues copy of each packet (_fit_copy_range)
+        self._narrow_at = 0.0  # when _narrow_copy_range may walk the connections again
         self._check_at = 0.0
         self.log: JsonLog | None = None
         self.packet_lines = LineLimit()
@@ -265,10 +267,20 @@ class Daemon:
         """Whole packets while the engine may rewrite one (NAT gives the kernel the whole new
         packet back), else only their first HEADERS_COPY bytes: the engine judges headers
         (decode's `wire_len`). Asked at start and after each reload, under the lock."""
-        size = WHOLE_COPY if self.engine.rewrites() else HEADERS_COPY
+        self.copy_range = WHOLE_COPY if self.engine.rewrites() else HEADERS_COPY
         for queue in (self.queue, self.openers):
             if queue is not None:
-                queue.set_copy_range(size)
+                queue.set_copy_range(self.copy_range)
+
+    def _narrow_copy_range(self, now: float) -> None:
+        """After a reload took NAT away, whole copies stay while connections it translated
+        run; once expiry has ended the last of them, headers are enough again. Looked at after
+        an expiry, at most once a second (it walks the connection table), and only then."""
+        if self.copy_range == HEADERS_COPY or self.engine.nat.loaded or now < self._narrow_at:
+            return
+        self._narrow_at = now + 1.0
+        if not self.engine.rewrites():
+            self._fit_copy_range()
 
     def _bind_openers(self) -> Any:
         """The queue of TCP connection openers (QueueLayout.openers_queue), bound first so that the
@@ -454,6 +466,7 @@ class Daemon:
                     self.engine.expire(now)
                     self.monitor.drain(now)
                     due = self.engine.next_expiry()
+                    self._narrow_copy_range(now)
                 entries = len(self.engine.conntrack)
             self.trimmer.note(entries)
             self._due, self._check_at = due, now + EXPIRY_CHECKS

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fw.engine.engine import Engine
+from fw.lab import daemon as daemon_mod
 from fw.lab import rulestore, runtime
 from fw.lab.daemon import Daemon, ReplySender
 from fw.lab.engine_glue import load_rules, routing_for
@@ -85,6 +86,40 @@ def test_handle_judges_logs_and_drops(tmp_path: Path) -> None:
         "len": 40, "family": 4, "src": ATTACKER, "dst": CLIENT, "proto": "tcp",
         "sport": 40000, "dport": 22, "flags": "syn",
     }
+
+
+class CopyRanges:
+    """A queue that only notes the copy ranges it is given."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def set_copy_range(self, size: int) -> None:
+        self.sizes.append(size)
+
+
+def test_the_queue_copies_headers_only_once_nothing_can_be_rewritten(tmp_path: Path) -> None:
+    """Whole packets while NAT rules are loaded, and after a reload that took them away while a
+    connection they translated runs; headers only once expiry has ended it."""
+    from scapy.layers.inet import IP, UDP
+
+    daemon = bare_daemon(tmp_path)  # stateful-web.fw masquerades
+    daemon.queue = queue = CopyRanges()
+    whole, headers = daemon_mod.WHOLE_COPY, daemon_mod.HEADERS_COPY
+    daemon._fit_copy_range()
+    udp = bytes(IP(src=CLIENT, dst=SERVER) / UDP(sport=5000, dport=53))
+    _, translated = daemon.handle(udp, "prerouting", 1.0, "lan", None)
+    assert translated is not None  # masqueraded: a translated connection
+    daemon.engine.reload(load_rules(TEST_RULES / "bench-stateful.fw"))  # what reload() does
+    daemon._fit_copy_range()
+    for now in (2.0, 10.0):  # the connection runs (30 s for an unanswered UDP flow)
+        daemon.clock = lambda now=now: now
+        daemon._wait()
+    assert queue.sizes == [whole, whole] and daemon.copy_range == whole
+    daemon.clock = lambda: 100.0
+    daemon._wait()
+    assert len(daemon.engine.conntrack) == 0
+    assert queue.sizes == [whole, whole, headers] and daemon.copy_range == headers
 
 
 def test_loopback_is_not_judged(tmp_path: Path) -> None:
