@@ -227,9 +227,13 @@ def serve(
             _answer(backend, backend.receive(timeout()), judge, errors)
         return
     both = select.poll()
-    for queue in (backend, openers):
-        both.register(queue.fileno(), select.POLLIN)
+    main_fd, openers_fd = backend.fileno(), openers.fileno()
+    for fd in (main_fd, openers_fd):
+        both.register(fd, select.POLLIN)
+    ready = {main_fd, openers_fd}  # the first round reads both: a backend may hold packets
     while not stop.is_set():
-        both.poll(timeout() * 1000)
-        _answer(backend, backend.receive(0), judge, errors)
-        _answer(openers, openers.receive(0), judge, errors)
+        if main_fd in ready:
+            _answer(backend, backend.receive(0), judge, errors)
+        if openers_fd in ready:  # (an idle queue costs no read that fails, nearly always)
+            _answer(openers, openers.receive(0), judge, errors)
+        ready = {fd for fd, _ in both.poll(timeout() * 1000)}
