@@ -28,10 +28,13 @@ def setup() -> tuple[Monitor, Engine]:
 
 
 def judge(watcher: Monitor, engine: Engine, raw: bytes, now: float) -> None:
-    """What the daemon does with one packet from the queue."""
+    """What the daemon does with one packet from the queue (a batch of one: the events are
+    numbered after each batch)."""
     traced = watcher.wants(engine, raw, "prerouting", None, None, now)
     decision = engine.process(raw, hook="prerouting", now=now, trace=traced)
-    watcher.after(engine, decision, raw, "prerouting", now, traced)
+    if traced:
+        watcher.record(engine, decision, raw, "prerouting")
+    watcher.drain(now)
 
 
 def test_a_trace_records_only_what_it_matches_up_to_its_count() -> None:

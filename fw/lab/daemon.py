@@ -267,10 +267,13 @@ class Daemon:
         """Whole packets while the engine may rewrite one (NAT gives the kernel the whole new
         packet back), else only their first HEADERS_COPY bytes: the engine judges headers
         (decode's `wire_len`). Asked at start and after each reload, under the lock."""
-        self.copy_range = WHOLE_COPY if self.engine.rewrites() else HEADERS_COPY
+        self._set_copy_range(WHOLE_COPY if self.engine.rewrites() else HEADERS_COPY)
+
+    def _set_copy_range(self, size: int) -> None:
+        self.copy_range = size
         for queue in (self.queue, self.openers):
             if queue is not None:
-                queue.set_copy_range(self.copy_range)
+                queue.set_copy_range(size)
 
     def _narrow_copy_range(self, now: float) -> None:
         """After a reload took NAT away, whole copies stay while connections it translated
@@ -280,7 +283,7 @@ class Daemon:
             return
         self._narrow_at = now + 1.0
         if not self.engine.rewrites():
-            self._fit_copy_range()
+            self._set_copy_range(HEADERS_COPY)
 
     def _bind_openers(self) -> Any:
         """The queue of TCP connection openers (QueueLayout.openers_queue), bound first so that the
@@ -371,7 +374,7 @@ class Daemon:
             self.own_replies += 1
             return ACCEPT
         try:  # (per packet: no call that is not needed, nobody traces nearly always)
-            cut = p.length if p.length > len(p.payload) else None  # p.wire_len
+            cut = p.wire_len
             monitor = self.monitor
             traced = bool(monitor.sessions) and monitor.wants(self.engine, p.payload, p.hook,
                                                               p.iif, p.oif, now, cut)

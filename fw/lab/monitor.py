@@ -113,13 +113,6 @@ class Monitor:
         ]
         return bool(self.picked)
 
-    def after(self, engine: Any, decision: Any, payload: bytes, hook: str, now: float,
-              traced: bool, wire_len: int | None = None) -> None:
-        """Take the packet's conntrack events; give a traced packet's record to its sessions."""
-        self.drain(now)
-        if traced:
-            self.record(engine, decision, payload, hook, wire_len)
-
     def drain(self, now: float) -> None:
         """Number the engine's new events; keep them only while someone follows. An event
         holds its connection, so a ring kept for nobody would hold up to EVENT_RING dead

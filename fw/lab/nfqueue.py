@@ -53,6 +53,7 @@ from fw.lab.queue_backend import (
     QueueBackend,
     QueuedPacket,
     Verdict,
+    ip_protocol,
     judge_each,
     serve,
 )
@@ -414,17 +415,6 @@ class NfqueueAdapter:
 # -- an accept-all consumer for the lab (python -m fw.lab.nfqueue) -----------------------------
 
 
-def _protocol(payload: bytes) -> int | None:
-    if not payload:
-        return None
-    version = payload[0] >> 4
-    if version == 4 and len(payload) >= 20:
-        return payload[9]
-    if version == 6 and len(payload) >= 40:
-        return payload[6]  # next header; good enough for the tests (no extension headers)
-    return None
-
-
 def move_port(payload: bytes, old: int, new: int) -> bytes | None:
     """An IPv4 TCP/UDP packet to port `old` sent to `new` instead, and one from `new` made to
     come from `old` (a port forward in miniature, for the tests of rewritten packets); None when
@@ -456,7 +446,7 @@ class _Consumer:
         return [self.judge(p) for p in packets]
 
     def judge(self, p: QueuedPacket) -> Verdict:
-        proto = _protocol(p.payload)
+        proto = ip_protocol(p.payload)
         self.max_len = max(self.max_len, len(p.payload))
         verdict = DROP if proto in self.drop else ACCEPT
         if verdict is ACCEPT and self.move is not None:

@@ -39,6 +39,7 @@ __all__ = [
     "QueueBackend",
     "QueuedPacket",
     "Verdict",
+    "ip_protocol",
     "judge_each",
     "serve",
 ]
@@ -71,6 +72,19 @@ class QueuedPacket(NamedTuple):
     def wire_len(self) -> int | None:
         """The packet's whole length when the copy was cut short (decode's `wire_len`)."""
         return self.length if self.length > len(self.payload) else None
+
+
+def ip_protocol(payload: bytes) -> int | None:
+    """The protocol after a queued packet's IP header, read without decoding it (IPv6: the
+    first next header, so no extension headers: what NAT, IPv4 only, and the tests need)."""
+    if not payload:
+        return None
+    version = payload[0] >> 4
+    if version == 4 and len(payload) >= 20:
+        return payload[9]
+    if version == 6 and len(payload) >= 40:
+        return payload[6]
+    return None
 
 
 class Verdict(NamedTuple):

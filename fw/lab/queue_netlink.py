@@ -61,6 +61,7 @@ from fw.lab.queue_backend import (
     IfNames,
     QueuedPacket,
     Verdict,
+    ip_protocol,
 )
 
 __all__ = [
@@ -130,6 +131,21 @@ def _attr(kind: int, data: bytes) -> bytes:
     return _NLA.pack(4 + len(data), kind) + data + _pad(len(data))
 
 
+def _config(queue_num: int, attrs: Sequence[bytes], seq: int, ack: bool = True) -> bytes:
+    """One NFQNL_MSG_CONFIG for `queue_num` carrying `attrs` (acknowledged unless `ack` is off)."""
+    body = _NFGEN.pack(socket.AF_UNSPEC, 0, queue_num) + b"".join(attrs)
+    flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
+    return _NLMSG.pack(_NLMSG.size + len(body), MSG_CONFIG, flags, seq, 0) + body
+
+
+def _command(cmd: int) -> bytes:
+    return _attr(NFQA_CFG_CMD, struct.pack("!BBH", cmd, 0, socket.AF_UNSPEC))
+
+
+def _params(copy_range: int) -> bytes:
+    return _attr(NFQA_CFG_PARAMS, struct.pack("!IB", copy_range, COPY_PACKET))
+
+
 def config_message(
     queue_num: int,
     *,
@@ -141,32 +157,22 @@ def config_message(
 ) -> bytes:
     """Bind `queue_num` and configure it, in one message the kernel acknowledges."""
     flags = (CFG_F_GSO if gso else 0) | (CFG_F_FAIL_OPEN if fail_open else 0)
-    body = (
-        _NFGEN.pack(socket.AF_UNSPEC, 0, queue_num)
-        + _attr(NFQA_CFG_CMD, struct.pack("!BBH", CMD_BIND, 0, socket.AF_UNSPEC))
-        + _attr(NFQA_CFG_PARAMS, struct.pack("!IB", copy_range, COPY_PACKET))
-        + _attr(NFQA_CFG_QUEUE_MAXLEN, _BE32.pack(max_len))
-        + _attr(NFQA_CFG_MASK, _BE32.pack(CFG_F_GSO | CFG_F_FAIL_OPEN))
-        + _attr(NFQA_CFG_FLAGS, _BE32.pack(flags))
-    )
-    flags_nl = NLM_F_REQUEST | NLM_F_ACK
-    return _NLMSG.pack(_NLMSG.size + len(body), MSG_CONFIG, flags_nl, seq, 0) + body
+    return _config(queue_num, [
+        _command(CMD_BIND),
+        _params(copy_range),
+        _attr(NFQA_CFG_QUEUE_MAXLEN, _BE32.pack(max_len)),
+        _attr(NFQA_CFG_MASK, _BE32.pack(CFG_F_GSO | CFG_F_FAIL_OPEN)),
+        _attr(NFQA_CFG_FLAGS, _BE32.pack(flags)),
+    ], seq)
 
 
 def copy_range_message(queue_num: int, copy_range: int, seq: int = 0) -> bytes:
     """Copy at most `copy_range` bytes of each packet from now on (the queue stays bound)."""
-    body = _NFGEN.pack(socket.AF_UNSPEC, 0, queue_num) + _attr(
-        NFQA_CFG_PARAMS, struct.pack("!IB", copy_range, COPY_PACKET)
-    )
-    flags = NLM_F_REQUEST | NLM_F_ACK
-    return _NLMSG.pack(_NLMSG.size + len(body), MSG_CONFIG, flags, seq, 0) + body
+    return _config(queue_num, [_params(copy_range)], seq)
 
 
 def unbind_message(queue_num: int, seq: int = 0) -> bytes:
-    body = _NFGEN.pack(socket.AF_UNSPEC, 0, queue_num) + _attr(
-        NFQA_CFG_CMD, struct.pack("!BBH", CMD_UNBIND, 0, socket.AF_UNSPEC)
-    )
-    return _NLMSG.pack(_NLMSG.size + len(body), MSG_CONFIG, NLM_F_REQUEST, seq, 0) + body
+    return _config(queue_num, [_command(CMD_UNBIND)], seq, ack=False)
 
 
 def _verdict_head(kind: int, queue_num: int, packet_id: int, accept: bool, extra: int) -> bytes:
@@ -338,11 +344,6 @@ def complete_checksum(packet: bytes) -> bytes:
     return b"".join((view[:field], csum.to_bytes(2), view[field + 2 :]))
 
 
-def _transport(packet: bytes) -> int:
-    """The protocol after the IP header (IPv6 without extension headers: NAT is IPv4 only)."""
-    return packet[9] if packet[0] >> 4 == 4 else packet[6]
-
-
 def _set_buffer(sock: socket.socket, force: int, plain: int, size: int) -> None:
     """The forced size (root: not capped by net.core.[rw]mem_max), else what the cap allows."""
     try:
@@ -493,7 +494,7 @@ class NetlinkBackend:
         if v.payload is None or v.payload == p.payload:
             self.accepted += 1
             return v if v.payload is None else v._replace(payload=None)
-        if p.length > len(p.payload):
+        if p.truncated:
             self.dropped += 1  # the bytes we have are cut short: giving them back would trim it
             self.cut_rewrites += 1
             return Verdict(False)
@@ -501,7 +502,7 @@ class NetlinkBackend:
         self.modified += 1
         if not p.skb_info & SKB_CSUM_NOT_READY:
             return v
-        if v.forwarded and p.skb_info & SKB_GSO and _transport(v.payload) == TCP:
+        if v.forwarded and p.skb_info & SKB_GSO and ip_protocol(v.payload) == TCP:
             self.csum_left += 1  # the kernel's segmentation writes it
             return v
         self.csum_completed += 1
